@@ -1,0 +1,84 @@
+"""One error tree for the whole system, split by what the caller should do.
+
+    T2VError                  base of everything we raise on purpose
+    ├── ConfigError           settings are wrong or a needed service is missing: fix and restart
+    ├── RequestInvalid        a request was refused before anything was written (also a ValueError)
+    ├── EnqueueError          the row is written but the broker refused the message: re-drive later
+    ├── JobError              a job ended badly; carries the job's record
+    │   ├── JobFailed         the job is `failed` (or `cancelled`); `.record.error` says why
+    │   └── JobTimeout        `Job.wait` gave up before the job finished (the job goes on)
+    ├── TransientError        the provider or storage may succeed later: retry with backoff
+    │   └── RateLimited       the provider said 429; `.retry_after` seconds to wait
+    └── PermanentError        retrying cannot help (bad key, no credits, rejected prompt)
+
+Nothing here imports Celery, SQLAlchemy sessions or HTTP clients: both the producer and
+the worker raise these, and application code catches them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class T2VError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(T2VError):
+    """Settings are inconsistent, or a service they name cannot be used."""
+
+
+class RequestInvalid(T2VError, ValueError):
+    """A request was refused at the door; nothing reached the table or the broker.
+
+    ``errors`` is a list of ``{"field", "value", "reason"}`` dicts; ``str()`` is one
+    readable line per field.
+    """
+
+    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
+
+class EnqueueError(T2VError):
+    """The job row was written (state `queued`) but its message could not be sent.
+
+    The job is not lost: ``reconcile`` (or ``t2v`` re-driving) sends it again later.
+    ``job_id`` names the row.
+    """
+
+    def __init__(self, message: str, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class JobError(T2VError):
+    """A job did not end in `succeeded`; ``record`` is its last known record."""
+
+    def __init__(self, message: str, record: Any = None) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+class JobFailed(JobError):
+    """The job is `failed` or `cancelled`."""
+
+
+class JobTimeout(JobError):
+    """Waiting for the job took longer than the caller allowed; the job itself goes on."""
+
+
+class TransientError(T2VError):
+    """Worth retrying later: 5xx, timeouts, broken JSON, a link that is not there yet."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimited(TransientError):
+    """The provider refused with 429 (queue limit or spam filter); wait ``retry_after`` s."""
+
+
+class PermanentError(T2VError):
+    """Retrying cannot help: bad key, no credits, validation refused, premium feature."""

@@ -1,0 +1,345 @@
+"""The job table, its read model, and the compare-and-set moves between states.
+
+The database is the source of truth: a broker message carries only a job id, and every
+step loads the row, checks its state and moves it forward with ``JobStore.transition``,
+an ``UPDATE ... WHERE id = :id AND status IN (:allowed)``. A message that arrives twice,
+late, or for a finished job finds the row already moved and does nothing.
+
+This module must never hold or store the API key: the request payload saved here is the
+validated ``Text2VideoRequest`` (which has no ``key`` field).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from producer.states import ALLOWED_FROM, JobStatus
+
+
+QUEUED_GRACE_SECONDS = 60
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobRow(Base):
+    __tablename__ = "t2v_jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    model_requested: Mapped[str | None] = mapped_column(String(64))
+    model_effective: Mapped[str] = mapped_column(String(32), nullable=False)
+
+    provider_id: Mapped[str | None] = mapped_column(String(64))
+    eta_seconds: Mapped[float | None] = mapped_column(Float)
+    future_links: Mapped[list[str] | None] = mapped_column(JSON)
+    outputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
+
+    submit_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    poll_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    download_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    retry_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+    error: Mapped[str | None] = mapped_column(Text)
+    error_kind: Mapped[str | None] = mapped_column(String(32))
+
+    # When the job's next step is due; `reconcile` re-drives rows whose time has passed.
+    next_check_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    submitting_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    processing_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    downloading_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    succeeded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # `t2v list --status S` and `list_jobs(status=, since=)`, newest first.
+        Index("ix_t2v_jobs_status_created", "status", "created_at"),
+        Index("ix_t2v_jobs_created", "created_at"),
+        # reconcile: active rows whose next step is overdue.
+        Index("ix_t2v_jobs_status_next_check", "status", "next_check_at"),
+        # webhook receiver: find the job by the provider's id.
+        Index("ix_t2v_jobs_provider_id", "provider_id"),
+    )
+
+
+class OutputRecord(BaseModel):
+    """One stored output of a job."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    index: int
+    source_url: str
+    storage_uri: str
+    bytes: int
+    sha256: str
+    content_type: str
+    duration: float | None = None
+    frames: int | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    poster_uri: str | None = None
+
+
+class JobRecord(BaseModel):
+    """What application code reads about a job: a frozen copy of its row."""
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+    id: str
+    status: JobStatus
+    idempotency_key: str | None = None
+    request: dict[str, Any]
+    model_requested: str | None = None
+    model_effective: str
+    provider_id: str | None = None
+    eta_seconds: float | None = None
+    future_links: list[str] | None = None
+    outputs: list[OutputRecord] = []
+    submit_count: int = 0
+    poll_count: int = 0
+    download_attempts: int = 0
+    retry_count: int = 0
+    error: str | None = None
+    error_kind: str | None = None
+    next_check_at: datetime | None = None
+    deadline_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    queued_at: datetime | None = None
+    submitting_at: datetime | None = None
+    processing_at: datetime | None = None
+    downloading_at: datetime | None = None
+    succeeded_at: datetime | None = None
+    failed_at: datetime | None = None
+    cancelled_at: datetime | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status.is_final
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds spent in each stage, for stages that have both ends."""
+        marks = [
+            ("queued", self.queued_at, self.submitting_at),
+            ("submitting", self.submitting_at, self.processing_at or self.downloading_at),
+            ("processing", self.processing_at, self.downloading_at),
+            ("downloading", self.downloading_at, self.succeeded_at),
+            ("total", self.created_at, self.succeeded_at or self.failed_at or self.cancelled_at),
+        ]
+        return {
+            name: (end - start).total_seconds() for name, start, end in marks if start and end
+        }
+
+
+def _as_aware(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def to_record(row: Any) -> JobRecord:
+    """A ``JobRecord`` from a Core result row (or anything with ``_mapping``)."""
+    data = dict(row._mapping)
+    for key, value in data.items():
+        if isinstance(value, datetime):
+            data[key] = _as_aware(value)
+    data["outputs"] = data.get("outputs") or []
+    return JobRecord.model_validate(data)
+
+
+_T = JobRow.__table__
+_STAMP = {s: f"{s.value}_at" for s in JobStatus}
+
+
+class JobStore:
+    """All reads and writes of the job table go through here."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create_schema(self) -> None:
+        """Bring the schema to the newest version (Alembic when available)."""
+        from producer.migrate import upgrade
+
+        upgrade(self.engine)
+
+    # -- reads ------------------------------------------------------------------------
+    def get(self, job_id: str) -> JobRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(_T).where(JobRow.id == job_id)).first()
+        return _row_to_record(row)
+
+    def get_by_idempotency_key(self, key: str) -> JobRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(_T).where(JobRow.idempotency_key == key)).first()
+        return _row_to_record(row)
+
+    def get_by_provider_id(self, provider_id: str) -> JobRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(_T).where(JobRow.provider_id == provider_id)).first()
+        return _row_to_record(row)
+
+    def list(
+        self,
+        *,
+        status: JobStatus | str | Iterable[JobStatus | str] | None = None,
+        since: datetime | None = None,
+        limit: int | None = 100,
+        oldest_first: bool = False,
+    ) -> list[JobRecord]:
+        stmt = select(_T)
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            stmt = stmt.where(JobRow.status.in_([str(JobStatus(s)) for s in statuses]))
+        if since is not None:
+            stmt = stmt.where(JobRow.created_at >= since)
+        order = JobRow.created_at.asc() if oldest_first else JobRow.created_at.desc()
+        stmt = stmt.order_by(order, JobRow.id)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [r for r in (_row_to_record(row) for row in rows) if r is not None]
+
+    def overdue(self, now: datetime, limit: int = 500) -> list[JobRecord]:
+        """Active jobs whose next step was due before ``now`` (for reconcile)."""
+        stmt = (
+            select(_T)
+            .where(JobRow.status.in_([s.value for s in ALLOWED_FROM[JobStatus.FAILED]]))
+            .where(JobRow.next_check_at.is_not(None))
+            .where(JobRow.next_check_at < now)
+            .order_by(JobRow.next_check_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [r for r in (_row_to_record(row) for row in rows) if r is not None]
+
+    def count_by_status(self) -> dict[str, int]:
+        stmt = select(JobRow.status, func.count()).group_by(JobRow.status)
+        with self.engine.connect() as conn:
+            return {status: n for status, n in conn.execute(stmt).all()}
+
+    # -- writes -----------------------------------------------------------------------
+    def insert_values(
+        self,
+        *,
+        request: dict[str, Any],
+        model_requested: str | None,
+        model_effective: str,
+        idempotency_key: str | None = None,
+        job_id: str | None = None,
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Column values for a new `queued` row (insert them with ``insert_many``)."""
+        now = now or utcnow()
+        return {
+            "id": job_id or new_job_id(),
+            "status": JobStatus.QUEUED.value,
+            "idempotency_key": idempotency_key,
+            "request": request,
+            "model_requested": model_requested,
+            "model_effective": model_effective,
+            "outputs": [],
+            "submit_count": 0,
+            "poll_count": 0,
+            "download_attempts": 0,
+            "retry_count": 0,
+            "created_at": now,
+            "updated_at": now,
+            "queued_at": now,
+            # A queued job should be picked up within a minute; if its message was lost
+            # (broker down, Redis restarted) reconcile re-sends it after this.
+            "next_check_at": now + timedelta(seconds=QUEUED_GRACE_SECONDS),
+        }
+
+    def insert_many(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert rows in one transaction: all of them or none."""
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(JobRow.__table__.insert(), list(rows))
+
+    def transition(
+        self,
+        job_id: str,
+        to: JobStatus,
+        *,
+        expect: Iterable[JobStatus] | None = None,
+        **values: Any,
+    ) -> bool:
+        """Move ``job_id`` to ``to`` if its state is one ``to`` may be entered from.
+
+        ``expect`` narrows the allowed source states. Extra ``values`` are written in
+        the same statement (they may be SQL expressions such as ``JobRow.poll_count + 1``).
+        Returns True if this call made the move, False if the row was elsewhere.
+        """
+        allowed = set(ALLOWED_FROM[to])
+        if expect is not None:
+            allowed &= {JobStatus(s) for s in expect}
+        now = utcnow()
+        values = {"status": to.value, _STAMP[to]: now, "updated_at": now, **values}
+        stmt = (
+            update(JobRow)
+            .where(JobRow.id == job_id)
+            .where(JobRow.status.in_([s.value for s in allowed]))
+            .values(**values)
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def update_if(self, job_id: str, expect: Iterable[JobStatus], **values: Any) -> bool:
+        """Write ``values`` only while the row is still in one of ``expect`` (no move)."""
+        stmt = (
+            update(JobRow)
+            .where(JobRow.id == job_id)
+            .where(JobRow.status.in_([JobStatus(s).value for s in expect]))
+            .values(updated_at=utcnow(), **values)
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+
+def _row_to_record(row: Any) -> JobRecord | None:
+    if row is None:
+        return None
+    return to_record(row)

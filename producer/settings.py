@@ -1,0 +1,61 @@
+"""Settings shared by application code and workers, from `T2V_` environment variables.
+
+Built once (``get_settings()``), validated when built, passed in; nothing reads
+``os.environ`` at import time. The worker extends this with what only it may know
+(the API key, poll policy, download limits) in ``worker.settings.WorkerSettings``:
+an application that imports ``producer`` never holds the key.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="T2V_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    broker_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Celery broker (Redis; RabbitMQ as an option)"
+    )
+    database_url: str = Field(
+        "sqlite:///var/t2v.sqlite3",
+        description="job records: SQLite file, or postgresql+psycopg://... in production",
+    )
+    storage_url: str = Field(
+        "./var/videos",
+        description="local directory (plain path or file:///abs/path) or s3://bucket/prefix",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, SeaweedFS, R2)"
+    )
+    webhook_url: str | None = Field(
+        None, description="public URL of our webhook receiver; when set, submissions carry it"
+    )
+    broker_send_timeout: float = Field(
+        5.0, gt=0, description="seconds enqueue waits for the broker before raising EnqueueError"
+    )
+    default_wait_timeout: float = Field(
+        900.0, gt=0, description="seconds `Job.wait()` and `t2v wait` wait by default"
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _sqlite_dir(cls, value: str) -> str:
+        # A relative SQLite path needs its directory; create it so a fresh clone just works.
+        prefix = "sqlite:///"
+        if value.startswith(prefix) and value != "sqlite:///:memory:":
+            path = Path(value[len(prefix):])
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

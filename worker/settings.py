@@ -1,0 +1,67 @@
+"""Worker-only settings: the API key, the poll policy, download limits.
+
+Extends ``producer.settings.Settings`` (same `T2V_` prefix). The API key is a
+``SecretStr``: its ``repr``/``str`` never show it, so it cannot leak into a log line by
+accident; only the ModelsLab client calls ``get_secret_value()``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
+
+from producer.settings import Settings
+
+
+class WorkerSettings(Settings):
+    modelslab_api_key: SecretStr | None = Field(None, description="the account key; worker only")
+    modelslab_base_url: str = Field("https://modelslab.com/api/v6")
+    download_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="hosts allowed for downloads even when private/loopback (comma separated)",
+    )
+    account_slots: int = Field(5, ge=1, description="queued requests the account allows (5/10/15)")
+
+    # HTTP
+    connect_timeout: float = Field(5.0, gt=0)
+    read_timeout: float = Field(30.0, gt=0)
+
+    # Polling: first wait follows the provider's eta, then jittered backoff, capped.
+    poll_deadline_seconds: float = Field(1800.0, gt=0, description="fail a job polled this long")
+    poll_min_delay: float = Field(2.0, ge=0)
+    poll_max_delay: float = Field(60.0, gt=0)
+    poll_backoff: float = Field(1.6, ge=1.0)
+    poll_jitter: float = Field(0.2, ge=0, le=1)
+    submit_max_attempts: int = Field(8, ge=1, description="transient submit failures before failing")
+    transient_base_delay: float = Field(2.0, ge=0, description="first retry delay after a 5xx etc.")
+
+    # Downloads
+    download_max_bytes: int = Field(512 * 1024 * 1024, gt=0)
+    download_not_found_window: float = Field(
+        300.0, ge=0, description="seconds a 404 on an output link is retried before failing"
+    )
+    download_max_attempts: int = Field(10, ge=1)
+    probe_videos: bool = Field(True, description="ffprobe each stored video and store a poster")
+
+    # Celery
+    visibility_timeout: float = Field(
+        3600.0, gt=0, description="Redis redelivery timeout; must exceed every countdown"
+    )
+    worker_prefetch_multiplier: int = Field(1, ge=1)
+    task_time_limit: float = Field(600.0, gt=0)
+    reconcile_interval: float = Field(30.0, gt=0)
+
+    @field_validator("download_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_worker_settings() -> WorkerSettings:
+    return WorkerSettings()
