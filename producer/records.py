@@ -27,13 +27,13 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    or_,
     select,
     update,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from producer.states import ALLOWED_FROM, JobStatus
-
 
 QUEUED_GRACE_SECONDS = 60
 
@@ -63,6 +63,8 @@ class JobRow(Base):
     provider_id: Mapped[str | None] = mapped_column(String(64))
     eta_seconds: Mapped[float | None] = mapped_column(Float)
     future_links: Mapped[list[str] | None] = mapped_column(JSON)
+    # The provider's output URLs once it reports success; downloaded into `outputs`.
+    source_urls: Mapped[list[str] | None] = mapped_column(JSON)
     outputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
 
     submit_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
@@ -131,6 +133,7 @@ class JobRecord(BaseModel):
     provider_id: str | None = None
     eta_seconds: float | None = None
     future_links: list[str] | None = None
+    source_urls: list[str] | None = None
     outputs: list[OutputRecord] = []
     submit_count: int = 0
     poll_count: int = 0
@@ -323,6 +326,30 @@ class JobStore:
             .where(JobRow.id == job_id)
             .where(JobRow.status.in_([s.value for s in allowed]))
             .values(**values)
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def claim(
+        self, job_id: str, status: JobStatus, *, lease: float, slack: float = 5.0, **values: Any
+    ) -> bool:
+        """Take the job's next step: only if it is in ``status`` and the step is due.
+
+        Pushes ``next_check_at`` ``lease`` seconds ahead so a second copy of the same message
+        (a redelivery, a re-drive racing a late countdown) finds the step taken and drops.
+        """
+        now = utcnow()
+        stmt = (
+            update(JobRow)
+            .where(JobRow.id == job_id)
+            .where(JobRow.status == JobStatus(status).value)
+            .where(
+                or_(
+                    JobRow.next_check_at.is_(None),
+                    JobRow.next_check_at <= now + timedelta(seconds=slack),
+                )
+            )
+            .values(next_check_at=now + timedelta(seconds=lease), updated_at=now, **values)
         )
         with self.engine.begin() as conn:
             return conn.execute(stmt).rowcount == 1

@@ -35,6 +35,15 @@ class WorkerSettings(Settings):
     poll_max_delay: float = Field(60.0, gt=0)
     poll_backoff: float = Field(1.6, ge=1.0)
     poll_jitter: float = Field(0.2, ge=0, le=1)
+    submit_unknown_wait: float = Field(
+        600.0, ge=0,
+        description="seconds a submit whose answer was lost waits (for a webhook) before it is"
+        " resubmitted; never at once, so a lost answer is not paid twice",
+    )
+    claim_lease: float = Field(60.0, gt=0, description="seconds a step holds its job while running")
+    claim_slack: float = Field(5.0, ge=0, description="how early a countdown may fire (clock skew)")
+    reconcile_grace: float = Field(60.0, ge=0, description="how overdue a step is before re-drive")
+    max_redrives: int = Field(5, ge=1, description="re-drives without progress before failing")
     submit_max_attempts: int = Field(8, ge=1, description="transient submit failures before failing")
     transient_base_delay: float = Field(2.0, ge=0, description="first retry delay after a 5xx etc.")
 

@@ -1,0 +1,171 @@
+"""Real servers for the tests, set up one way.
+
+Session fixtures find or start Redis, PostgreSQL and the simulator; each test gets a clean
+namespace (its own Redis database number, its own PostgreSQL schema, its own SQLite file and
+storage directory). A service that is missing is a skip on a laptop and a failure under
+``CI=true``: CI must never go green by skipping the real parts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from worker import localstack
+
+CI = os.environ.get("CI", "").lower() == "true"
+PG_ADMIN_URL = os.environ.get(
+    "T2V_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+TEST_API_KEY = "sk-test-" + uuid.uuid4().hex  # searched for in logs, Redis and tables
+REPO = Path(__file__).resolve().parents[1]
+
+
+def need(ok: bool, reason: str) -> None:
+    """Skip when a real part is missing locally; fail under CI=true."""
+    if ok:
+        return
+    if CI:
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+# -- Redis ------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def redis_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``redis://host:port`` of a running Redis: the machine's, else a private one."""
+    url = os.environ.get("T2V_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+    if localstack.redis_reachable(url):
+        yield url.rstrip("/")
+        return
+    need(localstack.redis_server_binary() is not None, "no Redis running and none to start")
+    proc = localstack.start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield proc.url.rsplit("/", 1)[0]
+    finally:
+        proc.stop()
+
+
+_db_numbers = itertools.cycle(range(1, 16))
+
+
+@pytest.fixture
+def redis_url(redis_base: str) -> Iterator[str]:
+    """A Redis database of this test's own, empty at the start and flushed after."""
+    import redis
+
+    url = f"{redis_base}/{next(_db_numbers)}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
+
+
+# -- databases --------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def pg_available() -> bool:
+    try:
+        import psycopg  # noqa: F401
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(PG_ADMIN_URL)
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not usable here"
+        return False
+
+
+@pytest.fixture
+def pg_url(pg_available: bool) -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped after the test."""
+    need(pg_available, f"PostgreSQL not reachable at {PG_ADMIN_URL}")
+    from sqlalchemy import create_engine, text
+
+    schema = "t2v_test_" + uuid.uuid4().hex[:12]
+    admin = create_engine(PG_ADMIN_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in PG_ADMIN_URL else "?"
+    try:
+        yield f"{PG_ADMIN_URL}{sep}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        from producer.db import dispose_engines
+
+        dispose_engines()
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 't2v.sqlite3'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test using this runs once on SQLite and once on PostgreSQL."""
+    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    return str(request.getfixturevalue(name))
+
+
+# -- the simulator ----------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localstack.ManagedProcess]:
+    """A real `python -m simulator` on a free loopback port, renders fast."""
+    logs = tmp_path_factory.mktemp("simulator")
+    proc = localstack.start_simulator(
+        logs, keys=[TEST_API_KEY],
+        args=["--render-mean", "1.5", "--render-spread", "0.3", "--seed", "7",
+              "--queue-limit", "5"],
+    )
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def sim(simulator: localstack.ManagedProcess) -> Iterator[SimControl]:
+    """The shared simulator with faults and counters reset for this test."""
+    control = SimControl(simulator.url)
+    control.reset()
+    try:
+        yield control
+    finally:
+        control.reset()
+
+
+class SimControl:
+    """The simulator's admin routes, for tests."""
+
+    def __init__(self, url: str) -> None:
+        import requests
+
+        self.url = url
+        self.api = f"{url}/api/v6"
+        self.http = requests.Session()
+
+    def reset(self) -> None:
+        self.http.post(f"{self.url}/_sim/reset", timeout=5).raise_for_status()
+
+    def faults(self, **faults: object) -> dict[str, object]:
+        r = self.http.post(f"{self.url}/_sim/faults", json=faults, timeout=5)
+        r.raise_for_status()
+        return dict(r.json())
+
+    def stats(self) -> dict[str, object]:
+        r = self.http.get(f"{self.url}/_sim/stats", timeout=5)
+        r.raise_for_status()
+        return dict(r.json())

@@ -1,0 +1,99 @@
+"""The Celery application, configured from ``WorkerSettings`` when first used.
+
+Started the way Celery users expect: ``celery -A worker worker -Q t2v.submit,t2v.poll,...``
+(``worker/__init__.py`` exposes ``app``). Choices, each for a reason:
+
+- late acks: a message is acknowledged after its step ran, so a worker host that dies
+  mid-step has it redelivered; ``task_reject_on_worker_lost`` stays off so a task that kills
+  its process is not redelivered in a loop; the table (claims + reconcile) covers the rest;
+- ``visibility_timeout`` above every countdown we ever schedule (checked at start-up):
+  with Redis, a countdown message is held unacknowledged by the worker until it is due;
+- prefetch multiplier 1: countdown tasks are held outside the prefetch window anyway, and
+  a fresh host should take ready work instead of a busy one hoarding it;
+- results ignored (the job table is the result store); task events on for Flower;
+- one queue per kind of step, so a backlog of polls never starves submits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from producer.errors import ConfigError
+from producer.states import (
+    QUEUE_DOWNLOAD,
+    QUEUE_MAINTENANCE,
+    QUEUE_POLL,
+    QUEUE_SUBMIT,
+    TASK_DOWNLOAD,
+    TASK_POLL,
+    TASK_RECONCILE,
+    TASK_SUBMIT,
+)
+from worker.settings import WorkerSettings, get_worker_settings
+
+QUEUE_FOR = {
+    TASK_SUBMIT: QUEUE_SUBMIT,
+    TASK_POLL: QUEUE_POLL,
+    TASK_DOWNLOAD: QUEUE_DOWNLOAD,
+    TASK_RECONCILE: QUEUE_MAINTENANCE,
+}
+
+
+def longest_countdown(settings: WorkerSettings) -> float:
+    """The longest countdown any step may schedule under these settings."""
+    from worker.policy import PollPolicy
+
+    policy = PollPolicy.from_settings(settings)
+    return max(policy.max_first_delay, policy.max_delay, 120.0)
+
+
+def celery_config(settings: WorkerSettings) -> dict[str, Any]:
+    if longest_countdown(settings) >= settings.visibility_timeout:
+        raise ConfigError(
+            f"T2V_VISIBILITY_TIMEOUT={settings.visibility_timeout:.0f}s must exceed the longest"
+            f" poll countdown ({longest_countdown(settings):.0f}s), or Redis redelivers held"
+            " countdown messages and polls run twice"
+        )
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "broker_connection_retry_on_startup": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": False,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
+        "task_ignore_result": True,
+        "result_backend": None,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "enable_utc": True,
+        "timezone": "UTC",
+        "task_queues": [Queue(q, routing_key=q) for q in QUEUE_FOR.values()],
+        "task_default_queue": QUEUE_MAINTENANCE,
+        "task_routes": {name: {"queue": q} for name, q in QUEUE_FOR.items()},
+        "task_time_limit": settings.task_time_limit,
+        "task_soft_time_limit": max(settings.task_time_limit - 30, settings.task_time_limit * 0.9),
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "beat_schedule": {
+            "t2v-reconcile": {
+                "task": TASK_RECONCILE,
+                "schedule": settings.reconcile_interval,
+                "options": {"queue": QUEUE_MAINTENANCE, "expires": settings.reconcile_interval},
+            }
+        },
+    }
+
+
+class T2VCelery(Celery):
+    """Reads the settings the first time the configuration is needed, not at import."""
+
+    def on_configure(self) -> None:
+        self.conf.update(celery_config(get_worker_settings()))
+
+
+app = T2VCelery("t2v", set_as_current=False, include=["worker.tasks"])

@@ -1,0 +1,92 @@
+"""Thin Celery tasks: take a job id, hand it to a step in ``worker.steps``.
+
+No logic lives here, and no task ever sleeps: a step that must wait asks for itself to be
+sent again with a countdown (``_schedule``). The per-process ``Runtime`` (engine, HTTP
+session, Redis, storage) is built after the worker forks, never shared across processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from functools import lru_cache
+
+import redis
+import requests
+from celery.signals import worker_init, worker_process_init
+
+from producer.db import dispose_engines, get_engine
+from producer.records import JobStore
+from producer.states import TASK_DOWNLOAD, TASK_POLL, TASK_RECONCILE, TASK_SUBMIT
+from worker.celery_app import QUEUE_FOR, app
+from worker.limiter import AccountLimiter
+from worker.modelslab import ModelsLabClient
+from worker.reconcile import reconcile
+from worker.settings import get_worker_settings
+from worker.steps import Runtime, download_step, poll_step, submit_step
+from worker.storage import storage_from_url
+
+log = logging.getLogger("t2v.tasks")
+
+
+def _schedule(task: str, job_id: str, countdown: float) -> None:
+    app.send_task(task, args=[job_id], queue=QUEUE_FOR[task],
+                  countdown=max(0.0, round(countdown, 3)) or None)
+
+
+@lru_cache(maxsize=1)
+def runtime() -> Runtime:
+    settings = get_worker_settings()
+    if settings.modelslab_api_key is None:
+        from producer.errors import ConfigError
+
+        raise ConfigError("T2V_MODELSLAB_API_KEY is not set (the worker needs the account key)")
+    http = requests.Session()
+    store = JobStore(get_engine(settings.database_url))
+    return Runtime(
+        settings=settings,
+        store=store,
+        client=ModelsLabClient(settings.modelslab_base_url, settings.modelslab_api_key,
+                               connect_timeout=settings.connect_timeout,
+                               read_timeout=settings.read_timeout),
+        limiter=AccountLimiter(redis.Redis.from_url(settings.broker_url), settings.account_slots),
+        storage=storage_from_url(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url),
+        http=http,
+        schedule=_schedule,
+        rng=random.Random(),
+    )
+
+
+@worker_init.connect
+def _migrate(**_: object) -> None:
+    # Bring the table up to date before taking work (safe when several workers start).
+    settings = get_worker_settings()
+    JobStore(get_engine(settings.database_url)).create_schema()
+    dispose_engines()
+
+
+@worker_process_init.connect
+def _after_fork(**_: object) -> None:
+    # Connections opened in the parent must not be shared with forked children.
+    dispose_engines()
+    runtime.cache_clear()
+
+
+@app.task(name=TASK_SUBMIT, ignore_result=True)
+def submit(job_id: str) -> None:
+    submit_step(runtime(), job_id)
+
+
+@app.task(name=TASK_POLL, ignore_result=True)
+def poll(job_id: str) -> None:
+    poll_step(runtime(), job_id)
+
+
+@app.task(name=TASK_DOWNLOAD, ignore_result=True)
+def download(job_id: str) -> None:
+    download_step(runtime(), job_id)
+
+
+@app.task(name=TASK_RECONCILE, ignore_result=True)
+def reconcile_task() -> None:
+    reconcile(runtime())
