@@ -4,6 +4,7 @@
     ├── ConfigError           settings are wrong or a needed service is missing: fix and restart
     ├── RequestInvalid        a request was refused before anything was written (also a ValueError)
     ├── EnqueueError          the row is written but the broker refused the message: re-drive later
+    ├── JobNotFound           no job has that id (also a KeyError)
     ├── JobError              a job ended badly; carries the job's record
     │   ├── JobFailed         the job is `failed` (or `cancelled`); `.record.error` says why
     │   └── JobTimeout        `Job.wait` gave up before the job finished (the job goes on)
@@ -50,6 +51,21 @@ class EnqueueError(T2VError):
     def __init__(self, message: str, job_id: str | None = None) -> None:
         super().__init__(message)
         self.job_id = job_id
+
+    #: Every job whose message was not sent (``enqueue_many``); all of them are `queued`.
+    job_ids: tuple[str, ...] = ()
+
+
+class JobNotFound(T2VError, KeyError):
+    """No job has this id; ``job_id`` names it."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+    def __str__(self) -> str:
+        # KeyError's str() is the repr of its argument; show the plain message.
+        return str(self.args[0])
 
 
 class JobError(T2VError):

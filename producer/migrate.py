@@ -1,11 +1,63 @@
-"""Schema upgrades. Placeholder until Alembic migrations land: creates the tables."""
+"""Schema upgrades: Alembic, run in code (no ``alembic.ini`` needed).
+
+``upgrade(engine)`` brings the job table to the newest revision. It is safe to call from
+every process at start-up, several at once: when the schema is already current it only
+reads the version; otherwise it takes a lock first (PostgreSQL: a transaction-scoped
+advisory lock; SQLite: ``BEGIN IMMEDIATE``, the database's write lock) and upgrades in
+that one transaction, so the second caller finds the work done. The version is kept in
+``t2v_alembic_version`` so an application's own Alembic history in the same database is
+never touched.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, text
+
+VERSION_TABLE = "t2v_alembic_version"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# pg_advisory_xact_lock key: any constant shared by every process of this system ("t2vmig").
+_PG_LOCK_KEY = 0x7432_766D_6967
 
 
-def upgrade(engine: Engine) -> None:
-    from producer.records import Base
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic ``Config`` pointing at ``producer/migrations`` (and ``url`` if given)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
 
-    Base.metadata.create_all(engine)
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(conn: Connection) -> str | None:
+    context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
+
+
+def is_current(engine: Engine) -> bool:
+    """True when the database is already at the newest revision."""
+    with engine.connect() as conn:
+        return current_revision(conn) == head_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (the newest by default); a no-op when current."""
+    if revision == "head" and is_current(engine):
+        return
+    with engine.begin() as conn:
+        # SQLite: engines from producer.db began with BEGIN IMMEDIATE, so we hold the
+        # write lock already and a concurrent caller waits on busy_timeout.
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)

@@ -257,6 +257,18 @@ class JobStore:
             rows = conn.execute(stmt).all()
         return [r for r in (_row_to_record(row) for row in rows) if r is not None]
 
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
+        """Records of ``job_ids`` that exist, by id (one query per 500 ids)."""
+        found: dict[str, JobRecord] = {}
+        ids = list(dict.fromkeys(job_ids))
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                for row in conn.execute(select(_T).where(JobRow.id.in_(chunk))).all():
+                    record = to_record(row)
+                    found[record.id] = record
+        return found
+
     def count_by_status(self) -> dict[str, int]:
         stmt = select(JobRow.status, func.count()).group_by(JobRow.status)
         with self.engine.connect() as conn:

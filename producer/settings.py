@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     default_wait_timeout: float = Field(
         900.0, gt=0, description="seconds `Job.wait()` and `t2v wait` wait by default"
     )
+    auto_migrate: bool = Field(
+        True, description="bring the job table to the newest schema on first use in a process"
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -71,6 +71,12 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def kill(self) -> None:
+        """Kill the process and all its children at once, as a host dying would."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(10)
+
     def stop(self, timeout: float = 15.0) -> int | None:
         if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -78,9 +84,7 @@ class ManagedProcess:
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    self.popen.kill()
-                self.popen.wait(5)
+                self.kill()
         return self.popen.returncode
 
 
@@ -104,6 +108,8 @@ def spawn(
             stdin=subprocess.DEVNULL,
             env=full_env,
             cwd=cwd,
+            # Its own process group: Ctrl-C reaches only us, and kill() takes the children too.
+            start_new_session=True,
         )
     return ManagedProcess(name=name, popen=popen, log_path=log_path)
 

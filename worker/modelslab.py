@@ -180,7 +180,9 @@ def _retry_after(
 
 _RATE_RE = re.compile(r"rate.?limit|too many|queued requests|queue limit|spam", re.I)
 _KEY_RE = re.compile(r"invalid api.?key|api key.*(invalid|missing|required)|unauthori[sz]ed", re.I)
-_CREDITS_RE = re.compile(r"insufficient (credit|balance|fund)|out of credits|add more credits", re.I)
+_CREDITS_RE = re.compile(
+    r"insufficient (credit|balance|fund)|out of credits|add more credits", re.I
+)
 _PREMIUM_RE = re.compile(r"premium|subscription|upgrade your plan|not allowed for your plan", re.I)
 _TRANSIENT_RE = re.compile(
     r"try again|timed? ?out|temporar|overload|busy|maintenance|server error|unavailable", re.I
@@ -199,7 +201,7 @@ def _classify_error(
     text = f"{message} {tips or ''}"
     if http_status == 429 or _RATE_RE.search(text):
         wait = _retry_after(data, headers, now)
-        if tips and "spam" in tips.lower() or "spam" in message.lower():
+        if "spam" in f"{tips or ''} {message}".lower():
             # Re-sending the same request within 30 s is refused again: wait it out.
             wait = max(wait or 0.0, SPAM_FILTER_WAIT)
         return RateLimited(f"ModelsLab rate limit: {message}", retry_after=wait)
@@ -264,7 +266,8 @@ def parse_response(
         shown = message or f"HTTP {http_status}: {_snippet(body, secret)}"
         raise _classify_error(http_status, data, shown, lowered, clock)
 
-    meta = data.get("meta") if isinstance(data.get("meta"), Mapping) else {}
+    raw_meta = data.get("meta")
+    meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
     provider_id = _as_id(data.get("id")) or _as_id(meta.get("id"))
     track_id = _as_id(data.get("track_id")) or _as_id(meta.get("track_id"))
     eta = _as_float(data.get("eta"))

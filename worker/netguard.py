@@ -128,7 +128,9 @@ def check_url(
     an allow-listed IP/network: a name resolving to one public and one private address
     is refused, since the connection could pick either.
     """
-    allow = allowed_hosts if isinstance(allowed_hosts, AllowList) else AllowList.parse(allowed_hosts)
+    allow = (
+        allowed_hosts if isinstance(allowed_hosts, AllowList) else AllowList.parse(allowed_hosts)
+    )
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ALLOWED_SCHEMES:

@@ -1,0 +1,104 @@
+"""Sending ``t2v.submit`` messages by name: a minimal Celery app, no worker code.
+
+A message carries only the job id (the row holds the request). Sending is bounded: a
+broker that refuses or does not answer raises ``EnqueueError`` within about
+``settings.broker_send_timeout`` seconds, never an endless connection retry; the row
+stays `queued` and ``reconcile`` re-drives it.
+
+Many ids go out through one pooled connection in one kombu publish batch (a Redis
+pipeline, kombu ≥ 5.7): messages are built by Celery's own ``amqp.create_task_message``,
+so any stock Celery worker consumes them exactly as if ``send_task`` had sent them.
+This module must never import ``worker``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Celery
+
+from producer.errors import EnqueueError
+from producer.settings import Settings
+from producer.states import QUEUE_SUBMIT, TASK_SUBMIT
+
+log = logging.getLogger(__name__)
+
+#: Messages buffered before one pipeline round trip.
+BATCH_SIZE = 1000
+
+
+def make_celery_app(settings: Settings) -> Celery:
+    """A Celery app that only sends; configured so a dead broker fails fast."""
+    timeout = settings.broker_send_timeout
+    app = Celery("t2v-producer", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_backend=None,
+        task_ignore_result=True,
+        enable_utc=True,
+        broker_connection_timeout=timeout,
+        broker_connection_retry=False,
+        broker_connection_max_retries=0,
+        broker_transport_options={
+            "socket_connect_timeout": timeout,
+            "socket_timeout": timeout,
+            "max_retries": 0,
+        },
+    )
+    return app
+
+
+class Broker:
+    """Sends submit messages for job ids; one per process is plenty."""
+
+    def __init__(self, settings: Settings, app: Celery | None = None) -> None:
+        self.settings = settings
+        self.app = app or make_celery_app(settings)
+
+    def send_submit(self, job_ids: Sequence[str]) -> None:
+        """Send one ``t2v.submit`` message per id; raise ``EnqueueError`` if the broker fails.
+
+        On failure some messages may have gone out; none is lost either way (every row is
+        `queued` and re-driven), and a duplicate message is harmless (the worker moves a
+        row by compare-and-set, so the second copy finds it moved).
+        """
+        if not job_ids:
+            return
+        try:
+            with self.app.producer_or_acquire() as producer:
+                if len(job_ids) == 1:
+                    self._publish(producer, job_ids[0])
+                else:
+                    with producer.batch(max_size=BATCH_SIZE):
+                        for job_id in job_ids:
+                            self._publish(producer, job_id)
+        except Exception as exc:  # kombu, redis-py and socket errors all mean "not sent"
+            err = EnqueueError(
+                f"broker refused {len(job_ids)} message(s): {type(exc).__name__}: {exc}; "
+                "the job(s) stay queued and are re-driven later",
+                job_id=job_ids[0],
+            )
+            err.job_ids = tuple(job_ids)
+            log.warning("enqueue: broker send failed for %d job(s): %s", len(job_ids), exc)
+            raise err from exc
+
+    def _publish(self, producer: Any, job_id: str) -> None:
+        message = self.app.amqp.create_task_message(
+            str(uuid.uuid4()), TASK_SUBMIT, [job_id], {}
+        )
+        producer.publish(
+            message.body,
+            exchange="",
+            routing_key=QUEUE_SUBMIT,
+            headers=message.headers,
+            serializer="json",
+            retry=False,
+            **message.properties,
+        )
+
+    def close(self) -> None:
+        self.app.close()

@@ -1,0 +1,123 @@
+"""When to poll again, and how long to wait after a transient failure: pure arithmetic.
+
+The poll task asks ``next_poll_delay`` for a countdown and re-enqueues itself with it;
+nothing here sleeps, reads a clock or touches a broker. Randomness comes in as an
+``random.Random`` so tests can seed it.
+
+The first poll after a submit waits for the provider's ``eta`` plus a small margin
+(with an accurate eta, most jobs are done at the first fetch and nearly all by the
+second: the median is at most two fetches per job). Later polls back off from
+``min_delay`` by ``backoff`` per attempt, capped at ``max_delay``, jittered by
+``±jitter`` so a batch of jobs submitted together does not poll in lockstep. No delay
+goes past the deadline, and no countdown exceeds ``max_first_delay``, which
+``from_settings`` keeps well below the broker's visibility timeout (a longer countdown
+would be redelivered by Redis before it is due).
+
+Never: call ``time.sleep``, import Celery, or read ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from worker.settings import WorkerSettings
+
+__all__ = ["PollPolicy", "next_poll_delay", "retry_delay"]
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    min_delay: float = 2.0
+    max_delay: float = 60.0
+    backoff: float = 1.6
+    jitter: float = 0.2
+    deadline: float = 1800.0
+    # The first wait follows eta even when eta is long, but never beyond this.
+    max_first_delay: float = 900.0
+    # Poll this fraction after eta, so the first fetch finds most jobs finished.
+    eta_margin: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.min_delay < 0 or self.max_delay <= 0 or self.min_delay > self.max_delay:
+            raise ValueError("need 0 <= min_delay <= max_delay and max_delay > 0")
+        if self.backoff < 1.0:
+            raise ValueError("backoff must be >= 1")
+        if not 0.0 <= self.jitter < 1.0:
+            raise ValueError("jitter must be in [0, 1)")
+        if self.deadline <= 0 or self.max_first_delay <= 0:
+            raise ValueError("deadline and max_first_delay must be positive")
+        if self.eta_margin < 0:
+            raise ValueError("eta_margin must be >= 0")
+
+    @classmethod
+    def from_settings(cls, settings: WorkerSettings) -> PollPolicy:
+        # Half the visibility timeout leaves room for queueing and a slow worker before
+        # Redis would hand the same countdown message to a second worker.
+        ceiling = settings.visibility_timeout / 2
+        max_delay = min(settings.poll_max_delay, ceiling)
+        return cls(
+            min_delay=min(settings.poll_min_delay, max_delay),
+            max_delay=max_delay,
+            backoff=settings.poll_backoff,
+            jitter=min(settings.poll_jitter, 0.99),
+            deadline=settings.poll_deadline_seconds,
+            max_first_delay=min(cls.max_first_delay, ceiling),
+        )
+
+
+def next_poll_delay(
+    *,
+    elapsed: float,
+    eta: float | None,
+    attempt: int,
+    policy: PollPolicy,
+    rng: random.Random,
+) -> float | None:
+    """Seconds until the next fetch, or None when the deadline has passed (fail the job).
+
+    ``elapsed``: seconds since the provider accepted the job. ``attempt``: fetches done
+    so far (0 = the first poll after submit). While ``elapsed`` is short of the eta (plus
+    margin) the wait is the rest of the eta, whatever the attempt number, so an early
+    poll (webhook, reconcile) does not start the backoff too soon.
+    """
+    remaining = policy.deadline - elapsed
+    if remaining <= 0:
+        return None
+    target = None if eta is None or eta <= 0 else eta * (1.0 + policy.eta_margin)
+    if target is not None and elapsed < target:
+        # Only positive jitter here: polling before eta is the expensive mistake.
+        wait = (target - elapsed) + rng.uniform(0.0, policy.jitter * policy.min_delay)
+        delay = min(max(wait, policy.min_delay), policy.max_first_delay)
+    else:
+        step = max(attempt - 1, 0) if target is not None else max(attempt, 0)
+        base = min(policy.min_delay * policy.backoff ** min(step, 64), policy.max_delay)
+        delay = base * (1.0 + rng.uniform(-policy.jitter, policy.jitter))
+        delay = min(max(delay, 0.0), policy.max_delay)
+    return min(delay, remaining)
+
+
+def retry_delay(
+    attempt: int,
+    base: float,
+    cap: float,
+    rng: random.Random,
+    retry_after: float | None = None,
+    *,
+    jitter: float = 0.2,
+) -> float:
+    """Countdown before retry number ``attempt`` (0 = the first retry) of a transient error.
+
+    Exponential from ``base`` doubling, capped at ``cap``, jittered ``±jitter``. The
+    server's ``retry_after`` is a floor (honoured even above ``cap``), plus a little
+    positive jitter so workers refused together do not all return in the same second.
+    """
+    raw = min(base * 2.0 ** min(max(attempt, 0), 64), cap)
+    delay = min(raw * (1.0 + rng.uniform(-jitter, jitter)), cap)
+    delay = max(delay, 0.0)
+    if retry_after is not None and retry_after > 0:
+        spread = min(max(base, 1.0), retry_after * jitter)
+        delay = max(delay, retry_after + rng.uniform(0.0, spread))
+    return delay
