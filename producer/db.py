@@ -69,3 +69,15 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+
+
+def forget_engines() -> None:
+    """In a forked child: drop the parent's engines without closing its connections.
+
+    A pooled connection inherited across ``fork`` is shared with the parent; closing it
+    here would cut the parent's session, using it would interleave both. ``dispose(
+    close=False)`` just forgets them: each engine stays usable with a fresh pool. No lock:
+    right after fork the child has one thread, and the lock may have been copied held.
+    """
+    for engine in list(_engines.values()):
+        engine.dispose(close=False)

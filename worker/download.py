@@ -40,7 +40,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from producer.errors import PermanentError, RateLimited, TransientError
+from producer.errors import PermanentError, RateLimited, T2VError, TransientError
 from worker.netguard import (
     AllowList,
     DownloadRefused,
@@ -174,8 +174,9 @@ def download_to_storage(
     ``key`` is a string (its ``.mp4``/``.gif`` extension is swapped to the sniffed type)
     or a function of the sniffed type (``lambda ext: object_key(job_id, i, ext)``).
     ``inspect(path)`` runs on the complete temp file before upload; its dict becomes
-    ``DownloadResult.meta``. If it raises, the download still succeeds and
-    ``meta["inspect_error"]`` says why.
+    ``DownloadResult.meta``. If it raises one of our errors (``TransientError``,
+    ``PermanentError``), that error propagates and nothing is stored; any other exception
+    is logged, the download still succeeds and ``meta["inspect_error"]`` says why.
     """
     allow = AllowList.parse(allowed_hosts)
     current = url
@@ -274,7 +275,9 @@ def _store_body(
         if inspect is not None:
             try:
                 meta = dict(inspect(tmp))
-            except Exception as exc:  # a failed probe must not lose a good download
+            except T2VError:
+                raise  # the hook judged the file (e.g. "not playable"): its verdict stands
+            except Exception as exc:  # a crashing probe must not lose a good download
                 log.warning("inspecting the download from %s failed: %s", host, exc)
                 meta = {"inspect_error": f"{type(exc).__name__}: {exc}"}
         final_key = _key_for(key, kind)

@@ -298,7 +298,11 @@ class S3Storage:
                 connect_timeout=10,
                 read_timeout=60,
             )
-            client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
+            # A session of its own: the default session caches credentials process-wide
+            # and is not safe to create clients from in several threads.
+            client = boto3.session.Session().client(
+                "s3", endpoint_url=endpoint_url, config=config
+            )
         self.client = client
         self.transfer = TransferConfig(
             multipart_threshold=multipart_threshold,
@@ -336,7 +340,11 @@ class S3Storage:
         size_hint: int | None = None,
     ) -> str:
         name = self._name(key)
-        fileobj = stream if callable(getattr(stream, "read", None)) else _IterReader(stream)
+        fileobj: Any = stream
+        if not callable(getattr(stream, "read", None)):
+            # Buffered, so read(n) returns n bytes: s3transfer decides single vs multipart
+            # from the size of its first read.
+            fileobj = io.BufferedReader(_IterReader(stream), buffer_size=_COPY_CHUNK)
         try:
             self.client.upload_fileobj(
                 fileobj,

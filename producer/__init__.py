@@ -1,0 +1,67 @@
+"""t2v-queue, the application side: describe a video, enqueue it, read what became of it.
+
+    from producer import Text2VideoRequest, enqueue
+    job = enqueue(Text2VideoRequest(prompt="A cat walking across a sunny room"))
+    record = job.wait(timeout=900)   # JobFailed / JobTimeout carry the record
+    record.outputs[0].storage_uri
+
+Importing this package never imports the worker, Celery workers' code or boto3: jobs are
+sent to workers by task name.
+"""
+
+from producer.api import (
+    Producer,
+    cancel,
+    configure,
+    enqueue,
+    enqueue_many,
+    get_job,
+    list_jobs,
+)
+from producer.errors import (
+    ConfigError,
+    EnqueueError,
+    JobError,
+    JobFailed,
+    JobNotFound,
+    JobTimeout,
+    PermanentError,
+    RateLimited,
+    RequestInvalid,
+    T2VError,
+    TransientError,
+)
+from producer.job import Job
+from producer.records import JobRecord, OutputRecord
+from producer.request import Text2VideoRequest, UnknownModelWarning
+from producer.settings import Settings, get_settings
+from producer.states import JobStatus
+
+__all__ = [
+    "ConfigError",
+    "EnqueueError",
+    "Job",
+    "JobError",
+    "JobFailed",
+    "JobNotFound",
+    "JobRecord",
+    "JobStatus",
+    "JobTimeout",
+    "OutputRecord",
+    "PermanentError",
+    "Producer",
+    "RateLimited",
+    "RequestInvalid",
+    "Settings",
+    "T2VError",
+    "Text2VideoRequest",
+    "TransientError",
+    "UnknownModelWarning",
+    "cancel",
+    "configure",
+    "enqueue",
+    "enqueue_many",
+    "get_job",
+    "list_jobs",
+    "get_settings",
+]

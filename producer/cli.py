@@ -1,0 +1,387 @@
+"""The ``t2v`` command: submit, watch and cancel jobs; start the local stack.
+
+Every job command takes ``--json`` for machines. Exit codes (also in ``t2v --help``):
+0 succeeded (or done), 1 failed/cancelled or a service error, 2 bad usage or input
+(the bad field is named), 3 timed out waiting (the job goes on).
+
+``simulator``, ``up`` and ``demo`` import their packages only when run: the producer never
+imports ``worker`` or ``simulator`` at import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy.exc import SQLAlchemyError
+
+from producer import render
+from producer.api import Producer
+from producer.errors import (
+    JobFailed,
+    JobNotFound,
+    JobTimeout,
+    RequestInvalid,
+    T2VError,
+)
+from producer.records import JobRecord
+from producer.request import Text2VideoRequest, UnknownModelWarning
+from producer.settings import Settings
+from producer.states import JobStatus
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
+
+EXIT_HELP = """\b
+Exit codes:
+  0  succeeded (or, without waiting, done)
+  1  the job failed or was cancelled, or a service (database, broker) failed
+  2  bad usage or input: the bad field is named
+  3  timed out waiting (the job itself goes on)
+"""
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+
+
+def _producer() -> Producer:
+    # Settings read afresh per invocation (the environment is the configuration).
+    return Producer(Settings())
+
+
+def _fail(code: int, message: str, as_json: bool, **extra: Any) -> NoReturn:
+    if as_json:
+        click.echo(render.as_json({"error": message, "exit_code": code, **extra}))
+    else:
+        err.print(f"[red]t2v:[/] {escape(message)}", soft_wrap=True)
+    sys.exit(code)
+
+
+def _guard(as_json: bool, action: Callable[[], int]) -> NoReturn:
+    """Run ``action`` and exit with its code, mapping our errors to exit codes."""
+    try:
+        code = action()
+    except RequestInvalid as exc:
+        _fail(EXIT_USAGE, str(exc), as_json, errors=exc.errors)
+    except JobNotFound as exc:
+        _fail(EXIT_USAGE, str(exc), as_json)
+    except JobTimeout as exc:
+        _finished(exc.record, as_json, str(exc))
+        sys.exit(EXIT_TIMEOUT)
+    except JobFailed as exc:
+        _finished(exc.record, as_json, str(exc))
+        sys.exit(EXIT_FAILED)
+    except (T2VError, SQLAlchemyError) as exc:
+        job = getattr(exc, "job_id", None)
+        _fail(EXIT_FAILED, f"{type(exc).__name__}: {exc}", as_json, job_id=job)
+    sys.exit(code)
+
+
+def _finished(record: JobRecord | None, as_json: bool, message: str) -> None:
+    if as_json:
+        click.echo(render.as_json(render.record_json(record) if record else {"error": message}))
+        return
+    if record is not None:
+        render.show_record(out, record)
+    err.print(f"[red]t2v:[/] {escape(message)}", soft_wrap=True)
+
+
+def _timeout(producer: Producer, timeout: float | None) -> float:
+    return producer.settings.default_wait_timeout if timeout is None else timeout
+
+
+class _Group(click.Group):
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_paragraph()
+        for line in EXIT_HELP.splitlines():
+            formatter.write_text(line)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """t2v: text-to-video jobs through a queue. Settings come from T2V_* variables."""
+
+
+@cli.command(epilog=EXIT_HELP)
+@click.argument("prompt")
+@click.option("--model", "model_id", help="wan2.2 or ltx-2.3; anything else runs as wan2.2.")
+@click.option("--frames", "num_frames", type=int, help="1..25 (default 25).")
+@click.option("--width", type=int, help="2..512, even (default 512).")
+@click.option("--height", type=int, help="2..512, even (default 512).")
+@click.option("--fps", type=int, help="1..16 (default: the provider's).")
+@click.option("--output-type", type=click.Choice(["mp4", "gif"]), help="Default mp4.")
+@click.option("--seed", type=int, help="0..2**32-1 (default random).")
+@click.option("--negative-prompt")
+@click.option("--idempotency-key", help="Same key again returns the same job, sends nothing.")
+@click.option("--wait", is_flag=True, help="Wait for the job to finish.")
+@click.option("--timeout", type=float, help="Seconds --wait waits (default 900).")
+@json_option
+def submit(prompt: str, idempotency_key: str | None, wait: bool, timeout: float | None,
+           as_json: bool, **fields: Any) -> None:
+    """Enqueue one video for PROMPT; print its job id (or, with --wait, its result)."""
+    data = {"prompt": prompt, **{k: v for k, v in fields.items() if v is not None}}
+
+    def action() -> int:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UnknownModelWarning)
+            request = Text2VideoRequest.parse(data)
+        for w in caught:
+            err.print(f"[yellow]note:[/] {escape(str(w.message))}", soft_wrap=True)
+        producer = _producer()
+        job = producer.enqueue(request, idempotency_key=idempotency_key)
+        if wait:
+            record = job.wait(timeout=_timeout(producer, timeout))
+        else:
+            record = job.record
+        if as_json:
+            click.echo(render.as_json(render.record_json(record)))
+        elif wait:
+            render.show_record(out, record)
+        else:
+            out.print(f"enqueued job [bold]{job.id}[/] ({record.status.value})")
+        return EXIT_OK
+
+    _guard(as_json, action)
+
+
+@cli.command(epilog=EXIT_HELP)
+@click.argument("job_id")
+@json_option
+def status(job_id: str, as_json: bool) -> None:
+    """Show job JOB_ID's record."""
+
+    def action() -> int:
+        record = _producer().load(job_id)
+        if as_json:
+            click.echo(render.as_json(render.record_json(record)))
+        else:
+            render.show_record(out, record)
+        return EXIT_OK
+
+    _guard(as_json, action)
+
+
+@cli.command(name="wait", epilog=EXIT_HELP)
+@click.argument("job_id")
+@click.option("--timeout", type=float, help="Seconds to wait (default 900).")
+@json_option
+def wait_cmd(job_id: str, timeout: float | None, as_json: bool) -> None:
+    """Wait for job JOB_ID to finish; exit 0 succeeded, 1 failed/cancelled, 3 timed out."""
+
+    def action() -> int:
+        producer = _producer()
+        record = producer.get_job(job_id).wait(timeout=_timeout(producer, timeout))
+        if as_json:
+            click.echo(render.as_json(render.record_json(record)))
+        else:
+            render.show_record(out, record)
+        return EXIT_OK
+
+    _guard(as_json, action)
+
+
+def _parse_since(_ctx: click.Context, _param: click.Parameter, value: str | None
+                 ) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO date/time") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@cli.command(name="list", epilog=EXIT_HELP)
+@click.option("--status", "status_", type=click.Choice([s.value for s in JobStatus]))
+@click.option("--since", callback=_parse_since, help="ISO date/time (UTC if no offset).")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@json_option
+def list_cmd(status_: str | None, since: datetime | None, limit: int, as_json: bool) -> None:
+    """List jobs, newest first."""
+
+    def action() -> int:
+        records = _producer().list_jobs(status=status_, since=since, limit=limit)
+        if as_json:
+            click.echo(render.as_json([render.summary_json(r) for r in records]))
+        else:
+            render.show_list(out, records)
+        return EXIT_OK
+
+    _guard(as_json, action)
+
+
+@cli.command(epilog=EXIT_HELP)
+@click.argument("job_id")
+@json_option
+def cancel(job_id: str, as_json: bool) -> None:
+    """Cancel job JOB_ID; exit 0 if cancelled, 1 if it had already finished."""
+
+    def action() -> int:
+        producer = _producer()
+        moved = producer.cancel(job_id)
+        record = producer.load(job_id)
+        if as_json:
+            click.echo(render.as_json({"id": job_id, "cancelled": moved,
+                                       "status": record.status.value}))
+        elif moved:
+            out.print(f"cancelled job [bold]{job_id}[/]")
+        else:
+            err.print(f"job {job_id} had already finished: {record.status.value}")
+        return EXIT_OK if moved else EXIT_FAILED
+
+    _guard(as_json, action)
+
+
+def read_batch(path: Path) -> list[Text2VideoRequest]:
+    """Requests from a JSONL file (blank and ``#`` lines skipped); all valid, or none.
+
+    Raises ``RequestInvalid`` listing every bad line as ``line N: field=value: reason``.
+    """
+    requests: list[Text2VideoRequest] = []
+    errors: list[dict[str, Any]] = []
+    lines: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnknownModelWarning)
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                data = json.loads(line)
+                requests.append(Text2VideoRequest.parse(data))
+            except json.JSONDecodeError as exc:
+                errors.append({"line": number, "field": None, "value": None,
+                               "reason": f"not valid JSON ({exc.msg})"})
+                lines.append(f"line {number}: not valid JSON ({exc.msg})")
+            except RequestInvalid as exc:
+                errors.extend({"line": number, **e} for e in exc.errors)
+                lines.append(f"line {number}: {exc}")
+    if len(caught) and not errors:
+        err.print(f"[yellow]note:[/] {len(caught)} request(s) name an unknown model; "
+                  "they run as wan2.2")
+    if errors:
+        raise RequestInvalid(f"{path}: nothing enqueued; " + "\n".join(lines), errors)
+    if not requests:
+        raise RequestInvalid(f"{path}: no requests in the file", [])
+    return requests
+
+
+@cli.command(epilog=EXIT_HELP)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--timeout", type=float, help="Seconds to wait for all jobs (default 900).")
+@click.option("--no-wait", is_flag=True, help="Enqueue and print the job ids only.")
+@json_option
+def batch(file: Path, timeout: float | None, no_wait: bool, as_json: bool) -> None:
+    """Enqueue every request in FILE.jsonl (one JSON object a line) and wait for them.
+
+    If any line is invalid, every bad line is reported with its number and nothing is
+    enqueued (exit 2). Exit 0 if all succeeded, 1 if any failed, 3 on timeout.
+    """
+
+    def action() -> int:
+        requests = read_batch(file)
+        producer = _producer()
+        jobs = producer.enqueue_many(requests)
+        ids = [j.id for j in jobs]
+        if no_wait:
+            if as_json:
+                click.echo(render.as_json({"ids": ids}))
+            else:
+                out.print(f"enqueued {len(ids)} jobs")
+                for job_id in ids:
+                    out.print(job_id)
+            return EXIT_OK
+        records = _watch(producer, ids, _timeout(producer, timeout), quiet=as_json)
+        final = [r for r in records if r.is_final]
+        if as_json:
+            counts: dict[str, int] = {}
+            for r in records:
+                counts[r.status.value] = counts.get(r.status.value, 0) + 1
+            click.echo(render.as_json({"counts": counts,
+                                       "jobs": [render.summary_json(r) for r in records]}))
+        else:
+            if len(records) <= 50:
+                render.show_list(out, records, title="batch")
+            render.show_counts(out, records)
+        if len(final) < len(records):
+            return EXIT_TIMEOUT
+        ok = all(r.status is JobStatus.SUCCEEDED for r in records)
+        return EXIT_OK if ok else EXIT_FAILED
+
+    _guard(as_json, action)
+
+
+def _watch(producer: Producer, ids: Sequence[str], timeout: float, quiet: bool
+           ) -> list[JobRecord]:
+    """Poll the rows of ``ids`` until all are final or time runs out, with a progress bar."""
+    deadline = time.monotonic() + timeout
+    latest: dict[str, JobRecord] = {}
+    pending = list(ids)
+    delay = 0.1
+    progress = Progress(
+        TextColumn("[bold]jobs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, disable=quiet, transient=False,
+    )
+    with progress:
+        task = progress.add_task("jobs", total=len(ids))
+        while True:
+            latest.update(producer.store.get_many(pending))
+            pending = [i for i in pending if not (i in latest and latest[i].is_final)]
+            progress.update(task, completed=len(ids) - len(pending))
+            remaining = deadline - time.monotonic()
+            if not pending or remaining <= 0:
+                break
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 1.5, 2.0)
+    return [latest[i] for i in ids if i in latest]
+
+
+# -- other packages' entry points, imported only when asked for -------------------------------
+PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
+
+
+def _call(module: str, function: str, extra: str, argv: list[str]) -> NoReturn:
+    try:
+        target = getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError) as exc:
+        hint = escape(f"pip install 't2v-queue[{extra}]' ({type(exc).__name__}: {exc})")
+        err.print(f"[red]t2v:[/] this command needs the {extra} extra: {hint}", soft_wrap=True)
+        sys.exit(EXIT_USAGE)
+    sys.exit(int(target(argv) or 0))
+
+
+@cli.command(context_settings=PASSTHROUGH, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def simulator(args: tuple[str, ...]) -> None:
+    """The local ModelsLab stand-in (arguments go to it; try --help)."""
+    _call("simulator", "main", "simulator", list(args))
+
+
+@cli.command(context_settings=PASSTHROUGH, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def up(args: tuple[str, ...]) -> None:
+    """The whole local stack in the foreground (arguments go to it; try --help)."""
+    _call("worker.stack", "up_main", "worker", list(args))
+
+
+@cli.command(context_settings=PASSTHROUGH, add_help_option=False)
+@click.argument("prompt")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def demo(prompt: str, args: tuple[str, ...]) -> None:
+    """Up, one job for PROMPT, print where the video landed, down."""
+    _call("worker.stack", "demo_main", "worker", [prompt, *args])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The ``t2v`` console script."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="t2v")

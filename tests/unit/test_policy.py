@@ -1,0 +1,163 @@
+"""The poll and retry policy: pure, seeded, no clock."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from worker.policy import PollPolicy, next_poll_delay, retry_delay
+
+P = PollPolicy()
+
+
+def delay(elapsed: float, eta: float | None, attempt: int, policy: PollPolicy = P) -> float | None:
+    return next_poll_delay(
+        elapsed=elapsed, eta=eta, attempt=attempt, policy=policy, rng=random.Random(attempt)
+    )
+
+
+def test_first_delay_follows_eta_and_lands_after_it() -> None:
+    for eta in (10.0, 45.0, 300.0):
+        d = delay(0.0, eta, 0)
+        assert d is not None
+        assert eta <= d <= eta * (1 + P.eta_margin) + P.jitter * P.min_delay
+
+
+def test_first_delay_follows_long_eta_but_is_capped() -> None:
+    d = delay(0.0, 960.0, 0)
+    assert d == P.max_first_delay == 900.0
+    small = PollPolicy(max_first_delay=120.0)
+    assert delay(0.0, 960.0, 0, small) == 120.0
+
+
+def test_tiny_eta_still_waits_min_delay() -> None:
+    assert delay(0.0, 0.1, 0) == P.min_delay
+
+
+def test_early_poll_waits_for_rest_of_eta() -> None:
+    # A webhook or reconcile made us poll early: don't start backing off yet.
+    d = delay(100.0, 300.0, 1)
+    assert d is not None and 215 <= d <= 216
+
+
+def test_after_eta_backoff_grows_and_caps() -> None:
+    policy = PollPolicy(jitter=0.0)
+    delays = [delay(1000.0, 100.0, n, policy) for n in range(1, 15)]
+    assert delays[0] == policy.min_delay
+    assert delays[1] == pytest.approx(policy.min_delay * policy.backoff)
+    assert all(a is not None and b is not None and a <= b for a, b in zip(delays, delays[1:]))
+    assert max(d for d in delays if d is not None) == policy.max_delay
+
+
+def test_without_eta_backoff_starts_at_min_delay() -> None:
+    policy = PollPolicy(jitter=0.0)
+    assert delay(0.0, None, 0, policy) == 2.0
+    assert delay(5.0, None, 1, policy) == pytest.approx(3.2)
+
+
+def test_jitter_bounds() -> None:
+    rng = random.Random(42)
+    seen = [
+        next_poll_delay(elapsed=500.0, eta=None, attempt=3, policy=P, rng=rng) for _ in range(2000)
+    ]
+    base = P.min_delay * P.backoff**3
+    assert all(d is not None and base * 0.8 <= d <= base * 1.2 for d in seen)
+    assert max(d for d in seen if d) - min(d for d in seen if d) > base * 0.3  # really spread
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    elapsed=st.floats(min_value=0, max_value=5000),
+    eta=st.one_of(st.none(), st.floats(min_value=0, max_value=5000)),
+    attempt=st.integers(min_value=0, max_value=200),
+    seed=st.integers(),
+)
+def test_never_past_deadline_never_negative_never_above_caps(
+    elapsed: float, eta: float | None, attempt: int, seed: int
+) -> None:
+    d = next_poll_delay(
+        elapsed=elapsed, eta=eta, attempt=attempt, policy=P, rng=random.Random(seed)
+    )
+    if elapsed >= P.deadline:
+        assert d is None
+        return
+    assert d is not None
+    assert 0 < d <= P.deadline - elapsed + 1e-9
+    assert d <= max(P.max_first_delay, P.max_delay)
+
+
+def test_deadline_returns_time_left_then_none() -> None:
+    assert delay(1799.0, None, 20) == pytest.approx(1.0)
+    assert delay(1800.0, None, 20) is None
+    assert delay(5000.0, 100.0, 0) is None
+
+
+def test_median_fetches_per_job_with_accurate_eta_is_at_most_two() -> None:
+    """Simulate jobs whose real duration is eta with ±10% noise; count fetches."""
+    rng = random.Random(7)
+    counts = []
+    for _ in range(2000):
+        eta = rng.uniform(30, 600)
+        done_at = eta * rng.uniform(0.9, 1.1)
+        elapsed, attempt = 0.0, 0
+        while True:
+            d = next_poll_delay(elapsed=elapsed, eta=eta, attempt=attempt, policy=P, rng=rng)
+            assert d is not None
+            elapsed += d
+            attempt += 1
+            if elapsed >= done_at:
+                break
+        counts.append(attempt)
+    assert statistics.median(counts) <= 2
+    assert statistics.mean(counts) < 3
+
+
+def test_from_settings_keeps_countdowns_below_visibility_timeout() -> None:
+    from worker.settings import WorkerSettings
+
+    s = WorkerSettings(visibility_timeout=600.0, poll_max_delay=60.0, poll_deadline_seconds=99.0)
+    p = PollPolicy.from_settings(s)
+    assert p.max_first_delay == 300.0
+    assert p.deadline == 99.0
+    assert p.max_delay == 60.0
+    assert PollPolicy.from_settings(WorkerSettings()).max_first_delay == 900.0
+
+
+def test_policy_validation() -> None:
+    with pytest.raises(ValueError):
+        PollPolicy(min_delay=10, max_delay=5)
+    with pytest.raises(ValueError):
+        PollPolicy(jitter=1.5)
+    with pytest.raises(ValueError):
+        PollPolicy(backoff=0.5)
+
+
+# -- retry_delay ---------------------------------------------------------------------------
+
+
+def test_retry_delay_exponential_and_capped() -> None:
+    rng = random.Random(1)
+    got = [retry_delay(n, 2.0, 60.0, rng, jitter=0.0) for n in range(8)]
+    assert got == [2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
+
+
+def test_retry_delay_jitter_bounds() -> None:
+    rng = random.Random(3)
+    for n in range(6):
+        raw = min(2.0 * 2**n, 60.0)
+        for _ in range(200):
+            d = retry_delay(n, 2.0, 60.0, rng)
+            assert raw * 0.8 <= d <= min(raw * 1.2, 60.0)
+
+
+def test_retry_after_is_a_floor_even_above_cap() -> None:
+    rng = random.Random(5)
+    for _ in range(200):
+        assert 30.0 <= retry_delay(0, 2.0, 60.0, rng, retry_after=30.0) <= 32.0
+        assert retry_delay(0, 2.0, 10.0, rng, retry_after=120.0) >= 120.0
+    # A small retry_after does not shorten a longer backoff.
+    assert retry_delay(5, 2.0, 60.0, random.Random(0), retry_after=1.0, jitter=0.0) == 60.0
