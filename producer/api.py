@@ -18,10 +18,12 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from producer.broker import Broker
-from producer.db import forget_engines, get_engine
+from producer.db import forget_engines, get_engine, make_engine
 from producer.errors import JobNotFound, RequestInvalid
 from producer.job import Job
 from producer.records import JobRecord, JobStore
@@ -46,7 +48,7 @@ class Producer:
         broker: Broker | None = None,
     ) -> None:
         self.settings = settings or get_settings()
-        self.store = store or JobStore(get_engine(self.settings.database_url))
+        self.store = store or JobStore(_engine(self.settings.database_url))
         self.broker = broker or Broker(self.settings)
         self._schema_ready = not self.settings.auto_migrate
         self._schema_lock = threading.Lock()
@@ -90,7 +92,7 @@ class Producer:
             idempotency_key=idempotency_key,
         )
         try:
-            store.insert_many([row])
+            self._insert(row)
         except IntegrityError:
             # Another caller inserted this key between our read and our insert.
             existing = store.get_by_idempotency_key(idempotency_key) if idempotency_key else None
@@ -101,6 +103,21 @@ class Producer:
         log.info("enqueued job %s (model %s)", job_id, req.model_effective)
         self.broker.send_submit([job_id])
         return Job(job_id, self, JobRecord.model_validate(row))
+
+    def _insert(self, row: dict[str, Any]) -> None:
+        # Producer engines skip the pre-ping round trip (see _engine); a connection the
+        # database dropped fails once, is invalidated, and the insert is tried again.
+        try:
+            self.store.insert_one(row)
+        except DBAPIError as exc:
+            if isinstance(exc, IntegrityError) or not exc.connection_invalidated:
+                raise
+            try:
+                self.store.insert_one(row)
+            except IntegrityError:
+                # The first attempt did commit before the connection broke: same id, done.
+                if self.store.get(row["id"]) is None:
+                    raise
 
     def enqueue_many(self, requests: Iterable[RequestLike]) -> list[Job]:
         """Enqueue many requests: all validated first, one transaction, pipelined sends.
@@ -199,6 +216,34 @@ class Producer:
         self.broker.close()
 
 
+_pg_engines: dict[str, Engine] = {}
+_pg_lock = threading.Lock()
+
+
+def _engine(url: str) -> Engine:
+    """The producer's engine: on PostgreSQL one without ``pool_pre_ping``.
+
+    The pre-ping is a round trip before every checkout: a third of a single ``enqueue``.
+    A connection the server dropped is caught by ``Producer._insert`` instead (reads just
+    fail once and work again). SQLite engines are the shared ones from ``producer.db``.
+    """
+    if make_url(url).get_backend_name() != "postgresql":
+        return get_engine(url)
+    with _pg_lock:
+        engine = _pg_engines.get(url)
+        if engine is None:
+            engine = _pg_engines[url] = make_engine(url, pool_pre_ping=False, pool_recycle=1800)
+        return engine
+
+
+def dispose_engines() -> None:
+    """Close the producer's own PostgreSQL pools (tests, shutdown)."""
+    with _pg_lock:
+        for engine in _pg_engines.values():
+            engine.dispose()
+        _pg_engines.clear()
+
+
 def _check_idempotency_key(key: Any) -> None:
     reason = None
     if not isinstance(key, str) or not key.strip():
@@ -253,6 +298,8 @@ def _forget_after_fork() -> None:
     global _default, _default_lock
     _default = None
     _default_lock = threading.Lock()
+    for engine in _pg_engines.values():
+        engine.dispose(close=False)
     forget_engines()
 
 

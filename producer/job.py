@@ -21,7 +21,8 @@ POLL_MAX = 2.0
 class RecordSource(Protocol):
     """Where a ``Job`` reads its row (``producer.api.Producer``)."""
 
-    default_wait_timeout: float
+    @property
+    def default_wait_timeout(self) -> float: ...
 
     def load(self, job_id: str) -> JobRecord: ...
 

@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    insert,
     or_,
     select,
     update,
@@ -313,6 +314,20 @@ class JobStore:
             return
         with self.engine.begin() as conn:
             conn.execute(JobRow.__table__.insert(), list(rows))
+
+    def insert_one(self, row: dict[str, Any]) -> None:
+        """Insert one row: on PostgreSQL as a single autocommitted statement.
+
+        One INSERT is atomic on its own; skipping BEGIN/COMMIT saves two round trips per
+        ``enqueue`` (SQLite keeps its BEGIN IMMEDIATE transaction).
+        """
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                conn.execute(insert(JobRow), [row])
+            else:
+                with conn.begin():
+                    conn.execute(insert(JobRow), [row])
 
     def transition(
         self,

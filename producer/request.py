@@ -225,10 +225,12 @@ def _reason(error: Mapping[str, Any], field: str) -> str:
         return RESERVED_FIELDS.get(field, "is not a request field")
     if kind in ("less_than_equal", "less_than"):
         bound = ctx.get("le", ctx.get("lt"))
-        return f"must be at most {bound}" if kind == "less_than_equal" else f"must be below {bound}"
+        at_most = kind == "less_than_equal"
+        return f"must be at most {bound}" if at_most else f"must be below {bound}"
     if kind in ("greater_than_equal", "greater_than"):
         bound = ctx.get("ge", ctx.get("gt"))
-        return f"must be at least {bound}" if kind == "greater_than_equal" else f"must be above {bound}"
+        at_least = kind == "greater_than_equal"
+        return f"must be at least {bound}" if at_least else f"must be above {bound}"
     if kind == "string_too_short":
         return "must not be blank"
     if kind == "string_too_long":

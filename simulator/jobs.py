@@ -16,6 +16,7 @@ import asyncio
 import math
 import random
 import secrets
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -99,6 +100,8 @@ class Engine:
             if job.task is not None:
                 job.task.cancel()
         self.pool.close()
+        if self.config.media_dir is None:  # our own temp dir: leave nothing behind
+            shutil.rmtree(self.media_dir, ignore_errors=True)
 
     # -- submit-time checks --------------------------------------------------------------
     def is_spam(self, canonical_body: str) -> bool:

@@ -165,7 +165,7 @@ def _write_mp4(frames: list[Image.Image], fps: int, path: str) -> None:
         stream.time_base = Fraction(1, fps)
         stream.options = {"preset": "veryfast", "crf": "28"}
         for index, image in enumerate(frames):
-            frame = av.VideoFrame.from_image(image)
+            frame = av.VideoFrame.from_image(image)  # type: ignore[no-untyped-call]  # PyAV stub gap
             frame.pts = index
             frame.time_base = Fraction(1, fps)
             for packet in stream.encode(frame):

@@ -9,10 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from simulator.render import RenderResult, RenderSpec, render, warm_up
+
+
+def watch_parent(parent_pid: int) -> None:
+    """In a worker: exit when the simulator is gone (even SIGKILLed), never linger orphaned."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
 class RenderPool:
@@ -25,7 +39,8 @@ class RenderPool:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=watch_parent, initargs=(os.getpid(),))
         return self._pool
 
     def start(self) -> None:
@@ -52,5 +67,6 @@ class RenderPool:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            # wait: uvicorn re-raises SIGTERM after shutdown, so atexit never runs for us
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

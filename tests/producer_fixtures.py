@@ -1,23 +1,42 @@
 """Fixtures for the producer's tests, on top of ``tests/conftest.py``'s real services.
 
-Import the ones a module needs (``from tests.producer_fixtures import producer``); each
+Import the ones a module needs (``from tests.producer_fixtures import producer_fixture``:
+the function is named ``*_fixture``, the fixture ``producer``, so parameters shadow nothing); each
 test gets its own Redis database and its own SQLite file or PostgreSQL schema.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 from sqlalchemy import func, select
 
-from producer.api import Producer
+from producer.api import Producer, dispose_engines
 from producer.records import JobRow
 from producer.settings import Settings
 from producer.states import QUEUE_SUBMIT
 
 MakeProducer = Callable[..., Producer]
+
+
+@pytest.fixture(scope="session", name="redis_base")
+def private_redis_base_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis of this session's own (overrides ``tests/conftest.py``'s in modules that
+    import it): other sessions on the machine's shared Redis flush the same db numbers,
+    which would make "exactly one message" checks flaky. Falls back to the shared one."""
+    from worker import localstack
+
+    if localstack.redis_server_binary() is None:
+        yield os.environ.get("T2V_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+        return
+    proc = localstack.start_redis(tmp_path_factory.mktemp("producer-redis"))
+    try:
+        yield proc.url.rsplit("/", 1)[0]
+    finally:
+        proc.stop()
 
 
 def make_settings(database_url: str, broker_url: str, **extra: object) -> Settings:
@@ -27,8 +46,8 @@ def make_settings(database_url: str, broker_url: str, **extra: object) -> Settin
     )
 
 
-@pytest.fixture
-def make_producer(redis_url: str) -> Iterator[MakeProducer]:
+@pytest.fixture(name="make_producer")
+def make_producer_fixture(redis_url: str) -> Iterator[MakeProducer]:
     """Build producers on this test's Redis db; closed at the end."""
     made: list[Producer] = []
 
@@ -40,21 +59,22 @@ def make_producer(redis_url: str) -> Iterator[MakeProducer]:
     yield make
     for producer in made:
         producer.close()
+    dispose_engines()
 
 
-@pytest.fixture
-def producer(database_url: str, make_producer: MakeProducer) -> Producer:
+@pytest.fixture(name="producer")
+def producer_fixture(database_url: str, make_producer: MakeProducer) -> Producer:
     """A producer on SQLite and on PostgreSQL (the test runs once for each)."""
     return make_producer(database_url)
 
 
-@pytest.fixture
-def sqlite_producer(sqlite_url: str, make_producer: MakeProducer) -> Producer:
+@pytest.fixture(name="sqlite_producer")
+def sqlite_producer_fixture(sqlite_url: str, make_producer: MakeProducer) -> Producer:
     return make_producer(sqlite_url)
 
 
-@pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+@pytest.fixture(name="redis_client")
+def redis_client_fixture(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()

@@ -23,6 +23,9 @@ class WorkerSettings(Settings):
         default_factory=list,
         description="hosts allowed for downloads even when private/loopback (comma separated)",
     )
+    webhook_secret: SecretStr | None = Field(
+        None, description="the last path segment of T2V_WEBHOOK_URL; the receiver checks it"
+    )
     account_slots: int = Field(5, ge=1, description="queued requests the account allows (5/10/15)")
 
     # HTTP

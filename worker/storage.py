@@ -241,6 +241,8 @@ def _s3_error(exc: Exception, what: str) -> Exception:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in _CONFIG_CODES:
             return ConfigError(f"S3 {what}: {code} (check bucket and credentials)")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return PermanentError(f"S3 {what}: no such object")
         return TransientError(f"S3 {what}: {code or exc}")
     return TransientError(f"S3 {what}: {type(exc).__name__}: {exc}")
 
@@ -300,9 +302,7 @@ class S3Storage:
             )
             # A session of its own: the default session caches credentials process-wide
             # and is not safe to create clients from in several threads.
-            client = boto3.session.Session().client(
-                "s3", endpoint_url=endpoint_url, config=config
-            )
+            client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
         self.client = client
         self.transfer = TransferConfig(
             multipart_threshold=multipart_threshold,

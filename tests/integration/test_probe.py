@@ -22,7 +22,9 @@ def _images(n: int, w: int, h: int) -> Iterator[Image.Image]:
         yield Image.new("RGB", (w, h), ((i * 10) % 256, (i * 37) % 256, 200))
 
 
-def write_mp4(path: Path, frames: int = 25, fps: int = 16, size: tuple[int, int] = (128, 96)) -> Path:
+def write_mp4(
+    path: Path, frames: int = 25, fps: int = 16, size: tuple[int, int] = (128, 96)
+) -> Path:
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = size
@@ -34,9 +36,7 @@ def write_mp4(path: Path, frames: int = 25, fps: int = 16, size: tuple[int, int]
 
 
 def write_gif(path: Path, frames: int = 12, frame_ms: int = 100) -> Path:
-    images = [
-        im.quantize(method=Image.Quantize.FASTOCTREE) for im in _images(frames, 64, 48)
-    ]
+    images = [im.quantize(method=Image.Quantize.FASTOCTREE) for im in _images(frames, 64, 48)]
     images[0].save(path, save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
     return path
 
@@ -113,3 +113,13 @@ def test_inspector_probes_and_stores_poster(mp4: Path, tmp_path: Path) -> None:
     assert meta["frames"] == 25
     assert meta["poster_uri"] == storage.uri_for("jobs/ab/abc/output-0.poster.jpg")
     assert storage.get_bytes(meta["poster_uri"])[:2] == b"\xff\xd8"
+
+
+def test_without_ffmpeg_on_path_falls_back_to_pyav(
+    mp4: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    assert shutil.which("ffprobe") is None
+    info = probe_video(mp4)
+    assert (info.frames, info.fps) == (25, 16.0)
+    assert make_poster(mp4, tmp_path / "p.jpg").read_bytes()[:2] == b"\xff\xd8"

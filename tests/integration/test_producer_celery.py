@@ -19,11 +19,12 @@ from kombu import Queue
 
 from producer.api import Producer
 from producer.states import QUEUE_SUBMIT, TASK_SUBMIT
-from tests.producer_fixtures import (  # noqa: F401 - fixtures
+from tests.producer_fixtures import (  # noqa: F401 - fixtures, found by pytest by name
     MakeProducer,
-    make_producer,
-    redis_client,
-    sqlite_producer,
+    make_producer_fixture,
+    private_redis_base_fixture,
+    redis_client_fixture,
+    sqlite_producer_fixture,
 )
 
 REPO = Path(__file__).resolve().parents[2]

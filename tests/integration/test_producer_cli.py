@@ -13,8 +13,11 @@ from click.testing import CliRunner
 
 from producer.cli import cli
 from producer.states import JobStatus
-from tests.producer_fixtures import make_producer  # noqa: F401 - fixture
-from tests.producer_fixtures import MakeProducer
+from tests.producer_fixtures import (  # noqa: F401 - fixtures, found by pytest by name
+    MakeProducer,
+    make_producer_fixture,
+    private_redis_base_fixture,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 

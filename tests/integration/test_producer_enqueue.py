@@ -18,15 +18,16 @@ from producer.api import Producer
 from producer.errors import EnqueueError, JobFailed, JobNotFound, JobTimeout, RequestInvalid
 from producer.request import Text2VideoRequest
 from producer.states import QUEUE_SUBMIT, TASK_SUBMIT, JobStatus
-from tests.producer_fixtures import (  # noqa: F401 - fixtures
+from tests.producer_fixtures import (  # noqa: F401 - fixtures, found by pytest by name
     MakeProducer,
-    make_producer,
+    make_producer_fixture,
     make_settings,
-    producer,
+    private_redis_base_fixture,
+    producer_fixture,
     queue_length,
-    redis_client,
+    redis_client_fixture,
     row_count,
-    sqlite_producer,
+    sqlite_producer_fixture,
 )
 
 PROMPT = "A lighthouse at dusk, waves rolling in, secret-prompt-marker"

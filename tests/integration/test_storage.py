@@ -209,10 +209,15 @@ def test_s3_wrong_secret_is_config_error(
         storage.put_stream("k", [b"x"], content_type="video/mp4")
 
 
-def test_s3_missing_bucket_is_config_error(s3_env: SeaweedS3) -> None:
-    storage = S3Storage("t2v-no-such-bucket-x1", endpoint_url=s3_env.endpoint_url)
-    with pytest.raises(ConfigError):
-        storage.put_stream("k", [b"x"], content_type="video/mp4")
+def test_s3_missing_bucket_and_object(s3_env: SeaweedS3, s3_bucket: str) -> None:  # noqa: F811
+    # (SeaweedFS creates a bucket on the first PUT for an admin identity, so read instead.)
+    gone = S3Storage("t2v-no-such-bucket-x1", endpoint_url=s3_env.endpoint_url)
+    with pytest.raises(ConfigError, match="NoSuchBucket"):
+        gone.open("k")
+    storage = S3Storage(s3_bucket, endpoint_url=s3_env.endpoint_url)
+    with pytest.raises(PermanentError, match="no such object"):
+        storage.open("missing.mp4")
+    assert not storage.exists("missing.mp4")
 
 
 def test_s3_open_refuses_foreign_uri(s3_env: SeaweedS3, s3_bucket: str) -> None:  # noqa: F811

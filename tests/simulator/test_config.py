@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +20,47 @@ from tests.simulator.simhelpers import Sim, SimProcess, start_simulator
 def test_public_face() -> None:
     for name in simulator.__all__:
         assert getattr(simulator, name) is not None
-    assert "render" not in sys.modules.get("simulator", simulator).__dict__ or True
+
+
+def test_render_workers_do_not_load_the_web_stack() -> None:
+    code = "import sys, simulator.render; print('starlette' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == "False"
+
+
+async def _asgi_call(app: Any, method: str, path: str, body: bytes = b"") -> tuple[int, Any]:
+    """One request straight into an ASGI app, no server and no client library."""
+    sent: list[dict[str, Any]] = []
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
+             "headers": [(b"content-type", b"application/json")], "scheme": "http",
+             "server": ("sim", 80), "client": ("127.0.0.1", 1), "root_path": ""}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    payload = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return sent[0]["status"], json.loads(payload)
+
+
+def test_create_app_in_process() -> None:
+    config = SimConfig(keys=("k",), faults={"never_finish_share": 1.0})
+
+    async def scenario() -> None:
+        app = simulator.create_app(config)
+        async with app.router.lifespan_context(app):
+            assert await _asgi_call(app, "GET", "/_sim/health") == (200, {"ok": True})
+            status, body = await _asgi_call(app, "POST", "/api/v6/video/text2video",
+                                            b'{"key": "k", "prompt": "in process"}')
+            assert status == 200
+            assert body["fetch_result"].startswith("http://127.0.0.1:8765/api/v6/video/fetch/")
+
+    asyncio.run(scenario())
 
 
 def test_defaults() -> None:

@@ -48,24 +48,24 @@ def test_truncated_json_is_200_json_cut_midway(sim: Sim) -> None:
 
 
 def test_slow_answers_do_not_block_others(sim: Sim) -> None:
-    sim.faults(slow_share=1.0, slow_seconds=1.0)
+    sim.faults(slow_share=1.0, slow_seconds=1.5)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         started = time.monotonic()
         slow = [pool.submit(sim.fetch, 1) for _ in range(3)]
         health = requests.get(f"{sim.url}/_sim/health", timeout=5)
         assert health.json() == {"ok": True}
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 1.0
         assert all(f.result().status_code == 404 for f in slow)
-        assert 1.0 <= time.monotonic() - started < 2.5  # the three waited together
+        assert 1.5 <= time.monotonic() - started < 4.0  # the three waited side by side
     assert sim.stats()["injected"]["slow"] == 3
 
 
 def test_link_404_seconds_delays_downloads_after_success(sim: Sim) -> None:
-    sim.faults(link_404_seconds=0.6)
+    sim.faults(link_404_seconds=1.0)
     job_id = sim.submit(num_frames=2, width=32, height=32).json()["id"]
     url = sim.wait_status(job_id)["output"][0]
     assert sim.http.get(url, timeout=5).status_code == 404
-    time.sleep(0.7)
+    time.sleep(1.05)
     assert sim.http.get(url, timeout=5).status_code == 200
     stats = sim.stats()
     assert stats["injected"]["link_404"] == 1

@@ -140,7 +140,9 @@ def test_webhook_shapes() -> None:
         }
     )
     assert (ok.status, ok.track_id, ok.generation_time) == (ProviderStatus.SUCCESS, "job-1", 45.2)
-    bad = parse({"status": "failed", "id": "abc", "message": "Processing failed: x", "track_id": "j"})
+    bad = parse(
+        {"status": "failed", "id": "abc", "message": "Processing failed: x", "track_id": "j"}
+    )
     assert bad.status is ProviderStatus.FAILED
     assert bad.message == "Processing failed: x"
 

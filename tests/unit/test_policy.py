@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import statistics
+from itertools import pairwise
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -49,7 +50,7 @@ def test_after_eta_backoff_grows_and_caps() -> None:
     delays = [delay(1000.0, 100.0, n, policy) for n in range(1, 15)]
     assert delays[0] == policy.min_delay
     assert delays[1] == pytest.approx(policy.min_delay * policy.backoff)
-    assert all(a is not None and b is not None and a <= b for a, b in zip(delays, delays[1:]))
+    assert all(a is not None and b is not None and a <= b for a, b in pairwise(delays))
     assert max(d for d in delays if d is not None) == policy.max_delay
 
 
@@ -119,12 +120,21 @@ def test_median_fetches_per_job_with_accurate_eta_is_at_most_two() -> None:
 def test_from_settings_keeps_countdowns_below_visibility_timeout() -> None:
     from worker.settings import WorkerSettings
 
-    s = WorkerSettings(visibility_timeout=600.0, poll_max_delay=60.0, poll_deadline_seconds=99.0)
-    p = PollPolicy.from_settings(s)
+    def settings(**values: float) -> WorkerSettings:
+        base = {"poll_min_delay": 2.0, "poll_backoff": 1.6, "poll_jitter": 0.2}
+        return WorkerSettings(_env_file=None, **{**base, **values})  # type: ignore[call-arg]
+
+    p = PollPolicy.from_settings(
+        settings(visibility_timeout=600.0, poll_max_delay=60.0, poll_deadline_seconds=99.0)
+    )
     assert p.max_first_delay == 300.0
     assert p.deadline == 99.0
     assert p.max_delay == 60.0
-    assert PollPolicy.from_settings(WorkerSettings()).max_first_delay == 900.0
+    assert (p.min_delay, p.backoff, p.jitter) == (2.0, 1.6, 0.2)
+    roomy = PollPolicy.from_settings(settings(visibility_timeout=3600.0, poll_max_delay=60.0))
+    assert roomy.max_first_delay == 900.0
+    tight = PollPolicy.from_settings(settings(visibility_timeout=60.0, poll_max_delay=60.0))
+    assert tight.max_delay == tight.max_first_delay == 30.0
 
 
 def test_policy_validation() -> None:

@@ -28,7 +28,8 @@ def test_all_names_are_importable() -> None:
 
 def test_importing_the_producer_and_its_cli_never_imports_the_worker() -> None:
     code = ("import sys, producer, producer.cli; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('worker', 'simulator', 'boto3')]; "
+            "bad = [m for m in sys.modules "
+            "if m.split('.')[0] in ('worker', 'simulator', 'boto3')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60)

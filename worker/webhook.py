@@ -1,0 +1,157 @@
+"""Webhook receiver: ModelsLab calls back when a generation ends; we poll at once.
+
+ModelsLab's webhooks carry no signature, may arrive more than once and are best effort
+(never retried). So this receiver trusts nothing in the body:
+- the URL carries a secret (``T2V_WEBHOOK_URL`` must end with ``/<T2V_WEBHOOK_SECRET>``);
+  a wrong secret gets a 404, as if nothing were here;
+- a delivery is deduplicated on (track_id, id, status) in Redis;
+- it never marks a job done: it makes the job's poll due now and sends ``t2v.poll``, whose
+  one fetch confirms the result before anything is downloaded;
+- a submit whose answer was lost (job still `submitting`, no provider id) adopts the id the
+  webhook names — so the job is not resubmitted and not paid for twice.
+Polling stays the fallback for webhooks that never come.
+
+Run it with ``python -m worker.webhook --host 0.0.0.0 --port 8080`` behind HTTPS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from producer.errors import ConfigError
+from producer.records import JobStore, utcnow
+from producer.states import TASK_POLL, JobStatus
+
+log = logging.getLogger("t2v.webhook")
+
+MAX_BODY = 256 * 1024
+DEDUPE_TTL = 86400
+
+
+def accept_webhook(
+    store: JobStore,
+    schedule: Callable[[str, str, float], None],
+    job_id: str,
+    provider_id: str | None,
+    *,
+    deadline: float,
+    now: Callable[[], datetime] = utcnow,
+) -> str:
+    """Act on one (deduplicated) delivery; returns what was done, for the log."""
+    rec = store.get(job_id)
+    if rec is None:
+        return "unknown job"
+    if rec.provider_id and provider_id and rec.provider_id != provider_id:
+        return "provider id does not match the job"
+    if rec.status is JobStatus.SUBMITTING and not rec.provider_id and provider_id:
+        if store.transition(
+            job_id, JobStatus.PROCESSING, expect=[JobStatus.SUBMITTING],
+            provider_id=provider_id, next_check_at=now(),
+            deadline_at=now() + timedelta(seconds=deadline),
+            error="submit answer was lost; provider id taken from the webhook",
+        ):
+            schedule(TASK_POLL, job_id, 0)
+            return "adopted provider id; polling now"
+    if rec.status is JobStatus.PROCESSING and store.update_if(
+        job_id, [JobStatus.PROCESSING], next_check_at=now()
+    ):
+        schedule(TASK_POLL, job_id, 0)
+        return "polling now"
+    return f"nothing to do in state {rec.status.value}"
+
+
+def create_app(
+    *,
+    secret: str,
+    store: JobStore,
+    redis: Any,
+    schedule: Callable[[str, str, float], None],
+    deadline: float,
+) -> Starlette:
+    if len(secret) < 16:
+        raise ConfigError("T2V_WEBHOOK_SECRET must be at least 16 characters")
+
+    async def receive(request: Request) -> JSONResponse:
+        if not hmac.compare_digest(str(request.path_params["secret"]), secret):
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return JSONResponse({"detail": "too large"}, status_code=413)
+        try:
+            payload = json.loads(body)
+            if not isinstance(payload, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            return JSONResponse({"detail": "body must be a JSON object"}, status_code=400)
+        job_id = str(payload.get("track_id") or "")
+        provider_id = str(payload.get("id") or "") or None
+        status = str(payload.get("status") or "")
+        if not job_id:
+            return JSONResponse({"ok": True, "action": "no track_id"})
+        fresh = await run_in_threadpool(
+            redis.set, f"t2v:webhook:{job_id}:{provider_id}:{status}", 1, nx=True, ex=DEDUPE_TTL
+        )
+        if not fresh:
+            return JSONResponse({"ok": True, "action": "duplicate"})
+        action = await run_in_threadpool(
+            accept_webhook, store, schedule, job_id, provider_id, deadline=deadline
+        )
+        log.info("webhook for job %s (%s): %s", job_id, status, action)
+        return JSONResponse({"ok": True, "action": action})
+
+    async def health(_: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    return Starlette(routes=[
+        Route("/webhook/{secret}", receive, methods=["POST"]),
+        Route("/healthz", health, methods=["GET"]),
+    ])
+
+
+def app_from_settings() -> Starlette:
+    import redis as redis_lib
+
+    from producer.db import get_engine
+    from worker.settings import get_worker_settings
+    from worker.tasks import _schedule
+
+    settings = get_worker_settings()
+    if settings.webhook_secret is None:
+        raise ConfigError("T2V_WEBHOOK_SECRET is not set")
+    secret = settings.webhook_secret.get_secret_value()
+    if settings.webhook_url and not settings.webhook_url.rstrip("/").endswith("/" + secret):
+        raise ConfigError("T2V_WEBHOOK_URL must end with /<T2V_WEBHOOK_SECRET>")
+    return create_app(
+        secret=secret,
+        store=JobStore(get_engine(settings.database_url)),
+        redis=redis_lib.Redis.from_url(settings.broker_url),
+        schedule=_schedule,
+        deadline=settings.poll_deadline_seconds,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(prog="python -m worker.webhook")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    uvicorn.run(app_from_settings(), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
