@@ -30,8 +30,8 @@ from sqlalchemy import create_engine, text
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from producer.api import Producer, dispose_engines  # noqa: E402
-from producer.db import dispose_engines as dispose_shared_engines  # noqa: E402
+from producer.api import Producer  # noqa: E402
+from producer.db import dispose_engines  # noqa: E402
 from producer.settings import Settings  # noqa: E402
 from producer.states import QUEUE_SUBMIT, TASK_SUBMIT  # noqa: E402
 
@@ -84,7 +84,6 @@ def producer_figures(database_url: str, n: int, flush: redis.Redis) -> dict[str,
     flush.flushdb()
     producer.close()
     dispose_engines()
-    dispose_shared_engines()
     return {"enqueue": single, "enqueue_many": many}
 
 

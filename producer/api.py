@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from producer.broker import Broker
-from producer.db import forget_engines, get_engine, make_engine
+from producer.db import forget_engines, get_engine, get_tuned_engine
 from producer.errors import JobNotFound, RequestInvalid
 from producer.job import Job
 from producer.records import JobRecord, JobStore
@@ -216,32 +216,16 @@ class Producer:
         self.broker.close()
 
 
-_pg_engines: dict[str, Engine] = {}
-_pg_lock = threading.Lock()
-
-
 def _engine(url: str) -> Engine:
     """The producer's engine: on PostgreSQL one without ``pool_pre_ping``.
 
     The pre-ping is a round trip before every checkout: a third of a single ``enqueue``.
     A connection the server dropped is caught by ``Producer._insert`` instead (reads just
-    fail once and work again). SQLite engines are the shared ones from ``producer.db``.
+    fail once and work again). Both live in ``producer.db``'s registry.
     """
     if make_url(url).get_backend_name() != "postgresql":
         return get_engine(url)
-    with _pg_lock:
-        engine = _pg_engines.get(url)
-        if engine is None:
-            engine = _pg_engines[url] = make_engine(url, pool_pre_ping=False, pool_recycle=1800)
-        return engine
-
-
-def dispose_engines() -> None:
-    """Close the producer's own PostgreSQL pools (tests, shutdown)."""
-    with _pg_lock:
-        for engine in _pg_engines.values():
-            engine.dispose()
-        _pg_engines.clear()
+    return get_tuned_engine("producer", url, pool_pre_ping=False, pool_recycle=1800)
 
 
 def _check_idempotency_key(key: Any) -> None:
@@ -298,8 +282,6 @@ def _forget_after_fork() -> None:
     global _default, _default_lock
     _default = None
     _default_lock = threading.Lock()
-    for engine in _pg_engines.values():
-        engine.dispose(close=False)
     forget_engines()
 
 

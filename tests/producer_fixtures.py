@@ -14,7 +14,8 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from producer.api import Producer, dispose_engines
+from producer.api import Producer
+from producer.db import dispose_engines
 from producer.records import JobRow
 from producer.settings import Settings
 from producer.states import QUEUE_SUBMIT

@@ -9,9 +9,9 @@ The first poll after a submit waits for the provider's ``eta`` plus a small marg
 second: the median is at most two fetches per job). Later polls back off from
 ``min_delay`` by ``backoff`` per attempt, capped at ``max_delay``, jittered by
 ``±jitter`` so a batch of jobs submitted together does not poll in lockstep. No delay
-goes past the deadline, and no countdown exceeds ``max_first_delay``, which
-``from_settings`` keeps well below the broker's visibility timeout (a longer countdown
-would be redelivered by Redis before it is due).
+goes past the deadline, and no countdown exceeds ``max(max_first_delay, max_delay)``,
+which must stay below the broker's visibility timeout (a longer countdown would be
+redelivered by Redis before it is due; ``worker.celery_app`` checks this at start-up).
 
 Never: call ``time.sleep``, import Celery, or read ``os.environ``.
 """
@@ -54,17 +54,20 @@ class PollPolicy:
 
     @classmethod
     def from_settings(cls, settings: WorkerSettings) -> PollPolicy:
-        # Half the visibility timeout leaves room for queueing and a slow worker before
-        # Redis would hand the same countdown message to a second worker.
-        ceiling = settings.visibility_timeout / 2
-        max_delay = min(settings.poll_max_delay, ceiling)
+        """The policy from worker settings, as they are.
+
+        Nothing is clamped here: ``worker.celery_app`` refuses to start when the
+        longest countdown (``max(max_first_delay, max_delay)``) does not fit inside the
+        broker's visibility timeout, so a wrong setting fails loudly instead of being
+        quietly changed.
+        """
         return cls(
-            min_delay=min(settings.poll_min_delay, max_delay),
-            max_delay=max_delay,
+            min_delay=settings.poll_min_delay,
+            max_delay=settings.poll_max_delay,
             backoff=settings.poll_backoff,
-            jitter=min(settings.poll_jitter, 0.99),
+            jitter=settings.poll_jitter,
             deadline=settings.poll_deadline_seconds,
-            max_first_delay=min(cls.max_first_delay, ceiling),
+            max_first_delay=float(getattr(settings, "poll_max_first_delay", cls.max_first_delay)),
         )
 
 

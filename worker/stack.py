@@ -119,10 +119,9 @@ def _reload_settings() -> None:
 
     get_settings.cache_clear()
     get_worker_settings.cache_clear()
-    with contextlib.suppress(ImportError, AttributeError):
-        import producer
+    import producer
 
-        producer.reset_defaults()  # type: ignore[attr-defined]
+    producer.configure()  # the default producer, rebuilt from the new environment
 
 
 @contextlib.contextmanager

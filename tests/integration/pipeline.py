@@ -91,9 +91,7 @@ def _reset_producer() -> None:
     dispose_engines()
     import producer
 
-    reset = getattr(producer, "reset_defaults", None)
-    if reset is not None:
-        reset()
+    producer.configure()  # rebuild the default producer from the environment
 
 
 def sha256_of(data: bytes) -> str:

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from producer.errors import ConfigError, PermanentError
-from tests.integration.storage_fixtures import SeaweedS3, s3_bucket, seaweedfs  # noqa: F401
+
+# `seaweedfs` comes from tests/conftest.py; the per-test bucket fixture from beside it.
+from tests.integration.storage_fixtures import SeaweedS3, s3_bucket  # noqa: F401
 from worker.storage import (
     LocalStorage,
     S3Storage,
@@ -129,7 +131,7 @@ def test_local_failed_write_leaves_old_file_and_no_temp(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def s3_env(seaweedfs: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> SeaweedS3:  # noqa: F811
+def s3_env(seaweedfs: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> SeaweedS3:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
     monkeypatch.setenv("AWS_DEFAULT_REGION", seaweedfs.region)
@@ -197,7 +199,7 @@ def test_s3_multipart_file_and_stream(
 
 
 def test_s3_wrong_secret_is_config_error(
-    seaweedfs: SeaweedS3,  # noqa: F811
+    seaweedfs: SeaweedS3,
     s3_bucket: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -117,24 +117,26 @@ def test_median_fetches_per_job_with_accurate_eta_is_at_most_two() -> None:
     assert statistics.mean(counts) < 3
 
 
-def test_from_settings_keeps_countdowns_below_visibility_timeout() -> None:
+def test_from_settings_maps_fields() -> None:
     from worker.settings import WorkerSettings
 
-    def settings(**values: float) -> WorkerSettings:
-        base = {"poll_min_delay": 2.0, "poll_backoff": 1.6, "poll_jitter": 0.2}
-        return WorkerSettings(_env_file=None, **{**base, **values})  # type: ignore[call-arg]
-
-    p = PollPolicy.from_settings(
-        settings(visibility_timeout=600.0, poll_max_delay=60.0, poll_deadline_seconds=99.0)
+    settings = WorkerSettings(  # type: ignore[call-arg]
+        _env_file=None,
+        poll_min_delay=1.5,
+        poll_max_delay=45.0,
+        poll_backoff=2.0,
+        poll_jitter=0.1,
+        poll_deadline_seconds=99.0,
     )
-    assert p.max_first_delay == 300.0
-    assert p.deadline == 99.0
-    assert p.max_delay == 60.0
-    assert (p.min_delay, p.backoff, p.jitter) == (2.0, 1.6, 0.2)
-    roomy = PollPolicy.from_settings(settings(visibility_timeout=3600.0, poll_max_delay=60.0))
-    assert roomy.max_first_delay == 900.0
-    tight = PollPolicy.from_settings(settings(visibility_timeout=60.0, poll_max_delay=60.0))
-    assert tight.max_delay == tight.max_first_delay == 30.0
+    p = PollPolicy.from_settings(settings)
+    assert (p.min_delay, p.max_delay, p.backoff, p.jitter, p.deadline) == (
+        1.5,
+        45.0,
+        2.0,
+        0.1,
+        99.0,
+    )
+    assert p.max_first_delay == 900.0
 
 
 def test_policy_validation() -> None:
