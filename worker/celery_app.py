@@ -89,11 +89,6 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
     }
 
 
-class T2VCelery(Celery):
-    """Reads the settings the first time the configuration is needed, not at import."""
-
-    def on_configure(self) -> None:
-        self.conf.update(celery_config(get_worker_settings()))
-
-
-app = T2VCelery("t2v", set_as_current=False, include=["worker.tasks"])
+app = Celery("t2v", set_as_current=False, include=["worker.tasks"])
+# A promise: the settings are read the first time the configuration is needed, not at import.
+app.add_defaults(lambda: celery_config(get_worker_settings()))

@@ -34,6 +34,9 @@ class WorkerSettings(Settings):
 
     # Polling: first wait follows the provider's eta, then jittered backoff, capped.
     poll_deadline_seconds: float = Field(1800.0, gt=0, description="fail a job polled this long")
+    poll_max_first_delay: float = Field(
+        900.0, gt=0, description="cap on the first, eta-timed wait (below the visibility timeout)"
+    )
     poll_min_delay: float = Field(2.0, ge=0)
     poll_max_delay: float = Field(60.0, gt=0)
     poll_backoff: float = Field(1.6, ge=1.0)

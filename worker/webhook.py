@@ -149,7 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args(list(argv) if argv is not None else None)
-    uvicorn.run(app_from_settings(), host=args.host, port=args.port, log_level="info")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # No access log: the request path carries the webhook secret.
+    uvicorn.run(app_from_settings(), host=args.host, port=args.port, log_level="info",
+                access_log=False)
     return 0
 
 

@@ -12,7 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from producer.db import dispose_engines, get_engine
+from sqlalchemy.pool import NullPool
+
+from producer.db import dispose_engines, make_engine
 from producer.records import JobRecord, JobStore
 from worker import localstack
 
@@ -37,7 +39,9 @@ class Pipeline:
         self.env = dict(env)
         self.log_dir = log_dir
         self.worker: localstack.ManagedProcess | None = None
-        self.store = JobStore(get_engine(self.env["T2V_DATABASE_URL"]))
+        # No pool: the test reads rows from a process whose shared engines get disposed
+        # between tests; an unpooled engine never leaves a connection open behind it.
+        self.store = JobStore(make_engine(self.env["T2V_DATABASE_URL"], poolclass=NullPool))
         self.store.create_schema()
 
     def start_worker(self, concurrency: int = 3) -> localstack.ManagedProcess:

@@ -51,8 +51,7 @@ def test_jobs_survive_redis_losing_every_message(
 def test_a_worker_killed_mid_flight_loses_nothing(
     redis_url: str, sqlite_url: str, sim: SimControl, tmp_path: Path
 ) -> None:
-    env = make_env(redis_url, sqlite_url, sim, {"T2V_STORAGE_URL": str(tmp_path / "v"),
-                                                "T2V_VISIBILITY_TIMEOUT": "200"})
+    env = make_env(redis_url, sqlite_url, sim, {"T2V_STORAGE_URL": str(tmp_path / "v")})
     pipe = Pipeline(env, tmp_path / "logs")
     sim.faults(slow_share=0.0)
     ids = _enqueue(pipe, 6)

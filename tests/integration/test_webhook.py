@@ -1,0 +1,101 @@
+"""The webhook receiver: a submit whose answer was lost is rescued by the webhook carrying
+its track_id — no second, paid submission — and duplicate deliveries do nothing."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from producer.states import JobStatus
+from tests.conftest import SimControl
+from tests.integration.pipeline import Pipeline
+from tests.integration.test_pipeline import make_env
+from worker import localstack
+
+pytestmark = pytest.mark.slow
+
+
+def start_receiver(env: dict[str, str], log_dir: Path, port: int) -> localstack.ManagedProcess:
+    proc = localstack.spawn(
+        "webhook", [sys.executable, "-m", "worker.webhook", "--host", "127.0.0.1",
+                    "--port", str(port)], env=env, log_dir=log_dir)
+    localstack.wait_for_port("127.0.0.1", port, 30, proc)
+    return proc
+
+
+def test_lost_submit_answer_is_rescued_by_the_webhook_without_paying_twice(
+    redis_url: str, sqlite_url: str, sim: SimControl, tmp_path: Path
+) -> None:
+    secret = secrets.token_urlsafe(24)
+    port = localstack.free_port()
+    env = make_env(redis_url, sqlite_url, sim, {
+        "T2V_STORAGE_URL": str(tmp_path / "videos"),
+        "T2V_WEBHOOK_SECRET": secret,
+        "T2V_WEBHOOK_URL": f"http://127.0.0.1:{port}/webhook/{secret}",
+        "T2V_READ_TIMEOUT": "1",
+        # Without the webhook this job would sit `submitting` for two minutes.
+        "T2V_SUBMIT_UNKNOWN_WAIT": "120",
+    })
+    pipe = Pipeline(env, tmp_path / "logs")
+    receiver = start_receiver(env, tmp_path / "logs", port)
+    # The submit's answer comes after the worker stopped listening: outcome unknown.
+    sim.faults(slow_share=1.0, slow_seconds=2.5, webhook_deliveries=2)
+    pipe.start_worker()
+    try:
+        with pipe.as_application() as producer:
+            job = producer.enqueue(producer.Text2VideoRequest(
+                prompt="a kite rescued by a webhook", num_frames=8, width=128, height=128))
+        deadline = time.monotonic() + 30
+        while sim.stats()["submits"]["by_track_id"].get(job.id) != 1:  # type: ignore[index]
+            assert time.monotonic() < deadline, "the submit never reached the simulator"
+            time.sleep(0.1)
+        sim.faults(slow_share=0.0)
+        [rec] = pipe.wait_all([job.id], timeout=60)
+        # Deliveries are sequential: wait for the duplicate to land before judging it.
+        while sim.stats()["injected"]["webhooks_sent"] < 2:  # type: ignore[index,operator]
+            assert time.monotonic() < deadline + 60, (sim.stats()["injected"],
+                                                      receiver.tail())
+            time.sleep(0.1)
+        time.sleep(1.0)  # give a (wrongly) triggered extra poll the time to show up
+    finally:
+        pipe.stop()
+        receiver.stop()
+    assert rec.status is JobStatus.SUCCEEDED, rec.error
+    stats = sim.stats()
+    assert stats["submits"]["by_track_id"][job.id] == 1  # type: ignore[index]
+    assert rec.submit_count == 1
+    assert stats["injected"]["webhooks_sent"] == 2  # type: ignore[index]
+    receiver_log = receiver.log_path.read_text()
+    assert "polling now" in receiver_log and "Traceback" not in receiver_log
+    assert secret not in receiver_log
+    # One fetch confirms the webhook; the duplicate delivery caused nothing more.
+    assert stats["fetches"]["by_track_id"][job.id] == 1  # type: ignore[index]
+
+
+def test_receiver_refuses_wrong_secret_and_bad_bodies_and_dedupes(
+    redis_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    secret = secrets.token_urlsafe(24)
+    port = localstack.free_port()
+    env = {"T2V_BROKER_URL": redis_url, "T2V_DATABASE_URL": sqlite_url,
+           "T2V_WEBHOOK_SECRET": secret}
+    Pipeline(env, tmp_path)  # creates the schema
+    receiver = start_receiver(env, tmp_path, port)
+    base = f"http://127.0.0.1:{port}/webhook"
+    try:
+        payload = {"status": "success", "id": "77", "track_id": "nope", "output": ["x"]}
+        assert requests.post(f"{base}/wrong-secret-wrong-secret", json=payload,
+                             timeout=5).status_code == 404
+        assert requests.post(f"{base}/{secret}", data=b"{not json",
+                             timeout=5).status_code == 400
+        first = requests.post(f"{base}/{secret}", json=payload, timeout=5).json()
+        again = requests.post(f"{base}/{secret}", json=payload, timeout=5).json()
+    finally:
+        receiver.stop()
+    assert first["action"] == "unknown job"
+    assert again["action"] == "duplicate"
