@@ -11,6 +11,7 @@ validated ``Text2VideoRequest`` (which has no ``key`` field).
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -244,7 +245,7 @@ class JobStore:
             rows = conn.execute(stmt).all()
         return [r for r in (_row_to_record(row) for row in rows) if r is not None]
 
-    def overdue(self, now: datetime, limit: int = 500) -> list[JobRecord]:
+    def overdue(self, now: datetime, limit: int = 500) -> builtins.list[JobRecord]:
         """Active jobs whose next step was due before ``now`` (for reconcile)."""
         stmt = (
             select(_T)
@@ -313,7 +314,7 @@ class JobStore:
         if not rows:
             return
         with self.engine.begin() as conn:
-            conn.execute(JobRow.__table__.insert(), list(rows))
+            conn.execute(insert(JobRow), list(rows))
 
     def insert_one(self, row: dict[str, Any]) -> None:
         """Insert one row: on PostgreSQL as a single autocommitted statement.

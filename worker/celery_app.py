@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from producer.errors import ConfigError
 from producer.states import (
@@ -73,7 +73,8 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "accept_content": ["json"],
         "enable_utc": True,
         "timezone": "UTC",
-        "task_queues": [Queue(q, routing_key=q) for q in QUEUE_FOR.values()],
+        # kombu ships no type hints
+        "task_queues": [Queue(q, routing_key=q) for q in QUEUE_FOR.values()],  # type: ignore[no-untyped-call]
         "task_default_queue": QUEUE_MAINTENANCE,
         "task_routes": {name: {"queue": q} for name, q in QUEUE_FOR.items()},
         "task_time_limit": settings.task_time_limit,

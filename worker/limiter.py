@@ -77,14 +77,14 @@ class AccountLimiter:
             keys=[self.holders_key, self.waiting_key],
             args=[job_id or "", time.time(), self.limit],
         )
-        return [p.decode() if isinstance(p, bytes) else str(p) for p in popped]
+        return _strs(popped)
 
     def holders(self) -> list[str]:
         self.redis.zremrangebyscore(self.holders_key, "-inf", time.time())
-        return [m.decode() if isinstance(m, bytes) else m for m in self.redis.zrange(self.holders_key, 0, -1)]
+        return _strs(self.redis.zrange(self.holders_key, 0, -1))
 
     def waiting(self) -> list[str]:
-        return [m.decode() if isinstance(m, bytes) else m for m in self.redis.zrange(self.waiting_key, 0, -1)]
+        return _strs(self.redis.zrange(self.waiting_key, 0, -1))
 
     def is_waiting(self, job_id: str) -> bool:
         return self.redis.zscore(self.waiting_key, job_id) is not None
@@ -93,3 +93,7 @@ class AccountLimiter:
         """Drop ``job_id`` from both sets (a cancelled or failed job)."""
         self.redis.zrem(self.holders_key, job_id)
         self.redis.zrem(self.waiting_key, job_id)
+
+
+def _strs(members: Any) -> list[str]:
+    return [m.decode() if isinstance(m, bytes) else str(m) for m in members]

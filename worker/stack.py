@@ -187,9 +187,9 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_job(prompt: str, output_type: str, timeout: float) -> int:
-    from producer import Text2VideoRequest, enqueue
+    from producer import enqueue
 
-    job = enqueue(Text2VideoRequest(prompt=prompt, output_type=output_type))
+    job = enqueue({"prompt": prompt, "output_type": output_type})
     print(f"Enqueued job {job.id}; waiting (up to {timeout:.0f}s)...", flush=True)
     try:
         record = job.wait(timeout=timeout)

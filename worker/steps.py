@@ -240,12 +240,12 @@ def poll_step(rt: Runtime, job_id: str) -> None:
     if result.status is not ProviderStatus.PROCESSING:
         log.warning("job %s: provider status %r treated as not finished", job_id,
                     result.raw_status)
-    delay = next_poll_delay(elapsed=elapsed, eta=rec.eta_seconds, attempt=rec.poll_count,
-                            policy=policy, rng=rt.rng)
-    if delay is None:
+    next_delay = next_poll_delay(elapsed=elapsed, eta=rec.eta_seconds, attempt=rec.poll_count,
+                                 policy=policy, rng=rt.rng)
+    if next_delay is None:
         fail(rt, rec, f"not finished after {policy.deadline:.0f}s (deadline)", "deadline")
         return
-    _reschedule(rt, rec, TASK_POLL, delay)
+    _reschedule(rt, rec, TASK_POLL, next_delay)
 
 
 # -- download ----------------------------------------------------------------------------

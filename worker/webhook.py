@@ -55,15 +55,15 @@ def accept_webhook(
         return "unknown job"
     if rec.provider_id and provider_id and rec.provider_id != provider_id:
         return "provider id does not match the job"
-    if rec.status is JobStatus.SUBMITTING and not rec.provider_id and provider_id:
-        if store.transition(
-            job_id, JobStatus.PROCESSING, expect=[JobStatus.SUBMITTING],
-            provider_id=provider_id, next_check_at=now(),
-            deadline_at=now() + timedelta(seconds=deadline),
-            error="submit answer was lost; provider id taken from the webhook",
-        ):
-            schedule(TASK_POLL, job_id, 0)
-            return "adopted provider id; polling now"
+    adoptable = rec.status is JobStatus.SUBMITTING and not rec.provider_id and provider_id
+    if adoptable and store.transition(
+        job_id, JobStatus.PROCESSING, expect=[JobStatus.SUBMITTING],
+        provider_id=provider_id, next_check_at=now(),
+        deadline_at=now() + timedelta(seconds=deadline),
+        error="submit answer was lost; provider id taken from the webhook",
+    ):
+        schedule(TASK_POLL, job_id, 0)
+        return "adopted provider id; polling now"
     if rec.status is JobStatus.PROCESSING and store.update_if(
         job_id, [JobStatus.PROCESSING], next_check_at=now()
     ):

@@ -11,8 +11,8 @@ import redis as redis_lib
 
 from producer.states import JobStatus
 from tests.conftest import SimControl
-from tests.integration.test_pipeline import make_env
 from tests.integration.pipeline import Pipeline
+from tests.integration.test_pipeline import make_env
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +34,9 @@ def test_jobs_survive_redis_losing_every_message(
     assert r.llen("t2v.submit") == 4
     r.flushdb()  # Redis restarted with nothing on disk: every message is gone
     # The rows are overdue once their grace period passes; make that now.
-    from producer.records import JobRow
     from sqlalchemy import update
+
+    from producer.records import JobRow
     with pipe.store.engine.begin() as conn:
         conn.execute(update(JobRow).values(next_check_at=JobRow.created_at))
     pipe.start_worker()
