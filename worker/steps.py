@@ -171,16 +171,28 @@ def _back_to_queue(rt: Runtime, rec: JobRecord, exc: TransientError, *, forget_s
         rt.schedule(TASK_SUBMIT, rec.id, delay)
 
 
-def _after_submit(rt: Runtime, rec: JobRecord, result: ProviderResult) -> None:
+def _provider_finished(rt: Runtime, rec: JobRecord, result: ProviderResult,
+                       **values: Any) -> bool:
+    """If the provider is done with the job (success or failed), move it on; True if so.
+
+    Success moves it to `downloading` (``values`` are written in the same statement) and
+    frees its account slot at once: the provider no longer counts it as queued.
+    """
     if result.status is ProviderStatus.SUCCESS and result.outputs:
-        if rt.store.transition(rec.id, JobStatus.DOWNLOADING, expect=[JobStatus.SUBMITTING],
-                               provider_id=result.provider_id, source_urls=result.outputs,
-                               future_links=result.future_links or None, next_check_at=rt.now()):
+        if rt.store.transition(rec.id, JobStatus.DOWNLOADING, expect=[rec.status],
+                               source_urls=result.outputs, next_check_at=rt.now(), **values):
             release_slot(rt, rec.id)
             rt.schedule(TASK_DOWNLOAD, rec.id, 0)
-        return
+        return True
     if result.status is ProviderStatus.FAILED:
         fail(rt, rec, result.message or "generation failed", "generation_failed")
+        return True
+    return False
+
+
+def _after_submit(rt: Runtime, rec: JobRecord, result: ProviderResult) -> None:
+    if _provider_finished(rt, rec, result, provider_id=result.provider_id,
+                          future_links=result.future_links or None):
         return
     if not result.provider_id:
         # Accepted (it answered) but gave no id to poll: nothing more we can do safely.
@@ -228,14 +240,7 @@ def poll_step(rt: Runtime, job_id: str) -> None:
     except PermanentError as exc:
         fail(rt, rec, f"provider refused the fetch: {exc}", "permanent")
         return
-    if result.status is ProviderStatus.SUCCESS and result.outputs:
-        if rt.store.transition(rec.id, JobStatus.DOWNLOADING, expect=[JobStatus.PROCESSING],
-                               source_urls=result.outputs, next_check_at=rt.now()):
-            release_slot(rt, rec.id)
-            rt.schedule(TASK_DOWNLOAD, rec.id, 0)
-        return
-    if result.status is ProviderStatus.FAILED:
-        fail(rt, rec, result.message or "generation failed", "generation_failed")
+    if _provider_finished(rt, rec, result):
         return
     if result.status is not ProviderStatus.PROCESSING:
         log.warning("job %s: provider status %r treated as not finished", job_id,
