@@ -191,7 +191,13 @@ def start_worker(
     loglevel: str = "INFO",
     ready_timeout: float = 60.0,
 ) -> ManagedProcess:
-    """A real `celery -A worker worker` process; returns once it says it is ready."""
+    """A real `celery -A worker worker` process; returns once it says it is ready.
+
+    Readiness is read from its log ("ready." is an INFO line), so ``loglevel`` must be
+    DEBUG or INFO.
+    """
+    if loglevel.upper() not in ("DEBUG", "INFO"):
+        raise ValueError("start_worker needs loglevel DEBUG or INFO to see the worker ready")
     hostname = f"{name}-{os.getpid()}-{free_port()}@%h"
     argv = [sys.executable, "-m", "celery", "-A", "worker", "worker",
             "--loglevel", loglevel, "--concurrency", str(concurrency), "--pool", pool,

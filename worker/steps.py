@@ -111,8 +111,12 @@ def submit_step(rt: Runtime, job_id: str) -> None:
     if rec is None:
         log.warning("submit: no job %s", job_id)
         return
+    if rec.status.is_final:
+        # Cancelled (or failed) while waiting in line: give its turn to the next job.
+        release_slot(rt, job_id)
+        return
     if rec.status is not JobStatus.QUEUED:
-        return  # already submitted, in doubt (reconcile decides), finished or cancelled
+        return  # already submitted, or in doubt (reconcile decides)
     if not rt.limiter.acquire(job_id, lease=rt.slot_lease, created=rec.created_at.timestamp()):
         # Waits in line at no cost; a freed slot (or reconcile) sends this task again.
         rt.store.update_if(job_id, [JobStatus.QUEUED],
