@@ -138,6 +138,13 @@ def _stop_on_signal(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _handle_stop_signals() -> None:
+    # Explicitly, for SIGINT too: a shell starting us in the background ignores SIGINT,
+    # and Python would keep ignoring it.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop_on_signal)
+
+
 def up_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="t2v up", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,7 +153,7 @@ def up_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--render-mean", type=float, default=4.0,
                         help="simulator: mean render seconds (when it is started)")
     args = parser.parse_args(list(argv or []))
-    signal.signal(signal.SIGTERM, _stop_on_signal)
+    _handle_stop_signals()
     try:
         with running_stack(flower=not args.no_flower, concurrency=args.concurrency,
                            render_mean=args.render_mean) as stack:
@@ -175,7 +182,7 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--render-mean", type=float, default=4.0)
     args = parser.parse_args(list(argv or []))
-    signal.signal(signal.SIGTERM, _stop_on_signal)
+    _handle_stop_signals()
     try:
         with running_stack(flower=False, render_mean=args.render_mean):
             return _one_job(args.prompt, args.output_type, args.timeout)

@@ -133,3 +133,32 @@ def test_twenty_jobs_end_to_end(
     assert statistics.median(fetches_per_job) <= 2, fetches_per_job
     if CI:
         print(f"fetches per job: {sorted(fetches_per_job)}")
+
+
+def test_instant_success_goes_straight_to_download(
+    redis_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    """A submit answered `success` at once is downloaded without a single fetch."""
+    from worker import localstack
+
+    sim_proc = localstack.start_simulator(tmp_path / "sim", keys=[TEST_API_KEY],
+                                          args=["--instant-share", "1.0"])
+    try:
+        sim = SimControl(sim_proc.url)
+        pipe = Pipeline(make_env(redis_url, sqlite_url, sim,
+                                 {"T2V_STORAGE_URL": str(tmp_path / "v")}), tmp_path / "logs")
+        pipe.start_worker(concurrency=1)
+        try:
+            with pipe.as_application() as producer:
+                job = producer.enqueue(producer.Text2VideoRequest(
+                    prompt="an instant teapot", num_frames=6, width=64, height=64))
+            [rec] = pipe.wait_all([job.id], timeout=60)
+        finally:
+            pipe.stop()
+        stats = sim.stats()
+    finally:
+        sim_proc.stop()
+    assert rec.status is JobStatus.SUCCEEDED, rec.error
+    assert rec.processing_at is None and rec.poll_count == 0
+    assert stats["fetches"]["total"] == 0  # type: ignore[index]
+    assert rec.outputs[0].frames == 6
