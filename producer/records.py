@@ -73,6 +73,10 @@ class JobRow(Base):
     poll_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     download_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     retry_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # Submits whose answer was lost (may have been paid); bounds blind resubmits.
+    unknown_submits: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default="0"
+    )
 
     error: Mapped[str | None] = mapped_column(Text)
     error_kind: Mapped[str | None] = mapped_column(String(32))
@@ -141,6 +145,7 @@ class JobRecord(BaseModel):
     poll_count: int = 0
     download_attempts: int = 0
     retry_count: int = 0
+    unknown_submits: int = 0
     error: str | None = None
     error_kind: str | None = None
     next_check_at: datetime | None = None
@@ -245,11 +250,14 @@ class JobStore:
             rows = conn.execute(stmt).all()
         return [r for r in (_row_to_record(row) for row in rows) if r is not None]
 
-    def overdue(self, now: datetime, limit: int = 500) -> builtins.list[JobRecord]:
-        """Active jobs whose next step was due before ``now`` (for reconcile)."""
+    def overdue(
+        self, now: datetime, limit: int = 500, statuses: Iterable[JobStatus] | None = None
+    ) -> builtins.list[JobRecord]:
+        """Active jobs (of ``statuses``) whose next step was due before ``now``."""
+        wanted = ALLOWED_FROM[JobStatus.FAILED] if statuses is None else statuses
         stmt = (
             select(_T)
-            .where(JobRow.status.in_([s.value for s in ALLOWED_FROM[JobStatus.FAILED]]))
+            .where(JobRow.status.in_([JobStatus(s).value for s in wanted]))
             .where(JobRow.next_check_at.is_not(None))
             .where(JobRow.next_check_at < now)
             .order_by(JobRow.next_check_at)
@@ -301,6 +309,7 @@ class JobStore:
             "poll_count": 0,
             "download_attempts": 0,
             "retry_count": 0,
+            "unknown_submits": 0,
             "created_at": now,
             "updated_at": now,
             "queued_at": now,

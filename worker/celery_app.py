@@ -79,7 +79,9 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "task_routes": {name: {"queue": q} for name, q in QUEUE_FOR.items()},
         "task_time_limit": settings.task_time_limit,
         "task_soft_time_limit": max(settings.task_time_limit - 30, settings.task_time_limit * 0.9),
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A Redis blip must not kill running steps (a submit mid-request would become an
+        # unknown outcome); a redelivered copy is dropped by the step's claim anyway.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "beat_schedule": {
             "t2v-reconcile": {
                 "task": TASK_RECONCILE,

@@ -57,6 +57,10 @@ _SNIPPET = 200
 SPAM_FILTER_WAIT = 30.0
 
 
+# Gateway answers that may hide an accepted request behind them.
+_MAYBE_TAKEN = frozenset({408, 502, 504, 520, 522, 524})
+
+
 class SubmitOutcomeUnknown(TransientError):
     """A submit was sent but no answer came back: it may have been accepted (and paid).
 
@@ -414,10 +418,23 @@ class ModelsLabClient:
                     f"ModelsLab submit sent but unanswered ({reason}); it may have been accepted"
                 ) from None
             raise TransientError(f"ModelsLab {what} failed: {reason}") from None
-        return parse_response(
-            resp.status_code,
-            content,
-            resp.headers.get("content-type"),
-            resp.headers,
-            secret=secret,
-        )
+        try:
+            return parse_response(
+                resp.status_code,
+                content,
+                resp.headers.get("content-type"),
+                resp.headers,
+                secret=secret,
+            )
+        except RateLimited:
+            raise
+        except TransientError as exc:
+            # A gateway timeout/bad gateway, or a 2xx we cannot read, may come after the
+            # origin queued (and charged) the job: for a submit that is "outcome unknown",
+            # never "not taken". A plain 500/503 is the origin refusing: not taken.
+            if submit and (resp.status_code in _MAYBE_TAKEN or 200 <= resp.status_code < 300):
+                raise SubmitOutcomeUnknown(
+                    f"ModelsLab submit answered HTTP {resp.status_code} ({exc}); "
+                    "it may have been accepted"
+                ) from None
+            raise

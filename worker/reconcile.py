@@ -18,14 +18,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from producer.records import JobRow
-from producer.states import TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT, JobStatus
+from producer.records import JobRecord, JobRow
+from producer.states import ACTIVE_STATES, TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT, JobStatus
 from worker.steps import Runtime, fail, release_slot
 
 log = logging.getLogger("t2v.reconcile")
 
 LOCK_KEY = "t2v:reconcile:lock"
 REDRIVES_KEY = "t2v:redrives"
+REDRIVES_TTL = 86400
 
 _STEP_FOR = {
     JobStatus.QUEUED: TASK_SUBMIT,
@@ -67,42 +68,67 @@ def reconcile(rt: Runtime, *, lock_seconds: float = 120.0) -> ReconcileReport:
 
 
 def _redrive_overdue(rt: Runtime, report: ReconcileReport) -> None:
-    redis = rt.limiter.redis
     cutoff = rt.now() - timedelta(seconds=rt.settings.reconcile_grace)
-    for rec in rt.store.overdue(cutoff):
-        # Counted per point of progress: any step that moves the job starts a new count.
-        mark = f"{rec.id}:{rec.status}:{rec.submit_count}:{rec.poll_count}:{rec.download_attempts}"
-        count = int(redis.hincrby(REDRIVES_KEY, mark, 1))
-        redis.expire(REDRIVES_KEY, 7 * 86400)
-        if count > rt.settings.max_redrives:
-            if fail(rt, rec, f"re-driven {count - 1} times without progress", "stuck"):
-                report.failed += 1
-            redis.hdel(REDRIVES_KEY, mark)
-            continue
-        if rec.status is JobStatus.SUBMITTING:
-            # The answer to our submit never came back. The money rule: we waited
-            # submit_unknown_wait for a webhook; now resubmit once, and say so.
-            note = (f"submit #{rec.submit_count} outcome unknown after "
-                    f"{rt.settings.submit_unknown_wait:.0f}s; resubmitting")
-            if rt.store.transition(rec.id, JobStatus.QUEUED, expect=[JobStatus.SUBMITTING],
-                                   error=note, next_check_at=rt.now(),
-                                   retry_count=JobRow.retry_count + 1):
-                log.warning("job %s: %s", rec.id, note)
-                rt.schedule(TASK_SUBMIT, rec.id, 0)
-                report.resubmitted += 1
-            continue
-        if rec.status is JobStatus.QUEUED and rt.limiter.is_waiting(rec.id):
-            rt.store.update_if(rec.id, [JobStatus.QUEUED], next_check_at=rt.now()
-                               + timedelta(seconds=rt.settings.reconcile_grace * 10))
-            redis.hincrby(REDRIVES_KEY, mark, -1)  # waiting in line is not being stuck
-            continue
-        task = _STEP_FOR.get(rec.status)
-        if task is None:
-            continue
-        # Make the step due now so its claim succeeds; a late original copy then drops.
-        if rt.store.update_if(rec.id, [rec.status], next_check_at=rt.now()):
-            rt.schedule(task, rec.id, 0)
-            report.redriven += 1
+    # Jobs in flight first: a backlog of jobs waiting for a slot must never starve them.
+    in_flight = [s for s in ACTIVE_STATES if s is not JobStatus.QUEUED]
+    for statuses in (in_flight, [JobStatus.QUEUED]):
+        for rec in rt.store.overdue(cutoff, statuses=statuses):
+            if rec.status is JobStatus.SUBMITTING:
+                _resolve_unknown_submit(rt, rec, report)
+            elif rec.status is JobStatus.QUEUED and rt.limiter.is_waiting(rec.id):
+                # Waiting in line for an account slot is not being stuck.
+                rt.store.update_if(rec.id, [JobStatus.QUEUED], next_check_at=rt.now()
+                                   + timedelta(seconds=rt.settings.reconcile_grace * 10))
+            else:
+                _redrive(rt, rec, report)
+
+
+def _resolve_unknown_submit(rt: Runtime, rec: JobRecord, report: ReconcileReport) -> None:
+    """The answer to our submit never came back, and no webhook claimed the job.
+
+    The money rule: we waited ``submit_unknown_wait`` (long enough for a generation that
+    was accepted to finish and call back); now resubmit, at most ``max_unknown_resubmits``
+    times, recorded on the row. Past that, fail the job rather than pay again.
+    """
+    if rec.unknown_submits >= rt.settings.max_unknown_resubmits:
+        if fail(rt, rec, f"the answers to {rec.unknown_submits + 1} submits were lost; not "
+                f"resubmitting again so as not to pay twice (provider track_id {rec.id})",
+                "submit_unknown", only_from=JobStatus.SUBMITTING):
+            report.failed += 1
+        return
+    note = (f"submit #{rec.submit_count} outcome unknown after "
+            f"{rt.settings.submit_unknown_wait:.0f}s; resubmitting")
+    if rt.store.transition(rec.id, JobStatus.QUEUED, expect=[JobStatus.SUBMITTING],
+                           error=note, next_check_at=rt.now(),
+                           retry_count=JobRow.retry_count + 1,
+                           unknown_submits=JobRow.unknown_submits + 1):
+        log.warning("job %s: %s", rec.id, note)
+        rt.schedule(TASK_SUBMIT, rec.id, 0)
+        report.resubmitted += 1
+
+
+def _redrive(rt: Runtime, rec: JobRecord, report: ReconcileReport) -> None:
+    """Send the job's overdue step again, backing off; fail it if it never moves."""
+    redis = rt.limiter.redis
+    key = f"{REDRIVES_KEY}:{rec.id}:{rec.status.value}"
+    count = int(redis.get(key) or 0)
+    overdue = (rt.now() - (rec.next_check_at or rt.now())).total_seconds()
+    # Re-drive after grace, 2×grace, 4×grace...: a step stuck behind a long queue gets
+    # time to run before it is sent again (each copy is harmless, but not free).
+    if overdue < rt.settings.reconcile_grace * (2 ** count):
+        return
+    if count >= rt.settings.max_redrives:
+        if fail(rt, rec, f"{rec.status.value} step re-driven {count} times without running",
+                "stuck", only_from=rec.status):
+            report.failed += 1
+        redis.delete(key)
+        return
+    redis.set(key, count + 1, ex=REDRIVES_TTL)
+    task = _STEP_FOR.get(rec.status)
+    # Make the step due now so its claim succeeds; a late original copy then drops.
+    if task is not None and rt.store.update_if(rec.id, [rec.status], next_check_at=rt.now()):
+        rt.schedule(task, rec.id, 0)
+        report.redriven += 1
 
 
 def _free_stale_slots(rt: Runtime, report: ReconcileReport) -> None:

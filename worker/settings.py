@@ -42,9 +42,12 @@ class WorkerSettings(Settings):
     poll_backoff: float = Field(1.6, ge=1.0)
     poll_jitter: float = Field(0.2, ge=0, le=1)
     submit_unknown_wait: float = Field(
-        600.0, ge=0,
+        1800.0, ge=0,
         description="seconds a submit whose answer was lost waits (for a webhook) before it is"
         " resubmitted; never at once, so a lost answer is not paid twice",
+    )
+    max_unknown_resubmits: int = Field(
+        1, ge=0, description="resubmits after lost answers before failing the job instead"
     )
     claim_lease: float = Field(60.0, gt=0, description="seconds a step holds its job while running")
     claim_slack: float = Field(5.0, ge=0, description="how early a countdown may fire (clock skew)")

@@ -19,7 +19,7 @@ import logging
 import random
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -80,12 +80,22 @@ def _in(seconds: float, rt: Runtime) -> datetime:
     return rt.now() + timedelta(seconds=seconds)
 
 
+def _capped(rt: Runtime, delay: float) -> float:
+    """No countdown past the first-poll cap: a server's huge Retry-After must not outlive
+    the broker's visibility timeout (the start-up check relies on this bound)."""
+    return min(delay, rt.settings.poll_max_first_delay)
+
+
 # -- shared endings ---------------------------------------------------------------------
-def fail(rt: Runtime, rec: JobRecord, message: str, kind: str) -> bool:
-    """Move the job to `failed` with ``message``; free its slot. False if it had moved on."""
+def fail(rt: Runtime, rec: JobRecord, message: str, kind: str,
+         *, only_from: JobStatus | None = None) -> bool:
+    """Move the job to `failed` with ``message``; free its slot. False if it had moved on.
+
+    ``only_from``: fail it only if it is still in that state (reconcile's view may be stale).
+    """
     moved = rt.store.transition(
-        rec.id, JobStatus.FAILED, expect=ACTIVE_STATES, error=message[:2000], error_kind=kind,
-        next_check_at=None,
+        rec.id, JobStatus.FAILED, expect=ACTIVE_STATES if only_from is None else [only_from],
+        error=message[:2000], error_kind=kind, next_check_at=None,
     )
     if moved:
         log.warning("job %s failed (%s): %s", rec.id, kind, message)
@@ -140,7 +150,9 @@ def submit_step(rt: Runtime, job_id: str) -> None:
     try:
         result = rt.client.submit(payload)
     except SubmitOutcomeUnknown as exc:
-        # The provider may have accepted (and charged) it: do not send it again now.
+        # The provider may have accepted (and charged) it: do not send it again now. The
+        # job stays `submitting`; a webhook naming it adopts the provider's id, otherwise
+        # reconcile decides after submit_unknown_wait (bounded by max_unknown_resubmits).
         rt.store.update_if(job_id, [JobStatus.SUBMITTING], error=f"submit outcome unknown: {exc}",
                            retry_count=JobRow.retry_count + 1)
         log.warning("job %s: submit outcome unknown (%s); not resubmitting before %ss",
@@ -159,12 +171,17 @@ def submit_step(rt: Runtime, job_id: str) -> None:
 
 
 def _back_to_queue(rt: Runtime, rec: JobRecord, exc: TransientError, *, forget_slot: bool) -> None:
-    """The provider did not take the request: try again later, unless tries are used up."""
-    if rec.submit_count >= rt.settings.submit_max_attempts:
+    """The provider did not take the request: try again later, unless tries are used up.
+
+    A 429 (``forget_slot``) is waiting for room at the provider, not a failure: it does not
+    use up tries.
+    """
+    if not forget_slot and rec.submit_count >= rt.settings.submit_max_attempts:
         fail(rt, rec, f"submit failed {rec.submit_count} times; last: {exc}", "transient")
         return
-    delay = retry_delay(rec.submit_count, rt.settings.transient_base_delay,
-                        rt.settings.poll_max_delay, rt.rng, retry_after=exc.retry_after)
+    delay = _capped(rt, retry_delay(rec.submit_count, rt.settings.transient_base_delay,
+                                    rt.settings.poll_max_delay, rt.rng,
+                                    retry_after=exc.retry_after))
     if forget_slot:
         # 429: the account is full (someone else uses it too); don't sit on a slot meanwhile.
         rt.limiter.forget(rec.id)
@@ -195,6 +212,10 @@ def _provider_finished(rt: Runtime, rec: JobRecord, result: ProviderResult,
 
 
 def _after_submit(rt: Runtime, rec: JobRecord, result: ProviderResult) -> None:
+    if result.provider_id:
+        # Record what we paid for before anything else can go wrong: whatever state the
+        # row is in now (cancelled meanwhile?), the provider's id must not be lost.
+        rt.store.update_if(rec.id, list(JobStatus), provider_id=result.provider_id)
     if _provider_finished(rt, rec, result, provider_id=result.provider_id,
                           future_links=result.future_links or None):
         return
@@ -229,15 +250,21 @@ def poll_step(rt: Runtime, job_id: str) -> None:
     started = rec.processing_at or rec.created_at
     elapsed = (rt.now() - started).total_seconds()
     policy = rt.policy
-    if elapsed >= policy.deadline:
-        fail(rt, rec, f"not finished after {policy.deadline:.0f}s (deadline)", "deadline")
-        return
+    if rec.eta_seconds and rec.eta_seconds * 1.5 > policy.deadline:
+        # The provider expects to take longer than our deadline: don't fail a job we paid
+        # for before it could possibly be done.
+        policy = replace(policy, deadline=rec.eta_seconds * 1.5)
+    # Fetch first, even past the deadline: a job that finished meanwhile was paid for.
     try:
         result = rt.client.fetch(rec.provider_id)
     except TransientError as exc:
+        if elapsed >= policy.deadline:
+            fail(rt, rec, f"not finished after {policy.deadline:.0f}s (deadline); last fetch: "
+                 f"{exc}", "deadline")
+            return
         delay = retry_delay(rec.retry_count + 1, rt.settings.transient_base_delay,
                             policy.max_delay, rt.rng, retry_after=exc.retry_after)
-        delay = min(delay, max(policy.deadline - elapsed, 0.0))
+        delay = _capped(rt, min(delay, max(policy.deadline - elapsed, 0.0)))
         log.info("job %s: fetch failed (%s); again in %.1fs", job_id, exc, delay)
         _reschedule(rt, rec, TASK_POLL, delay, retry_count=JobRow.retry_count + 1)
         return
@@ -275,21 +302,21 @@ def download_step(rt: Runtime, job_id: str) -> None:
         if waited >= rt.settings.download_not_found_window:
             fail(rt, rec, f"output link still missing after {waited:.0f}s: {exc}", "download")
             return
-        delay = retry_delay(rec.download_attempts, rt.settings.transient_base_delay,
-                            rt.settings.poll_max_delay, rt.rng, retry_after=exc.retry_after)
-        _reschedule(rt, rec, TASK_DOWNLOAD, delay, retry_count=JobRow.retry_count + 1)
-        return
-    except TransientError as exc:
-        if rec.download_attempts >= rt.settings.download_max_attempts:
-            fail(rt, rec, f"download failed {rec.download_attempts} times; last: {exc}",
-                 "download")
-            return
-        delay = retry_delay(rec.download_attempts, rt.settings.transient_base_delay,
-                            rt.settings.poll_max_delay, rt.rng, retry_after=exc.retry_after)
-        _reschedule(rt, rec, TASK_DOWNLOAD, delay, retry_count=JobRow.retry_count + 1)
+        _retry_download(rt, rec, exc.retry_after)
         return
     except PermanentError as exc:
         fail(rt, rec, f"download refused: {exc}", "download")
+        return
+    except Exception as exc:  # noqa: BLE001 - transient errors, storage config, time limits
+        # Anything else (storage misconfigured, a soft time limit on a slow link, a bug) is
+        # retried within the same bounded number of attempts, never re-driven for ever.
+        if rec.download_attempts >= rt.settings.download_max_attempts:
+            fail(rt, rec, f"download failed {rec.download_attempts} times; last: "
+                 f"{type(exc).__name__}: {exc}", "download")
+            return
+        log.warning("job %s: download attempt %d failed: %s: %s", rec.id,
+                    rec.download_attempts, type(exc).__name__, exc)
+        _retry_download(rt, rec, getattr(exc, "retry_after", None))
         return
     if not outputs:
         fail(rt, rec, "provider reported success without output links", "provider")
@@ -298,6 +325,12 @@ def download_step(rt: Runtime, job_id: str) -> None:
                            outputs=[o.model_dump() for o in outputs], error=None,
                            next_check_at=None):
         log.info("job %s succeeded: %s", rec.id, ", ".join(o.storage_uri for o in outputs))
+
+
+def _retry_download(rt: Runtime, rec: JobRecord, retry_after: float | None) -> None:
+    delay = retry_delay(rec.download_attempts, rt.settings.transient_base_delay,
+                        rt.settings.poll_max_delay, rt.rng, retry_after=retry_after)
+    _reschedule(rt, rec, TASK_DOWNLOAD, _capped(rt, delay), retry_count=JobRow.retry_count + 1)
 
 
 def _expected_type(rec: JobRecord, url: str) -> str:

@@ -101,13 +101,20 @@ def create_app(
         if not job_id:
             return JSONResponse({"ok": True, "action": "no track_id"})
         fresh = await run_in_threadpool(
-            redis.set, f"t2v:webhook:{job_id}:{provider_id}:{status}", 1, nx=True, ex=DEDUPE_TTL
+            redis.set, f"t2v:webhook:{job_id}:{provider_id}:{status}", 1, nx=True,
+            ex=DEDUPE_TTL
         )
         if not fresh:
             return JSONResponse({"ok": True, "action": "duplicate"})
-        action = await run_in_threadpool(
-            accept_webhook, store, schedule, job_id, provider_id, deadline=deadline
-        )
+        mark = f"t2v:webhook:{job_id}:{provider_id}:{status}"
+        try:
+            action = await run_in_threadpool(
+                accept_webhook, store, schedule, job_id, provider_id, deadline=deadline
+            )
+        except Exception:
+            # Not acted on: let a repeated delivery try again (they may come twice).
+            await run_in_threadpool(redis.delete, mark)
+            raise
         log.info("webhook for job %s (%s): %s", job_id, status, action)
         return JSONResponse({"ok": True, "action": action})
 
