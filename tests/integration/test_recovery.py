@@ -76,11 +76,12 @@ def test_a_worker_killed_mid_flight_loses_nothing(
     paid: dict[str, int] = {}
     for job in stats["jobs"].values():  # type: ignore[union-attr]
         paid[job["track_id"]] = paid.get(job["track_id"], 0) + 1
-    # Every submit request is on the record. Paid once per job, unless a submit was in
-    # flight at the kill: then at most twice, only after the unknown-outcome wait (a
-    # resubmit inside the provider's 30 s spam window is refused, unpaid, and retried).
+    # Every submit request is counted on the record before it is sent (a kill between the
+    # two leaves one more on the record than the provider saw). Paid once per job, unless
+    # a submit was in flight at the kill: then at most twice, only after the unknown-outcome
+    # wait (a resubmit inside the provider's 30 s spam window is refused, unpaid, retried).
     for rec in records:
-        assert submits.get(rec.id) == rec.submit_count
+        assert 1 <= submits.get(rec.id, 0) <= rec.submit_count
         assert 1 <= paid.get(rec.id, 0) <= 2
         if paid[rec.id] == 2:
             assert rec.submit_count >= 2 and rec.retry_count >= 1
