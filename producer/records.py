@@ -223,11 +223,6 @@ class JobStore:
             row = conn.execute(select(_T).where(JobRow.idempotency_key == key)).first()
         return _row_to_record(row)
 
-    def get_by_provider_id(self, provider_id: str) -> JobRecord | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(_T).where(JobRow.provider_id == provider_id)).first()
-        return _row_to_record(row)
-
     def list(
         self,
         *,

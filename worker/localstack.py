@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -227,6 +226,3 @@ def start_flower(
     proc.url = f"http://127.0.0.1:{port}"
     return proc
 
-
-def scratch_dir(prefix: str = "t2v-") -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix))

@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from producer.records import JobRecord, JobRow
 from producer.states import ACTIVE_STATES, TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT, JobStatus
-from worker.steps import Runtime, fail, release_slot
+from worker.steps import WAITING_RECHECK_SECONDS, Runtime, fail, release_slot
 
 log = logging.getLogger("t2v.reconcile")
 
@@ -78,7 +78,7 @@ def _redrive_overdue(rt: Runtime, report: ReconcileReport) -> None:
             elif rec.status is JobStatus.QUEUED and rt.limiter.is_waiting(rec.id):
                 # Waiting in line for an account slot is not being stuck.
                 rt.store.update_if(rec.id, [JobStatus.QUEUED], next_check_at=rt.now()
-                                   + timedelta(seconds=rt.settings.reconcile_grace * 10))
+                                   + timedelta(seconds=WAITING_RECHECK_SECONDS))
             else:
                 _redrive(rt, rec, report)
 

@@ -7,7 +7,6 @@ session, Redis, storage) is built after the worker forks, never shared across pr
 
 from __future__ import annotations
 
-import logging
 import random
 from functools import lru_cache
 
@@ -25,8 +24,6 @@ from worker.reconcile import reconcile
 from worker.settings import get_worker_settings
 from worker.steps import Runtime, download_step, poll_step, submit_step
 from worker.storage import storage_from_url
-
-log = logging.getLogger("t2v.tasks")
 
 
 def _schedule(task: str, job_id: str, countdown: float) -> None:

@@ -4,7 +4,6 @@ SQLite or PostgreSQL. The test process plays the application (it enqueues)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -98,6 +97,3 @@ def _reset_producer() -> None:
 
     producer.configure()  # rebuild the default producer from the environment
 
-
-def sha256_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
