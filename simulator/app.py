@@ -1,11 +1,22 @@
 """The HTTP face of the simulator: ModelsLab's routes, the generated files and ``/_sim/*``.
 
 Order of checks on submit (each counted in ``/_sim/stats`` first): slow -> HTML 5xx ->
-key (401) -> ``rate_limit_next`` (429) -> ``credits_exhausted`` (402) -> ``premium_required``
-(403) -> validation (400) -> spam filter (429) -> queued-request limit (429) -> accepted. A
-truncated-JSON fault hits 200 answers after the work is done (the job exists; the client
-just cannot read its id). Fetch: slow -> HTML 5xx -> key (401) -> id (404 ``Request not
-found``; also for another key's job) -> the job's documented shape.
+``lost_before_create`` (connection reset, no job) -> key (401) -> ``rate_limit_next`` (429) ->
+``credits_exhausted`` (402) -> ``premium_required`` (403) -> validation (400) -> spam filter
+(429) -> queued-request limit (429; ``external_holders`` take slots of it) -> accepted: the
+job is created (and counted in ``created``), then ``lost_after_create`` may lose its answer:
+``cut`` (a 200 whose JSON is cut in half), ``slow`` (the full answer after
+``lost_slow_seconds``) or ``reset`` (the TCP connection reset, no HTTP answer at all). A
+truncated-JSON fault hits the other 200 answers after the work is done (the job exists; the
+client just cannot read its id). Fetch: slow -> HTML 5xx -> ``fetch_5xx_share`` (HTML 5xx)
+-> ``fetch_401_share`` (401 ``Invalid API key``) -> key (401) -> id (404 ``Request not
+found``; also for another key's job) -> the job's documented shape. Files: unknown or not
+yet successful -> 404, ``link_404_seconds`` -> 404, ``bad_link`` -> a 200 HTML page (for
+ever), else the video.
+
+A connection reset needs the server's transport: ``SimApp`` keeps the server's own ``send``
+in the scope, and under uvicorn that is a bound method of the request cycle, which holds the
+transport. The socket gets ``SO_LINGER`` 0, so closing it sends a TCP RST.
 
 The fetch path is the hot one (clients poll it): it must stay a dict lookup and a small
 ``json.dumps``. This module only routes and shapes; jobs, faults and rendering live elsewhere.
@@ -17,6 +28,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
+import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,6 +37,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from simulator import shapes
 from simulator.config import SimConfig
@@ -32,6 +46,43 @@ from simulator.validation import RequestInvalid, validate
 
 log = logging.getLogger("simulator")
 _MEDIA_TYPES = {"mp4": "video/mp4", "gif": "image/gif"}
+_SERVER_SEND = "t2v_sim.server_send"  # scope key: the ASGI server's own send callable
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
+
+
+class ConnectionDropped(RuntimeError):
+    """Raised where no server transport can be reached to reset (e.g. an in-process call)."""
+
+
+class SimApp(Starlette):
+    """Starlette that remembers the server's ``send`` so a handler can reset the connection."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[_SERVER_SEND] = send
+        await super().__call__(scope, receive, send)
+
+
+class _Dropped(Response):
+    """No answer at all: reset the TCP connection, then wait until the server has seen it."""
+
+    def __init__(self) -> None:
+        super().__init__(b"")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cycle: Any = getattr(scope.get(_SERVER_SEND), "__self__", None)
+        transport = getattr(cycle, "transport", None)
+        if transport is None or not hasattr(cycle, "disconnected"):
+            raise ConnectionDropped("simulated connection reset (no server transport here)")
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        transport.abort()
+        for turn in range(1000):  # connection_lost runs on a later loop turn
+            if cycle.disconnected:
+                return
+            await asyncio.sleep(0.001 if turn else 0)
 
 
 class Api:
@@ -66,6 +117,17 @@ class Api:
             return shapes.html_5xx(self.faults.rng.choice((500, 502, 503)))
         return None
 
+    def _fetch_faults(self) -> Response | None:
+        """Faults of a proxy in front of fetch only: HTML 5xx, then 401 ``Invalid API key``."""
+        if self.faults.roll("fetch_5xx_share"):
+            self.stats.inject("fetch_5xx")
+            return shapes.html_5xx(self.faults.rng.choice((500, 502, 503)))
+        if self.faults.roll("fetch_401_share"):
+            self.stats.inject("fetch_401")
+            return shapes.json_response(shapes.error_body(
+                "Invalid API key", legacy_messege=bool(self.faults["legacy_messege"])), 401)
+        return None
+
     def _answer(self, obj: Any, status_code: int = 200) -> Response:
         truncate = status_code == 200 and self.faults.roll("truncated_json_share")
         if truncate:
@@ -90,6 +152,9 @@ class Api:
         faulted = await self._pre_faults()
         if faulted is not None:
             return faulted
+        if self.faults.roll("lost_before_create_share"):
+            self.stats.lost_before(key, track_id)
+            return _Dropped()
         if key not in self.engine.keys:
             return self._error(401, "Invalid API key")
         assert key is not None
@@ -114,15 +179,29 @@ class Api:
             return self._error(429, "Rate limit exceeded", tips=shapes.SPAM_TIPS)
         if self.engine.queue_full(key):
             self.stats.inject("queue_limited")
+            if self.engine.processing[key] < self.engine.config.queue_limit:
+                self.stats.inject("queue_limited_external")
             return self._rate_limited()
         job = await self.engine.submit(key, video, canonical)
         base = self.engine.base_url
         if job.status == "success":
-            return self._answer(shapes.submit_success(
+            answer = shapes.submit_success(
                 job.id, job.generation_time, [job.output_url], [job.proxy_url], job.meta,
-                [job.output_url]))
-        return self._answer(shapes.submit_processing(
-            job.id, job.eta, f"{base}/api/v6/video/fetch/{job.id}", job.meta, [job.output_url]))
+                [job.output_url])
+        else:
+            answer = shapes.submit_processing(
+                job.id, job.eta, f"{base}/api/v6/video/fetch/{job.id}", job.meta,
+                [job.output_url])
+        lost = self.faults.lost_after_create()
+        if lost is None:
+            return self._answer(answer)
+        job.answer_lost = lost
+        self.stats.lost_after(key, track_id, lost)
+        if lost == "reset":
+            return _Dropped()
+        if lost == "slow":  # the job runs meanwhile; the client has long given up
+            await asyncio.sleep(float(self.faults["lost_slow_seconds"]))
+        return shapes.json_response(answer, truncate=lost == "cut")
 
     async def fetch(self, request: Request) -> Response:
         _body, key = await self._read(request)
@@ -130,6 +209,8 @@ class Api:
         job = self.engine.jobs.get(int(raw_id)) if raw_id.isdigit() else None
         self.stats.fetches.count(key, job.track_id if job is not None else None)
         faulted = await self._pre_faults()
+        if faulted is None:
+            faulted = self._fetch_faults()
         if faulted is not None:
             return faulted
         if key not in self.engine.keys:
@@ -156,6 +237,9 @@ class Api:
         if self.engine.link_blocked(job):
             self.stats.inject("link_404")
             return PlainTextResponse("404 Not Found", status_code=404)
+        if job.bad_link:  # forever: the link answers, but never with the video
+            self.stats.inject("bad_link")
+            return shapes.bad_link_page()
         return FileResponse(job.result.path, media_type=_MEDIA_TYPES[ext],
                             filename=f"{token}.{ext}", content_disposition_type="inline")
 
@@ -202,6 +286,6 @@ def create_app(config: SimConfig | None = None, *, base_url: str | None = None) 
         Route("/_sim/faults", api.faults_route, methods=["GET", "POST"]),
         Route("/_sim/reset", api.reset, methods=["POST"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = SimApp(routes=routes, lifespan=lifespan)
     app.state.engine = engine
     return app

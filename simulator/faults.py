@@ -28,12 +28,27 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "legacy_messege": False,  # error answers spell the key "messege"
     "spam_filter": True,  # the same submit body again within the window is refused
     "spam_window_seconds": 30.0,
+    # answers lost after the job was created (and charged): the client never learns its id
+    "lost_after_create_share": 0.0,  # accepted submits whose answer is lost
+    "lost_after_create_mode": "mixed",  # how: cut | slow | reset | mixed (each picks one)
+    "lost_slow_seconds": 35.0,  # mode slow: the answer comes this late (past client timeouts)
+    "lost_before_create_share": 0.0,  # submits whose connection is reset before any job exists
+    "external_holders": 0,  # queued-request slots of every key held by another system
+    "fetch_401_share": 0.0,  # fetches answered 401 Invalid API key (as by a proxy); submits not
+    "fetch_5xx_share": 0.0,  # fetches answered HTML 500/502/503; submits not
+    # successful renders whose output links answer 200 with an HTML page forever, never
+    # the video (a CDN landing/error page served as 200)
+    "bad_link_share": 0.0,
 }
 
+LOST_MODES = ("cut", "slow", "reset")
+
 _SHARES = ("http_500_share", "truncated_json_share", "slow_share", "fail_share",
-           "never_finish_share")
-_SECONDS = ("slow_seconds", "link_404_seconds", "spam_window_seconds")
-_COUNTS = ("webhook_deliveries", "rate_limit_next", "retry_after")
+           "never_finish_share", "lost_after_create_share", "lost_before_create_share",
+           "fetch_401_share", "fetch_5xx_share", "bad_link_share")
+_SECONDS = ("slow_seconds", "link_404_seconds", "spam_window_seconds", "lost_slow_seconds")
+_COUNTS = ("webhook_deliveries", "rate_limit_next", "retry_after", "external_holders")
+_CHOICES: dict[str, tuple[str, ...]] = {"lost_after_create_mode": (*LOST_MODES, "mixed")}
 _FLAGS = ("credits_exhausted", "premium_required", "error_as_200", "legacy_messege",
           "spam_filter")
 
@@ -59,6 +74,10 @@ def validate_faults(faults: Any) -> dict[str, Any]:
         elif name in _FLAGS:
             if not isinstance(value, bool):
                 raise ValueError(f"{name} must be true or false")
+            out[name] = value
+        elif name in _CHOICES:
+            if value not in _CHOICES[name]:
+                raise ValueError(f"{name} must be one of {', '.join(_CHOICES[name])}")
             out[name] = value
         else:
             raise ValueError(f"unknown fault {name!r}; known: {', '.join(sorted(DEFAULT_FAULTS))}")
@@ -96,6 +115,13 @@ class Faults:
         if share <= 0:
             return False
         return share >= 1 or self.rng.random() < share
+
+    def lost_after_create(self) -> str | None:
+        """How an accepted submit's answer is lost (``cut``/``slow``/``reset``), or None."""
+        if not self.roll("lost_after_create_share"):
+            return None
+        mode = str(self.current["lost_after_create_mode"])
+        return self.rng.choice(LOST_MODES) if mode == "mixed" else mode
 
     def take_rate_limit(self) -> bool:
         """Consume one of the ``rate_limit_next`` forced 429s, if any are left."""

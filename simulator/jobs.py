@@ -4,7 +4,10 @@ A job is created by an accepted submit. Its render time is drawn from a seeded l
 (mean ``render_mean``, sigma ``render_spread``); its outcome (success / failed / never) from
 the fault dice. A background task renders the real file (in the render pool) while the
 simulated time runs; the job becomes ``success`` only when both are done. Ended jobs stop
-counting towards the key's queued-request limit; never-finishing jobs count forever.
+counting towards the key's queued-request limit; never-finishing jobs count forever; the
+``external_holders`` fault takes slots of every key's limit on top. Every created job (a paid
+generation) is counted in ``stats.created`` by key and track_id. A successful job may be a
+``bad_link`` one (rolled at creation): its files answer an HTML page instead of the video.
 
 Ids are integers that are never reused within one process, not even across ``reset``, so a
 client still polling an old id after a reset gets "not found", never somebody else's job.
@@ -51,6 +54,8 @@ class Job:
     result: RenderResult | None = None
     success_at: float | None = None
     generation_time: float = 0.0
+    answer_lost: str | None = None  # how the submit's answer was lost: cut | slow | reset
+    bad_link: bool = False  # its output links serve an HTML page, never the video
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -64,7 +69,8 @@ class Job:
                             "bytes": self.result.bytes})
         return {"track_id": self.track_id, "status": self.status,
                 "submitted_at": self.submitted_at, "ready_at": self.ready_at, "eta": self.eta,
-                "key": self.key, "outputs": outputs}
+                "key": self.key, "answer_lost": self.answer_lost, "bad_link": self.bad_link,
+                "outputs": outputs}
 
 
 class Engine:
@@ -116,7 +122,9 @@ class Engine:
         return seen is not None and now - seen < window
 
     def queue_full(self, key: str) -> bool:
-        return self.processing[key] >= self.config.queue_limit
+        """True if the key's queued requests plus the ``external_holders`` reach the limit."""
+        held = self.processing[key] + int(self.faults["external_holders"])
+        return held >= self.config.queue_limit
 
     # -- jobs -----------------------------------------------------------------------------
     def _draw_render_seconds(self) -> float:
@@ -140,6 +148,8 @@ class Engine:
             outcome = "never"
         elif self.faults.roll("fail_share"):
             outcome = "failed"
+        # Decided at creation (on the same dice), so a render's fate is known from the start.
+        bad_link = outcome == "success" and self.faults.roll("bad_link_share")
         token = secrets.token_hex(16)
         ext = request.output_type
         now = time.time()
@@ -151,10 +161,11 @@ class Engine:
             id=job_id, key=key, request=request, meta=meta, outcome=outcome, eta=eta,
             submitted_at=now, ready_at=now + seconds, token=token,
             output_url=f"{self.base_url}/files/video_generations/{token}.{ext}",
-            proxy_url=f"{self.base_url}/files/proxy/{token}.{ext}",
+            proxy_url=f"{self.base_url}/files/proxy/{token}.{ext}", bad_link=bad_link,
         )
         self.jobs[job_id] = job
         self.files[token] = job
+        self.stats.created.count(key, request.track_id)
         self.recent[canonical_body] = time.monotonic()
         if instant and outcome == "success":
             await self._finish_success(job, instant=True)

@@ -3,7 +3,8 @@
 Every JSON answer the API routes send is built here, so the quirks live in one place: integer
 top-level ``id`` vs string ``meta.id``, fetch-processing with ``output: ""`` and no ``id``,
 the failed shape with ``id: ""``, errors as HTTP codes or as 200 (``error_as_200``), the
-legacy ``messege`` spelling, proxy-style HTML 5xx pages, and JSON cut off midway.
+legacy ``messege`` spelling, proxy-style HTML 5xx pages, JSON cut off midway, and the
+200 HTML page a ``bad_link`` output serves instead of its video.
 """
 
 from __future__ import annotations
@@ -45,6 +46,16 @@ def html_5xx(code: int) -> Response:
             f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n"
             "</body>\r\n</html>\r\n")
     return Response(page, status_code=code, media_type="text/html")
+
+
+# What a bad_link output serves: a 200 HTML page (a CDN landing page), never the video.
+BAD_LINK_PAGE = ("<!DOCTYPE html>\r\n<html>\r\n<head><title>ModelsLab</title></head>\r\n"
+                 "<body>\r\n<h1>This file is not available</h1>\r\n"
+                 "<p>Please check back later.</p>\r\n</body>\r\n</html>\r\n")
+
+
+def bad_link_page() -> Response:
+    return Response(BAD_LINK_PAGE, status_code=200, media_type="text/html")
 
 
 def error_body(message: str | dict[str, list[str]], *, legacy_messege: bool,

@@ -1,7 +1,10 @@
 """Request counters for ``GET /_sim/stats``: how often each route was hit, by key and track_id.
 
 Counting happens for every request that reached a route, including ones answered with an
-injected fault, so a test can assert exactly how many calls a client made.
+injected fault, so a test can assert exactly how many calls a client made. Beside the routes:
+``created`` counts the jobs really created (paid generations) by key and track_id,
+``lost_after_create`` the accepted submits whose answer was then lost (also ``by_mode``), and
+``lost_before_create`` the submits whose connection was reset before any job existed.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from typing import Any
 
 INJECTED = ("http_500", "truncated_json", "slow", "link_404", "rate_limited", "webhooks_sent",
             "webhooks_failed", "queue_limited", "spam_filtered", "credits_exhausted",
-            "premium_required")
+            "premium_required", "queue_limited_external", "lost_after_create_cut",
+            "lost_after_create_slow", "lost_after_create_reset", "lost_before_create",
+            "fetch_401", "fetch_5xx", "bad_link")
 
 
 class RouteCounter:
@@ -44,16 +49,33 @@ class Stats:
         self.submits = RouteCounter()
         self.fetches = RouteCounter()
         self.downloads = RouteCounter()
+        self.created = RouteCounter()
+        self.lost_after_create = RouteCounter()
+        self.lost_modes: Counter[str] = Counter()
+        self.lost_before_create = RouteCounter()
         self.injected: Counter[str] = Counter(dict.fromkeys(INJECTED, 0))
 
     def inject(self, name: str) -> None:
         self.injected[name] += 1
+
+    def lost_after(self, key: Any, track_id: Any, mode: str) -> None:
+        self.lost_after_create.count(key, track_id)
+        self.lost_modes[mode] += 1
+        self.injected[f"lost_after_create_{mode}"] += 1
+
+    def lost_before(self, key: Any, track_id: Any) -> None:
+        self.lost_before_create.count(key, track_id)
+        self.injected["lost_before_create"] += 1
 
     def snapshot(self, jobs: dict[str, Any]) -> dict[str, Any]:
         return {
             "submits": self.submits.snapshot(),
             "fetches": self.fetches.snapshot(),
             "downloads": self.downloads.snapshot(),
+            "created": self.created.snapshot(),
+            "lost_after_create": {**self.lost_after_create.snapshot(),
+                                  "by_mode": dict(self.lost_modes)},
+            "lost_before_create": self.lost_before_create.snapshot(),
             "jobs": jobs,
             "injected": dict(self.injected),
         }
