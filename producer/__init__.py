@@ -17,6 +17,7 @@ from producer.api import (
     enqueue_many,
     get_job,
     list_jobs,
+    retry,
 )
 from producer.errors import (
     ConfigError,
@@ -24,10 +25,12 @@ from producer.errors import (
     JobError,
     JobFailed,
     JobNotFound,
+    JobParked,
     JobTimeout,
     PermanentError,
     RateLimited,
     RequestInvalid,
+    RetryRefused,
     T2VError,
     TransientError,
 )
@@ -44,6 +47,7 @@ __all__ = [
     "JobError",
     "JobFailed",
     "JobNotFound",
+    "JobParked",
     "JobRecord",
     "JobStatus",
     "JobTimeout",
@@ -52,6 +56,7 @@ __all__ = [
     "Producer",
     "RateLimited",
     "RequestInvalid",
+    "RetryRefused",
     "Settings",
     "T2VError",
     "Text2VideoRequest",
@@ -63,5 +68,6 @@ __all__ = [
     "enqueue_many",
     "get_job",
     "list_jobs",
+    "retry",
     "get_settings",
 ]

@@ -14,20 +14,21 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from producer.broker import Broker
 from producer.db import forget_engines, get_engine, get_tuned_engine
-from producer.errors import JobNotFound, RequestInvalid
+from producer.errors import JobNotFound, RequestInvalid, RetryRefused
 from producer.job import Job
-from producer.records import JobRecord, JobStore
+from producer.records import JobRecord, JobRow, JobStore, to_record, utcnow
 from producer.request import Text2VideoRequest
+from producer.retry import plan_retry
 from producer.settings import Settings, get_settings
 from producer.states import JobStatus
 
@@ -35,6 +36,17 @@ log = logging.getLogger(__name__)
 
 RequestLike = Text2VideoRequest | Mapping[str, Any]
 IDEMPOTENCY_KEY_MAX = 255  # the column's length
+#: Idempotency keys looked up per query in ``enqueue_many``.
+KEY_LOOKUP_CHUNK = 500
+
+
+class ManyEnqueued(NamedTuple):
+    """What ``Producer.enqueue_many_detailed`` did."""
+
+    #: One job per input item, in input order (the same job at each position of a key).
+    jobs: list[Job]
+    #: Ids of the jobs this call created and sent, in input order; the others existed.
+    new_ids: list[str]
 
 
 class Producer:
@@ -119,13 +131,41 @@ class Producer:
                 if self.store.get(row["id"]) is None:
                     raise
 
-    def enqueue_many(self, requests: Iterable[RequestLike]) -> list[Job]:
+    def enqueue_many(
+        self,
+        requests: Iterable[RequestLike],
+        *,
+        idempotency_keys: Sequence[str | None] | None = None,
+    ) -> list[Job]:
         """Enqueue many requests: all validated first, one transaction, pipelined sends.
 
-        Raises ``RequestInvalid`` naming every bad request by index (``[3].width=...``) and
-        writes nothing; ``EnqueueError`` (``.job_ids``) if the broker failed after the
-        rows were written (they stay `queued` and are re-driven).
+        ``idempotency_keys``, if given, has one entry per request (``None``: no key for
+        that one) and means what ``enqueue``'s key means: an item whose key already names
+        a job with the same request gets that job back (nothing written or sent for it);
+        the same key twice in one call with the same request is one job, returned at both
+        positions. Only the new rows' messages are sent. The result is one job per item,
+        in input order.
+
+        All or nothing: raises ``RequestInvalid`` naming every bad item by index
+        (``[3].width=...``, ``[3].idempotency_key=...``: a bad key, or a key used for a
+        different request, earlier in the call or by an existing job) or a wrong number
+        of keys (``idempotency_keys``), and writes nothing. ``EnqueueError``
+        (``.job_ids``: the new jobs) if the broker failed after the rows were written
+        (they stay `queued` and are re-driven).
         """
+        return self.enqueue_many_detailed(requests, idempotency_keys=idempotency_keys).jobs
+
+    def enqueue_many_detailed(
+        self,
+        requests: Iterable[RequestLike],
+        *,
+        idempotency_keys: Sequence[str | None] | None = None,
+    ) -> ManyEnqueued:
+        """``enqueue_many``, also telling which jobs this call created (``new_ids``)."""
+        keys: list[Any] | None = None
+        if idempotency_keys is not None:
+            requests = list(requests)
+            keys = _key_list(idempotency_keys, len(requests))
         parsed: list[Text2VideoRequest] = []
         errors: list[dict[str, Any]] = []
         for index, item in enumerate(requests):
@@ -134,12 +174,18 @@ class Producer:
             except RequestInvalid as exc:
                 for error in exc.errors:
                     errors.append({**error, "field": f"[{index}].{error['field']}"})
+            if keys is not None and keys[index] is not None:
+                reason = idempotency_key_problem(keys[index])
+                if reason:
+                    errors.append({"field": f"[{index}].idempotency_key",
+                                   "value": keys[index], "reason": reason})
         if errors:
-            lines = [_error_line(e) for e in errors]
-            more = f"; ... and {len(lines) - 20} more" if len(lines) > 20 else ""
-            raise RequestInvalid("; ".join(lines[:20]) + more, errors)
+            raise _invalid(errors)
         if not parsed:
-            return []
+            return ManyEnqueued([], [])
+        if keys is not None and any(k is not None for k in keys):
+            return self._enqueue_keyed(parsed, keys)
+        # No keys: the fast path (benchmarked), every item a new job.
         store = self._ready()
         rows = [
             store.insert_values(
@@ -153,7 +199,107 @@ class Producer:
         ids = [row["id"] for row in rows]
         log.info("enqueued %d jobs (%s .. %s)", len(ids), ids[0], ids[-1])
         self.broker.send_submit(ids)
-        return [Job(row["id"], self, JobRecord.model_validate(row)) for row in rows]
+        return ManyEnqueued([Job(row["id"], self, JobRecord.model_validate(row)) for row in rows],
+                            ids)
+
+    def _enqueue_keyed(self, parsed: list[Text2VideoRequest], keys: list[str | None]
+                       ) -> ManyEnqueued:
+        payloads = [req.to_api_payload() for req in parsed]
+        # Each key's first position; a later position must carry the same request.
+        first: dict[str, int] = {}
+        errors: list[dict[str, Any]] = []
+        for index, key in enumerate(keys):
+            if key is None:
+                continue
+            earlier = first.setdefault(key, index)
+            if earlier != index and payloads[earlier] != payloads[index]:
+                errors.append({"field": f"[{index}].idempotency_key", "value": key,
+                               "reason": f"also the key of [{earlier}], with a different request"})
+        if errors:
+            raise _invalid(errors)
+
+        store = self._ready()
+
+        def new_row(index: int) -> dict[str, Any]:
+            req = parsed[index]
+            return store.insert_values(
+                request=payloads[index],
+                model_requested=req.model_requested,
+                model_effective=req.model_effective,
+                idempotency_key=keys[index],
+            )
+
+        keyed_rows = {key: new_row(index) for key, index in first.items()}
+        unkeyed_rows = {i: new_row(i) for i, key in enumerate(keys) if key is None}
+        existing: dict[str, JobRecord] = {}
+        missing = list(first)
+        raced: IntegrityError | None = None
+        while True:
+            found = self._jobs_by_key(missing) if missing else {}
+            if raced is not None and not found:
+                # The insert failed, but not on a key someone else has since written.
+                raise raced
+            mismatched = [
+                {"field": f"[{first[key]}].idempotency_key", "value": key,
+                 "reason": f"already used for a different request (job {record.id})"}
+                for key, record in found.items()
+                if record.request != payloads[first[key]]
+            ]
+            if mismatched:
+                mismatched.sort(key=lambda e: first[e["value"]])
+                raise _invalid(mismatched)
+            existing.update(found)
+            missing = [key for key in missing if key not in found]
+            # Keyed rows in key order: concurrent callers then take the unique index's
+            # entries in one order and wait on each other instead of deadlocking.
+            rows = [keyed_rows[key] for key in sorted(missing)] + list(unkeyed_rows.values())
+            try:
+                store.insert_many(rows)
+                break
+            except IntegrityError as exc:
+                # Another caller committed one of our keys between our read and our insert
+                # (the transaction rolled back: nothing of ours was written). Read again:
+                # every round finds at least one more key, so this ends.
+                log.info("enqueue_many: idempotency keys raced another caller; resolving again")
+                raced = exc
+
+        jobs: list[Job] = []
+        new_ids: list[str] = []
+        by_key: dict[str, Job] = {}
+        for index, key in enumerate(keys):
+            if key is None:
+                row = unkeyed_rows[index]
+                new_ids.append(row["id"])
+                jobs.append(Job(row["id"], self, JobRecord.model_validate(row)))
+                continue
+            job = by_key.get(key)
+            if job is None:
+                if key in existing:
+                    job = Job(existing[key].id, self, existing[key])
+                else:
+                    row = keyed_rows[key]
+                    new_ids.append(row["id"])
+                    job = Job(row["id"], self, JobRecord.model_validate(row))
+                by_key[key] = job
+            jobs.append(job)
+        log.info("enqueued %d jobs; %d idempotency key(s) matched existing jobs, nothing sent "
+                 "for them", len(new_ids), len(existing))
+        self.broker.send_submit(new_ids)
+        return ManyEnqueued(jobs, new_ids)
+
+    def _jobs_by_key(self, keys: Sequence[str]) -> dict[str, JobRecord]:
+        """Existing jobs of ``keys``, by key (one query per ``KEY_LOOKUP_CHUNK`` keys)."""
+        found: dict[str, JobRecord] = {}
+        table = JobRow.__table__
+        with self.store.engine.connect() as conn:
+            for start in range(0, len(keys), KEY_LOOKUP_CHUNK):
+                chunk = list(keys[start : start + KEY_LOOKUP_CHUNK])
+                stmt = select(table).where(JobRow.idempotency_key.in_(chunk))
+                for row in conn.execute(stmt).all():
+                    record = to_record(row)
+                    if record.idempotency_key is not None:
+                        found[record.idempotency_key] = record
+        return found
 
     def cancel(self, job_id: str) -> bool:
         """Move a non-final job to `cancelled` (compare-and-set); False if already final.
@@ -171,6 +317,49 @@ class Producer:
         if moved:
             log.info("cancelled job %s", job_id)
         return moved
+
+    def retry(self, job_id: str) -> Job:
+        """Resume a `parked` (or `failed`) job from its last paid step; return its handle.
+
+        A job with a provider id is fetched again (or its output downloaded again), never
+        resubmitted; a job is submitted again only if no provider id was ever known, and
+        its ``submit_count`` records it. Raises ``RetryRefused`` with the reason (still
+        running, cancelled, succeeded, its output expired, or a retry would pay for a new
+        render), ``JobNotFound``, ``EnqueueError`` (moved, message not sent: re-driven).
+        """
+        store = self._ready()
+        record = store.get(job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        plan = plan_retry(record, now=utcnow(),
+                          deadline_seconds=self.settings.poll_deadline_seconds)
+        if not store.transition(job_id, plan.to, expect=[plan.expect], error=plan.note,
+                                retry_count=JobRow.retry_count + 1, **plan.values):
+            now = store.get(job_id)
+            state = now.status.value if now else "gone"
+            raise RetryRefused(f"job {job_id} moved on meanwhile (now {state})", job_id)
+        log.info("job %s: %s", job_id, plan.note)
+        self.broker.send(plan.task, [job_id])
+        return Job(job_id, self)
+
+    def retry_many(
+        self,
+        *,
+        status: Iterable[JobStatus | str] = (JobStatus.PARKED,),
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> tuple[list[Job], list[RetryRefused]]:
+        """``retry`` every job in ``status`` (created at/after ``since``); returns the jobs
+        resumed and the refusals (each says why)."""
+        wanted = [JobStatus(s) for s in status]
+        resumed: list[Job] = []
+        refused: list[RetryRefused] = []
+        for record in self._ready().list(status=wanted, since=since, limit=limit):
+            try:
+                resumed.append(self.retry(record.id))
+            except RetryRefused as exc:
+                refused.append(exc)
+        return resumed, refused
 
     # -- reads ------------------------------------------------------------------------
     def load(self, job_id: str) -> JobRecord:
@@ -228,17 +417,46 @@ def _engine(url: str) -> Engine:
     return get_tuned_engine("producer", url, pool_pre_ping=False, pool_recycle=1800)
 
 
-def _check_idempotency_key(key: Any) -> None:
-    reason = None
+def idempotency_key_problem(key: Any) -> str | None:
+    """Why ``key`` cannot be an idempotency key, or None if it can."""
     if not isinstance(key, str) or not key.strip():
-        reason = "must be a non-blank string"
-    elif len(key) > IDEMPOTENCY_KEY_MAX:
-        reason = f"must be at most {IDEMPOTENCY_KEY_MAX} characters"
+        return "must be a non-blank string"
+    if len(key) > IDEMPOTENCY_KEY_MAX:
+        return f"must be at most {IDEMPOTENCY_KEY_MAX} characters"
+    return None
+
+
+def _check_idempotency_key(key: Any) -> None:
+    reason = idempotency_key_problem(key)
     if reason:
         raise RequestInvalid(
             f"idempotency_key: {reason}",
             [{"field": "idempotency_key", "value": key, "reason": reason}],
         )
+
+
+def _key_list(keys: Any, count: int) -> list[Any]:
+    """``enqueue_many``'s keys as a list, one per request, or ``RequestInvalid``."""
+    reason = None
+    if isinstance(keys, str | bytes | Mapping) or not isinstance(keys, Iterable):
+        kind = type(keys).__name__
+        reason = f"must be a sequence with one key (or None) per request, not a {kind}"
+    else:
+        keys = list(keys)
+        if len(keys) != count:
+            reason = f"must have one entry per request: {len(keys)} for {count} request(s)"
+    if reason:
+        raise RequestInvalid(
+            f"idempotency_keys: {reason}",
+            [{"field": "idempotency_keys", "value": None, "reason": reason}],
+        )
+    return list(keys)
+
+
+def _invalid(errors: list[dict[str, Any]]) -> RequestInvalid:
+    lines = [_error_line(e) for e in errors]
+    more = f"; ... and {len(lines) - 20} more" if len(lines) > 20 else ""
+    return RequestInvalid("; ".join(lines[:20]) + more, errors)
 
 
 def _error_line(error: Mapping[str, Any]) -> str:
@@ -293,9 +511,12 @@ def enqueue(request: RequestLike, *, idempotency_key: str | None = None) -> Job:
     return default_producer().enqueue(request, idempotency_key=idempotency_key)
 
 
-def enqueue_many(requests: Iterable[RequestLike]) -> list[Job]:
-    """Enqueue many requests in one transaction with pipelined sends; see ``Producer``."""
-    return default_producer().enqueue_many(requests)
+def enqueue_many(
+    requests: Iterable[RequestLike], *, idempotency_keys: Sequence[str | None] | None = None
+) -> list[Job]:
+    """Enqueue many requests in one transaction with pipelined sends, optionally one
+    idempotency key per request (all or nothing); see ``Producer.enqueue_many``."""
+    return default_producer().enqueue_many(requests, idempotency_keys=idempotency_keys)
 
 
 def get_job(job_id: str) -> Job:
@@ -313,3 +534,8 @@ def list_jobs(
 def cancel(job_id: str) -> bool:
     """Cancel a non-final job; False if it already ended; ``JobNotFound`` if unknown."""
     return default_producer().cancel(job_id)
+
+
+def retry(job_id: str) -> Job:
+    """Resume a parked or failed job from its last paid step; see ``Producer.retry``."""
+    return default_producer().retry(job_id)

@@ -1,4 +1,5 @@
-"""Sending ``t2v.submit`` messages by name: a minimal Celery app, no worker code.
+"""Sending task messages by name (``t2v.submit``; for ``retry`` also ``t2v.poll`` and
+``t2v.download``): a minimal Celery app, no worker code.
 
 A message carries only the job id (the row holds the request). Sending is bounded: a
 broker that refuses or does not answer raises ``EnqueueError`` within about
@@ -22,7 +23,7 @@ from celery import Celery
 
 from producer.errors import EnqueueError
 from producer.settings import Settings
-from producer.states import QUEUE_SUBMIT, TASK_SUBMIT
+from producer.states import TASK_ROUTES, TASK_SUBMIT
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,11 @@ class Broker:
         self.app = app or make_celery_app(settings)
 
     def send_submit(self, job_ids: Sequence[str]) -> None:
-        """Send one ``t2v.submit`` message per id; raise ``EnqueueError`` if the broker fails.
+        """Send one ``t2v.submit`` message per id (see ``send``)."""
+        self.send(TASK_SUBMIT, job_ids)
+
+    def send(self, task: str, job_ids: Sequence[str]) -> None:
+        """Send one ``task`` message per id; raise ``EnqueueError`` if the broker fails.
 
         On failure some messages may have gone out; none is lost either way (every row is
         `queued` and re-driven), and a duplicate message is harmless (the worker moves a
@@ -71,11 +76,11 @@ class Broker:
         try:
             with self.app.producer_or_acquire() as producer:
                 if len(job_ids) == 1:
-                    self._publish(producer, job_ids[0])
+                    self._publish(producer, task, job_ids[0])
                 else:
                     with producer.batch(max_size=BATCH_SIZE):
                         for job_id in job_ids:
-                            self._publish(producer, job_id)
+                            self._publish(producer, task, job_id)
         except Exception as exc:  # kombu, redis-py and socket errors all mean "not sent"
             err = EnqueueError(
                 f"broker refused {len(job_ids)} message(s): {type(exc).__name__}: {exc}; "
@@ -86,14 +91,12 @@ class Broker:
             log.warning("enqueue: broker send failed for %d job(s): %s", len(job_ids), exc)
             raise err from exc
 
-    def _publish(self, producer: Any, job_id: str) -> None:
-        message = self.app.amqp.create_task_message(
-            str(uuid.uuid4()), TASK_SUBMIT, [job_id], {}
-        )
+    def _publish(self, producer: Any, task: str, job_id: str) -> None:
+        message = self.app.amqp.create_task_message(str(uuid.uuid4()), task, [job_id], {})
         producer.publish(
             message.body,
             exchange="",
-            routing_key=QUEUE_SUBMIT,
+            routing_key=TASK_ROUTES[task],
             headers=message.headers,
             serializer="json",
             retry=False,

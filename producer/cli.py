@@ -10,15 +10,16 @@ imports ``worker`` or ``simulator`` at import time.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import click
 from rich.console import Console
@@ -27,12 +28,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy.exc import SQLAlchemyError
 
 from producer import render
-from producer.api import Producer
+from producer.account import account_status
+from producer.api import Producer, idempotency_key_problem
 from producer.errors import (
+    ConfigError,
     JobFailed,
     JobNotFound,
     JobTimeout,
     RequestInvalid,
+    RetryRefused,
     T2VError,
 )
 from producer.records import JobRecord
@@ -154,12 +158,19 @@ def submit(prompt: str, idempotency_key: str | None, wait: bool, timeout: float 
 
 
 @cli.command(epilog=EXIT_HELP)
-@click.argument("job_id")
+@click.argument("job_id", required=False)
+@click.option("--account", is_flag=True,
+              help="Show the account's slots: limit configured and in use, jobs waiting.")
 @json_option
-def status(job_id: str, as_json: bool) -> None:
-    """Show job JOB_ID's record."""
+def status(job_id: str | None, account: bool, as_json: bool) -> None:
+    """Show job JOB_ID's record (or, with --account, the account's slots)."""
 
     def action() -> int:
+        if account:
+            return _account_status(as_json)
+        if job_id is None:
+            raise RequestInvalid("give a JOB_ID or --account",
+                                 [{"field": "JOB_ID", "value": None, "reason": "missing"}])
         record = _producer().load(job_id)
         if as_json:
             click.echo(render.as_json(render.record_json(record)))
@@ -168,6 +179,35 @@ def status(job_id: str, as_json: bool) -> None:
         return EXIT_OK
 
     _guard(as_json, action)
+
+
+def _account_status(as_json: bool) -> int:
+    import redis
+
+    settings = Settings()
+    client = redis.Redis.from_url(settings.broker_url, socket_timeout=settings.broker_send_timeout,
+                                  socket_connect_timeout=settings.broker_send_timeout)
+    try:
+        view = account_status(client).as_dict()
+    except redis.RedisError as exc:
+        raise ConfigError(f"cannot read the account's slots from the broker: {exc}") from None
+    finally:
+        client.close()
+    view["configured_limit"] = settings.account_slots
+    view["limit_in_use"] = min(settings.account_slots,
+                               view["effective_limit"] or settings.account_slots)
+    if as_json:
+        click.echo(render.as_json(view))
+        return EXIT_OK
+    learned = ("" if view["effective_limit"] is None else
+               f" (lowered from {settings.account_slots}: the provider said 'Maximum "
+               f"{view['provider_max']}' while we held fewer; it grows back step by step)")
+    out.print(f"account slots: {view['slots_in_use']} in use of {view['limit_in_use']}{learned}")
+    out.print(f"jobs waiting for a slot: {view['jobs_waiting']}")
+    out.print(f"429s for a full provider queue: {view['queue_full_429s']}")
+    if not view["line_ready"]:
+        out.print("the slot line is not in Redis (restarted?): workers rebuild it from the table")
+    return EXIT_OK
 
 
 @cli.command(name="wait", epilog=EXIT_HELP)
@@ -189,14 +229,22 @@ def wait_cmd(job_id: str, timeout: float | None, as_json: bool) -> None:
     _guard(as_json, action)
 
 
+_AGO = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
 def _parse_since(_ctx: click.Context, _param: click.Parameter, value: str | None
                  ) -> datetime | None:
     if value is None:
         return None
+    amount, unit = value[:-1], value[-1:].lower()
+    if unit in _AGO and amount.replace(".", "", 1).isdigit():
+        return datetime.now(UTC) - timedelta(seconds=float(amount) * _AGO[unit])
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO date/time") from None
+        raise click.BadParameter(
+            f"{value!r} is neither an ISO date/time nor an age such as 90s, 30m, 1h, 2d"
+        ) from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
@@ -241,14 +289,100 @@ def cancel(job_id: str, as_json: bool) -> None:
     _guard(as_json, action)
 
 
-def read_batch(path: Path) -> list[Text2VideoRequest]:
+@cli.command(epilog=EXIT_HELP)
+@click.argument("job_ids", nargs=-1)
+@click.option("--parked", "parked", is_flag=True, help="Retry every parked job.")
+@click.option("--failed", "failed", is_flag=True, help="Retry every failed job that can be.")
+@click.option("--since", callback=_parse_since,
+              help="With --parked/--failed: only jobs created since (1h, 30m, ISO time).")
+@json_option
+def retry(job_ids: tuple[str, ...], parked: bool, failed: bool, since: datetime | None,
+          as_json: bool) -> None:
+    """Resume parked (or failed) jobs from their last paid step.
+
+    A job with a provider id is fetched (or downloaded) again, never resubmitted; a job is
+    submitted again only if the provider never took it. Exit 0 if every job asked for was
+    resumed, 1 if some were refused (each with its reason).
+    """
+
+    def action() -> int:
+        producer = _producer()
+        if not job_ids and not (parked or failed):
+            raise RequestInvalid("give JOB_IDs, --parked or --failed",
+                                 [{"field": "JOB_IDS", "value": None, "reason": "missing"}])
+        resumed: list[str] = []
+        refused: list[RetryRefused] = []
+        for job_id in job_ids:
+            try:
+                resumed.append(producer.retry(job_id).id)
+            except RetryRefused as exc:
+                refused.append(exc)
+        statuses = [s for s, on in ((JobStatus.PARKED, parked), (JobStatus.FAILED, failed)) if on]
+        if statuses:
+            jobs, more = producer.retry_many(status=statuses, since=since)
+            resumed += [job.id for job in jobs]
+            refused += more
+        if as_json:
+            click.echo(render.as_json({
+                "resumed": resumed,
+                "refused": [{"id": why.job_id, "reason": str(why)} for why in refused],
+            }))
+        else:
+            for job_id in resumed:
+                out.print(f"resumed job [bold]{job_id}[/]")
+            for why in refused:
+                err.print(f"not retried: {escape(str(why))}", soft_wrap=True)
+            out.print(f"{len(resumed)} resumed, {len(refused)} refused")
+        return EXIT_FAILED if refused else EXIT_OK
+
+    _guard(as_json, action)
+
+
+#: Prefix of the keys ``t2v batch`` derives from a line's content (never an application's).
+BATCH_KEY_PREFIX = "batch:"
+
+
+class BatchLine(NamedTuple):
+    """One request of a batch file and the idempotency key it is enqueued under."""
+
+    line: int
+    request: Text2VideoRequest
+    #: The line's ``id``, else ``batch:<sha256 of its canonical JSON>``; None with no dedupe.
+    key: str | None
+    from_id: bool
+
+
+def content_key(data: Any) -> str:
+    """The key of a line without ``id``: ``batch:`` + sha256 of its canonical JSON.
+
+    ``read_batch`` appends ``:n`` for the n-th identical line of a file (n > 1), so a file
+    that asks for the same request twice still makes two jobs, and re-running it none.
+    """
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return BATCH_KEY_PREFIX + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def read_batch(path: Path, *, dedupe: bool = True) -> list[BatchLine]:
     """Requests from a JSONL file (blank and ``#`` lines skipped); all valid, or none.
 
+    A line's ``id`` (a string) is taken out of the request and is its idempotency key;
+    a line without one is keyed by its content (``content_key``). ``dedupe=False`` keys
+    nothing (``id`` is still checked and taken out). The same ``id`` on two lines must
+    carry the same request (they are then one job).
     Raises ``RequestInvalid`` listing every bad line as ``line N: field=value: reason``.
     """
-    requests: list[Text2VideoRequest] = []
+    entries: list[BatchLine] = []
     errors: list[dict[str, Any]] = []
     lines: list[str] = []
+    seen_content: dict[str, int] = {}
+    id_lines: dict[str, BatchLine] = {}
+
+    def bad(number: int, field: str | None, value: Any, reason: str) -> None:
+        errors.append({"line": number, "field": field, "value": value, "reason": reason})
+        shown = f"{field}={value!r}" if value is not None else field
+        lines.append(f"line {number}: {shown}: {reason}" if shown else
+                     f"line {number}: {reason}")
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnknownModelWarning)
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -256,56 +390,122 @@ def read_batch(path: Path) -> list[Text2VideoRequest]:
                 continue
             try:
                 data = json.loads(line)
-                requests.append(Text2VideoRequest.parse(data))
             except json.JSONDecodeError as exc:
-                errors.append({"line": number, "field": None, "value": None,
-                               "reason": f"not valid JSON ({exc.msg})"})
-                lines.append(f"line {number}: not valid JSON ({exc.msg})")
+                bad(number, None, None, f"not valid JSON ({exc.msg})")
+                continue
+            ident: Any = None
+            has_id = isinstance(data, dict) and "id" in data
+            if has_id:
+                data = dict(data)
+                ident = data.pop("id")
+                problem = idempotency_key_problem(ident)
+                if problem:
+                    bad(number, "id", ident, problem)
+            try:
+                request = Text2VideoRequest.parse(data)
             except RequestInvalid as exc:
                 errors.extend({"line": number, **e} for e in exc.errors)
                 lines.append(f"line {number}: {exc}")
+                continue
+            if has_id:
+                entry = BatchLine(number, request, ident if dedupe else None, True)
+                other = id_lines.setdefault(ident, entry) if isinstance(ident, str) else entry
+                same = other.request.to_api_payload() == request.to_api_payload()
+                if not same:
+                    bad(number, "id", ident,
+                        f"also the id of line {other.line}, with a different request")
+            else:
+                key = None
+                if dedupe:
+                    key = content_key(data)
+                    seen = seen_content[key] = seen_content.get(key, 0) + 1
+                    key = key if seen == 1 else f"{key}:{seen}"
+                entry = BatchLine(number, request, key, False)
+            entries.append(entry)
     if len(caught) and not errors:
         err.print(f"[yellow]note:[/] {len(caught)} request(s) name an unknown model; "
                   "they run as wan2.2")
     if errors:
         raise RequestInvalid(f"{path}: nothing enqueued; " + "\n".join(lines), errors)
-    if not requests:
+    if not entries:
         raise RequestInvalid(f"{path}: no requests in the file", [])
-    return requests
+    return entries
+
+
+def _by_line(path: Path, exc: RequestInvalid, entries: Sequence[BatchLine]) -> RequestInvalid:
+    """``enqueue_many``'s ``[i].field`` errors as the batch file's ``line N`` errors."""
+    errors: list[dict[str, Any]] = []
+    lines: list[str] = []
+    for error in exc.errors:
+        field = str(error.get("field") or "")
+        index, _, rest = field.partition("].")
+        if not (index.startswith("[") and index[1:].isdigit()):
+            return exc
+        entry = entries[int(index[1:])]
+        if rest == "idempotency_key":
+            rest = "id" if entry.from_id else "content key"
+        errors.append({**error, "line": entry.line, "field": rest})
+        value = error.get("value")
+        shown = f"{rest}={value!r}" if value is not None else rest
+        lines.append(f"line {entry.line}: {shown}: {error['reason']}")
+    return RequestInvalid(f"{path}: nothing enqueued; " + "\n".join(lines), errors)
 
 
 @cli.command(epilog=EXIT_HELP)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--timeout", type=float, help="Seconds to wait for all jobs (default 900).")
 @click.option("--no-wait", is_flag=True, help="Enqueue and print the job ids only.")
+@click.option("--no-dedupe", is_flag=True,
+              help="Make every line a new job, even one enqueued before (ignores ids).")
 @json_option
-def batch(file: Path, timeout: float | None, no_wait: bool, as_json: bool) -> None:
+def batch(file: Path, timeout: float | None, no_wait: bool, no_dedupe: bool,
+          as_json: bool) -> None:
     """Enqueue every request in FILE.jsonl (one JSON object a line) and wait for them.
+
+    Each line is enqueued under an idempotency key: its "id" field if it has one (a
+    string, used as is, like submit's --idempotency-key; it is not a request field),
+    else "batch:" + the sha256 of the line's canonical JSON. Re-running a file, or a
+    half-done one, enqueues only the lines not enqueued before and returns the earlier
+    jobs for the rest; the summary counts new and already there. The key does not
+    depend on the file's name or place: the same line in another file is the same job.
+    A line repeated within one file still makes a job per copy. --no-dedupe makes
+    every line a new job (to render the same requests again).
 
     If any line is invalid, every bad line is reported with its number and nothing is
     enqueued (exit 2). Exit 0 if all succeeded, 1 if any failed, 3 on timeout.
     """
 
     def action() -> int:
-        requests = read_batch(file)
+        entries = read_batch(file, dedupe=not no_dedupe)
         producer = _producer()
-        jobs = producer.enqueue_many(requests)
-        ids = [j.id for j in jobs]
+        keys = None if no_dedupe else [e.key for e in entries]
+        try:
+            result = producer.enqueue_many_detailed([e.request for e in entries],
+                                                    idempotency_keys=keys)
+        except RequestInvalid as exc:
+            raise _by_line(file, exc, entries) from None
+        ids = [j.id for j in result.jobs]
+        distinct = list(dict.fromkeys(ids))
+        new = len(result.new_ids)
+        existing = len(distinct) - new
+        summary = f"enqueued {new} new job(s); {existing} already there"
         if no_wait:
             if as_json:
-                click.echo(render.as_json({"ids": ids}))
+                click.echo(render.as_json({"ids": ids, "new": new, "existing": existing}))
             else:
-                out.print(f"enqueued {len(ids)} jobs")
+                out.print(summary)
                 for job_id in ids:
                     out.print(job_id)
             return EXIT_OK
-        records = _watch(producer, ids, _timeout(producer, timeout), quiet=as_json)
+        if not as_json:
+            out.print(summary)
+        records = _watch(producer, distinct, _timeout(producer, timeout), quiet=as_json)
         final = [r for r in records if r.is_final]
         if as_json:
             counts: dict[str, int] = {}
             for r in records:
                 counts[r.status.value] = counts.get(r.status.value, 0) + 1
-            click.echo(render.as_json({"counts": counts,
+            click.echo(render.as_json({"counts": counts, "new": new, "existing": existing,
                                        "jobs": [render.summary_json(r) for r in records]}))
         else:
             if len(records) <= 50:
@@ -334,7 +534,7 @@ def _watch(producer: Producer, ids: Sequence[str], timeout: float, quiet: bool
         task = progress.add_task("jobs", total=len(ids))
         while True:
             latest.update(producer.store.get_many(pending))
-            pending = [i for i in pending if not (i in latest and latest[i].is_final)]
+            pending = [i for i in pending if not (i in latest and _settled(latest[i]))]
             progress.update(task, completed=len(ids) - len(pending))
             remaining = deadline - time.monotonic()
             if not pending or remaining <= 0:
@@ -342,6 +542,11 @@ def _watch(producer: Producer, ids: Sequence[str], timeout: float, quiet: bool
             time.sleep(min(delay, remaining))
             delay = min(delay * 1.5, 2.0)
     return [latest[i] for i in ids if i in latest]
+
+
+def _settled(record: JobRecord) -> bool:
+    """Final, or parked (held for ``t2v retry``): nothing more happens without someone."""
+    return record.is_final or record.status is JobStatus.PARKED
 
 
 # -- other packages' entry points, imported only when asked for -------------------------------

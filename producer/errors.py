@@ -5,8 +5,10 @@
     ├── RequestInvalid        a request was refused before anything was written (also a ValueError)
     ├── EnqueueError          the row is written but the broker refused the message: re-drive later
     ├── JobNotFound           no job has that id (also a KeyError)
+    ├── RetryRefused          ``retry`` cannot resume this job; ``str()`` says why
     ├── JobError              a job ended badly; carries the job's record
     │   ├── JobFailed         the job is `failed` (or `cancelled`); `.record.error` says why
+    │   │   └── JobParked     the job is `parked`: a paid render held for `retry()`, not lost
     │   └── JobTimeout        `Job.wait` gave up before the job finished (the job goes on)
     ├── TransientError        the provider or storage may succeed later: retry with backoff
     │   └── RateLimited       the provider said 429; `.retry_after` seconds to wait
@@ -68,6 +70,15 @@ class JobNotFound(T2VError, KeyError):
         return str(self.args[0])
 
 
+class RetryRefused(T2VError):
+    """``retry`` cannot resume this job (still running, cancelled, succeeded, its output
+    expired, or a retry would pay for a second render); ``job_id`` names it."""
+
+    def __init__(self, message: str, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
 class JobError(T2VError):
     """A job did not end in `succeeded`; ``record`` is its last known record."""
 
@@ -78,6 +89,12 @@ class JobError(T2VError):
 
 class JobFailed(JobError):
     """The job is `failed` or `cancelled`."""
+
+
+class JobParked(JobFailed):
+    """The job is `parked`: our own limit (deadline, download tries, a link that never served
+    a video, a storage outage) held a paid render. Not final: ``retry()`` / ``t2v retry``
+    resumes it from the last paid step (it is also retried automatically with backoff)."""
 
 
 class JobTimeout(JobError):
@@ -93,7 +110,23 @@ class TransientError(T2VError):
 
 
 class RateLimited(TransientError):
-    """The provider refused with 429 (queue limit or spam filter); wait ``retry_after`` s."""
+    """The provider refused with 429 (queue limit or spam filter); wait ``retry_after`` s.
+
+    ``queue_full``: the account's queued-request limit was hit (not the spam filter);
+    ``provider_max``: the N of "Maximum N queued requests allowed", when the answer said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        queue_full: bool = False,
+        provider_max: int | None = None,
+    ) -> None:
+        super().__init__(message, retry_after)
+        self.queue_full = queue_full
+        self.provider_max = provider_max
 
 
 class PermanentError(T2VError):

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from producer.errors import JobFailed, JobTimeout
+from producer.errors import JobFailed, JobParked, JobTimeout
 from producer.records import JobRecord, OutputRecord
 from producer.states import JobStatus
 
@@ -76,7 +76,8 @@ class Job:
 
         ``timeout`` in seconds; ``None`` means ``settings.default_wait_timeout`` (900 s
         unless set), ``math.inf`` waits for ever. Raises ``JobFailed`` (``.record``) when
-        the job ends `failed` or `cancelled`, ``JobTimeout`` (``.record``, the job goes
+        the job ends `failed` or `cancelled`, ``JobParked`` (a ``JobFailed``) when it is
+        `parked` (a paid render held for ``retry()``), ``JobTimeout`` (``.record``, the job goes
         on) when time runs out, ``JobNotFound`` if the row does not exist.
         """
         limit = self._source.default_wait_timeout if timeout is None else timeout
@@ -86,9 +87,10 @@ class Job:
             record = self.refresh()
             if record.status is JobStatus.SUCCEEDED:
                 return record
-            if record.status.is_final:
+            if record.status.is_final or record.status is JobStatus.PARKED:
                 why = f": {record.error}" if record.error else ""
-                raise JobFailed(f"job {self._id} {record.status.value}{why}", record)
+                error = JobParked if record.status is JobStatus.PARKED else JobFailed
+                raise error(f"job {self._id} {record.status.value}{why}", record)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise JobTimeout(

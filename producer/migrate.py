@@ -1,12 +1,21 @@
 """Schema upgrades: Alembic, run in code (no ``alembic.ini`` needed).
 
 ``upgrade(engine)`` brings the job table to the newest revision. It is safe to call from
-every process at start-up, several at once: when the schema is already current it only
-reads the version; otherwise it takes a lock first (PostgreSQL: a transaction-scoped
-advisory lock; SQLite: ``BEGIN IMMEDIATE``, the database's write lock) and upgrades in
-that one transaction, so the second caller finds the work done. The version is kept in
-``t2v_alembic_version`` so an application's own Alembic history in the same database is
-never touched.
+every process at start-up, several at once:
+
+1. ``is_current`` reads the version in a plain read transaction (on SQLite a deferred
+   ``BEGIN``: no write lock, so many processes starting at once do not queue here). A
+   concurrent upgrade is one transaction, so this read sees the schema either before it or
+   after it, never half-made: an unfinished upgrade reads as "not current".
+2. Otherwise it opens ``producer.db.write_transaction`` and takes the migration lock first
+   (PostgreSQL: a transaction-scoped advisory lock; SQLite: the ``BEGIN IMMEDIATE`` of that
+   transaction, the database's write lock, waited for on ``busy_timeout``), then runs
+   Alembic in that same transaction. Alembic reads the version again under the lock, so a
+   caller that waited finds the work done and changes nothing; the version table is
+   created under the lock too, once.
+
+The version is kept in ``t2v_alembic_version`` so an application's own Alembic history in
+the same database is never touched.
 """
 
 from __future__ import annotations
@@ -18,6 +27,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
+
+from producer.db import write_transaction
 
 VERSION_TABLE = "t2v_alembic_version"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -53,9 +64,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` (the newest by default); a no-op when current."""
     if revision == "head" and is_current(engine):
         return
-    with engine.begin() as conn:
-        # SQLite: engines from producer.db began with BEGIN IMMEDIATE, so we hold the
-        # write lock already and a concurrent caller waits on busy_timeout.
+    with write_transaction(engine) as conn:
+        # SQLite: an engine from producer.db began this with BEGIN IMMEDIATE, so we hold
+        # the write lock already and a concurrent caller waits on busy_timeout.
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
         cfg = alembic_config()

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,6 +28,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    and_,
     func,
     insert,
     or_,
@@ -35,6 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from producer.db import write_transaction
 from producer.states import ALLOWED_FROM, JobStatus
 
 QUEUED_GRACE_SECONDS = 60
@@ -77,6 +80,10 @@ class JobRow(Base):
     unknown_submits: Mapped[int] = mapped_column(
         Integer, nullable=False, default=0, server_default="0"
     )
+    # Times this job was parked (our own limit held a paid render); bounds the backoff.
+    park_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # While parked: after this the provider no longer keeps the output (24 h).
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     error: Mapped[str | None] = mapped_column(Text)
     error_kind: Mapped[str | None] = mapped_column(String(32))
@@ -94,6 +101,7 @@ class JobRow(Base):
     succeeded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    parked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         # `t2v list --status S` and `list_jobs(status=, since=)`, newest first.
@@ -104,6 +112,18 @@ class JobRow(Base):
         # webhook receiver: find the job by the provider's id.
         Index("ix_t2v_jobs_provider_id", "provider_id"),
     )
+
+
+@dataclass(frozen=True)
+class LineMember:
+    """One row of ``JobStore.line_members``."""
+
+    id: str
+    status: JobStatus
+    created_at: datetime
+    submitting_at: datetime | None
+    deadline_at: datetime | None
+    eta_seconds: float | None = None
 
 
 class OutputRecord(BaseModel):
@@ -146,6 +166,8 @@ class JobRecord(BaseModel):
     download_attempts: int = 0
     retry_count: int = 0
     unknown_submits: int = 0
+    park_count: int = 0
+    expires_at: datetime | None = None
     error: str | None = None
     error_kind: str | None = None
     next_check_at: datetime | None = None
@@ -159,6 +181,7 @@ class JobRecord(BaseModel):
     succeeded_at: datetime | None = None
     failed_at: datetime | None = None
     cancelled_at: datetime | None = None
+    parked_at: datetime | None = None
 
     @property
     def is_final(self) -> bool:
@@ -203,8 +226,10 @@ _STAMP = {s: f"{s.value}_at" for s in JobStatus}
 class JobStore:
     """All reads and writes of the job table go through here."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, now: Callable[[], datetime] = utcnow) -> None:
         self.engine = engine
+        # Every timestamp this store writes comes from here (a fake clock in model tests).
+        self.now = now
 
     def create_schema(self) -> None:
         """Bring the schema to the newest version (Alembic when available)."""
@@ -262,6 +287,58 @@ class JobStore:
             rows = conn.execute(stmt).all()
         return [r for r in (_row_to_record(row) for row in rows) if r is not None]
 
+    def line_members(self, chunk: int = 5000) -> Iterator[LineMember]:
+        """Jobs the account's slot line is rebuilt from after Redis lost it: those that may
+        be at the provider (submitting, processing, cancelled while rendering) and those
+        waiting to be submitted (queued), oldest first. Narrow rows, read in chunks."""
+        cols = (JobRow.id, JobRow.status, JobRow.created_at, JobRow.submitting_at,
+                JobRow.deadline_at, JobRow.eta_seconds)
+        at_provider = [JobStatus.QUEUED.value, JobStatus.SUBMITTING.value,
+                       JobStatus.PROCESSING.value]
+        stmt = (
+            select(*cols)
+            .where(
+                or_(
+                    JobRow.status.in_(at_provider),
+                    and_(
+                        JobRow.status == JobStatus.CANCELLED.value,
+                        JobRow.provider_id.is_not(None),
+                        JobRow.downloading_at.is_(None),
+                        JobRow.next_check_at.is_not(None),
+                    ),
+                )
+            )
+            .order_by(JobRow.created_at, JobRow.id)
+        )
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, max_row_buffer=chunk)
+            for row in result.execute(stmt):
+                yield LineMember(
+                    id=row.id, status=JobStatus(row.status),
+                    created_at=_as_aware(row.created_at),  # type: ignore[arg-type]
+                    submitting_at=_as_aware(row.submitting_at),
+                    deadline_at=_as_aware(row.deadline_at),
+                    eta_seconds=row.eta_seconds,
+                )
+
+    def cancelled_rendering_due(
+        self, now: datetime, limit: int = 500
+    ) -> builtins.list[JobRecord]:
+        """Cancelled jobs the provider may still be rendering whose quiet poll is overdue."""
+        stmt = (
+            select(_T)
+            .where(JobRow.status == JobStatus.CANCELLED.value)
+            .where(JobRow.provider_id.is_not(None))
+            .where(JobRow.downloading_at.is_(None))
+            .where(JobRow.next_check_at.is_not(None))
+            .where(JobRow.next_check_at < now)
+            .order_by(JobRow.next_check_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [r for r in (_row_to_record(row) for row in rows) if r is not None]
+
     def get_many(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
         """Records of ``job_ids`` that exist, by id (one query per 500 ids)."""
         found: dict[str, JobRecord] = {}
@@ -291,7 +368,7 @@ class JobStore:
         now: datetime | None = None,
     ) -> dict[str, Any]:
         """Column values for a new `queued` row (insert them with ``insert_many``)."""
-        now = now or utcnow()
+        now = now or self.now()
         return {
             "id": job_id or new_job_id(),
             "status": JobStatus.QUEUED.value,
@@ -305,6 +382,7 @@ class JobStore:
             "download_attempts": 0,
             "retry_count": 0,
             "unknown_submits": 0,
+            "park_count": 0,
             "created_at": now,
             "updated_at": now,
             "queued_at": now,
@@ -317,22 +395,22 @@ class JobStore:
         """Insert rows in one transaction: all of them or none."""
         if not rows:
             return
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             conn.execute(insert(JobRow), list(rows))
 
     def insert_one(self, row: dict[str, Any]) -> None:
         """Insert one row: on PostgreSQL as a single autocommitted statement.
 
         One INSERT is atomic on its own; skipping BEGIN/COMMIT saves two round trips per
-        ``enqueue`` (SQLite keeps its BEGIN IMMEDIATE transaction).
+        ``enqueue`` (SQLite writes in its ``write_transaction``).
         """
-        with self.engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        if self.engine.dialect.name != "postgresql":
+            with write_transaction(self.engine) as conn:
                 conn.execute(insert(JobRow), [row])
-            else:
-                with conn.begin():
-                    conn.execute(insert(JobRow), [row])
+            return
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.execute(insert(JobRow), [row])
 
     def transition(
         self,
@@ -351,7 +429,7 @@ class JobStore:
         allowed = set(ALLOWED_FROM[to])
         if expect is not None:
             allowed &= {JobStatus(s) for s in expect}
-        now = utcnow()
+        now = self.now()
         values = {"status": to.value, _STAMP[to]: now, "updated_at": now, **values}
         stmt = (
             update(JobRow)
@@ -359,7 +437,7 @@ class JobStore:
             .where(JobRow.status.in_([s.value for s in allowed]))
             .values(**values)
         )
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             return conn.execute(stmt).rowcount == 1
 
     def claim(
@@ -370,7 +448,7 @@ class JobStore:
         Pushes ``next_check_at`` ``lease`` seconds ahead so a second copy of the same message
         (a redelivery, a re-drive racing a late countdown) finds the step taken and drops.
         """
-        now = utcnow()
+        now = self.now()
         stmt = (
             update(JobRow)
             .where(JobRow.id == job_id)
@@ -383,7 +461,19 @@ class JobStore:
             )
             .values(next_check_at=now + timedelta(seconds=lease), updated_at=now, **values)
         )
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def set_provider_id(self, job_id: str, provider_id: str) -> bool:
+        """Record the provider's id on a row that has none yet (in any state); False if the
+        row already names one (or is gone). A paid render's id is never overwritten."""
+        stmt = (
+            update(JobRow)
+            .where(JobRow.id == job_id)
+            .where(JobRow.provider_id.is_(None))
+            .values(provider_id=provider_id, updated_at=self.now())
+        )
+        with write_transaction(self.engine) as conn:
             return conn.execute(stmt).rowcount == 1
 
     def update_if(self, job_id: str, expect: Iterable[JobStatus], **values: Any) -> bool:
@@ -392,9 +482,9 @@ class JobStore:
             update(JobRow)
             .where(JobRow.id == job_id)
             .where(JobRow.status.in_([JobStatus(s).value for s in expect]))
-            .values(updated_at=utcnow(), **values)
+            .values(updated_at=self.now(), **values)
         )
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             return conn.execute(stmt).rowcount == 1
 
 

@@ -25,6 +25,7 @@ STATUS_STYLE = {
     JobStatus.SUCCEEDED: "green",
     JobStatus.FAILED: "red",
     JobStatus.CANCELLED: "yellow",
+    JobStatus.PARKED: "magenta",
 }
 
 

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     default_wait_timeout: float = Field(
         900.0, gt=0, description="seconds `Job.wait()` and `t2v wait` wait by default"
     )
+    account_slots: int = Field(5, ge=1, description="queued requests the account allows (5/10/15)")
+    poll_deadline_seconds: float = Field(
+        1800.0, gt=0,
+        description="a render still processing after this is parked (held for retry); also"
+        " the new deadline of a retried one",
+    )
     auto_migrate: bool = Field(
         True, description="bring the job table to the newest schema on first use in a process"
     )

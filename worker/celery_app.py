@@ -22,24 +22,12 @@ from celery import Celery
 from kombu.entity import Queue
 
 from producer.errors import ConfigError
-from producer.states import (
-    QUEUE_DOWNLOAD,
-    QUEUE_MAINTENANCE,
-    QUEUE_POLL,
-    QUEUE_SUBMIT,
-    TASK_DOWNLOAD,
-    TASK_POLL,
-    TASK_RECONCILE,
-    TASK_SUBMIT,
-)
+from producer.states import QUEUE_MAINTENANCE, TASK_RECONCILE, TASK_ROUTES
 from worker.settings import WorkerSettings, get_worker_settings
 
-QUEUE_FOR = {
-    TASK_SUBMIT: QUEUE_SUBMIT,
-    TASK_POLL: QUEUE_POLL,
-    TASK_DOWNLOAD: QUEUE_DOWNLOAD,
-    TASK_RECONCILE: QUEUE_MAINTENANCE,
-}
+QUEUE_FOR = TASK_ROUTES
+
+__all__ = ["QUEUE_FOR", "app"]
 
 
 def longest_countdown(settings: WorkerSettings) -> float:

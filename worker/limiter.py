@@ -5,57 +5,104 @@ A per-process Celery ``rate_limit`` cannot express "at most N in flight across a
 so the slots live in Redis:
 
     {prefix}:holders   ZSET job_id → lease expiry (epoch s); a crashed holder frees itself
-    {prefix}:waiting   ZSET job_id → job creation time; oldest first
+    {prefix}:waiting   ZSET job_id → job creation time; oldest first (ties: by job id)
+    {prefix}:ready     present while the line is whole; Redis restarted empty → absent
+    {prefix}:state     HASH effective limit learned from the provider's 429s, its max, when
+    {prefix}:eta:{m}   LIST the provider's recent etas for model m (how long a slot of a
+                       submit whose answer was lost is held)
 
-A job that finds no free slot joins ``waiting`` and its submit task simply returns: it
-costs nothing while it waits (no retry-polling). Releasing a slot pops the oldest waiting
-jobs that now fit (they keep their place until their own acquire takes the slot), and the
-caller sends their submit tasks. ``reconcile`` does the same on a timer, so a lost wake-up
-is only a delay. A new job never takes a slot while older jobs wait for it.
+A slot is held while the provider may be rendering for us: taken for a short hold before
+the submit is sent (as long as a render whose answer is lost could run), stretched to the
+poll deadline once the provider answered, given back when the render ended. A job that
+finds no free slot joins ``waiting`` and its submit task simply returns: it costs nothing
+while it waits (no retry-polling). Releasing a slot names the oldest waiting jobs that now
+fit (they keep their place until their own acquire takes the slot), and the caller sends
+their submit tasks. A new job never takes a slot while older jobs wait for it: a job's
+place is its rank in ``waiting`` (``ZRANK``), so no number ever passes through Lua's
+14-digit number formatting.
 
-Everything is a single Lua script per call, so two workers never both take the last slot.
+When ``ready`` is missing (Redis lost the line), ``acquire`` raises ``LineLost`` and takes
+nothing; the caller rebuilds the line from the job table (``rebuild``) and tries again.
+
+The limit used is ``min(configured, effective)``: a 429 "Maximum N queued requests" while
+we hold fewer than N (someone else uses the key) lowers ``effective`` to what the provider
+accepted; each accepted submit grows it back by ``1/effective`` (additive increase,
+multiplicative-style decrease, as Netflix's concurrency-limits does), never within
+``retry_after`` of the last 429.
+
+Everything that decides is a single Lua script per call, so two workers never both take
+the last slot. Time comes from Redis (TIME) unless a clock is passed in (model tests).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-# Time comes from Redis (TIME), so hosts with skewed clocks agree on lease expiry.
-_NOW = "local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1000000\n"
+from producer.states import SLOTS_PREFIX
 
+# ARGV[1] is "now" when the caller passes a clock, else "" and Redis's TIME is used, so
+# hosts with skewed clocks agree on lease expiry.
+_NOW = """
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME'); now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function limit_now(state, configured)
+  local e = tonumber(redis.call('HGET', state, 'effective'))
+  if e == nil or e > configured then e = configured end
+  e = math.floor(e)
+  if e < 1 then e = 1 end
+  return e
+end
+"""
+
+# KEYS: holders, waiting, ready, state. ARGV: now, job, lease, limit, created (a string).
 _ACQUIRE = _NOW + """
-local holders, waiting = KEYS[1], KEYS[2]
-local job, lease, limit, created = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]),
-    tonumber(ARGV[4])
+local holders, waiting, ready, state = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local job, lease, limit = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+if redis.call('EXISTS', ready) == 0 then return -1 end
 redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
 if redis.call('ZSCORE', holders, job) then
   redis.call('ZADD', holders, now + lease, job)
   redis.call('ZREM', waiting, job)
   return 1
 end
--- Oldest first: a slot goes to this job only if fewer jobs older than it are waiting
--- than there are free slots (a new job never jumps the line).
-local free = limit - redis.call('ZCARD', holders)
-local older = redis.call('ZCOUNT', waiting, '-inf', '(' .. created)
-if free > 0 and older < free then
+-- Oldest first: join the line (keeping an earlier place), then take a slot only if fewer
+-- jobs stand ahead than there are free slots. The score goes to Redis as the caller's
+-- string, never through a Lua number.
+redis.call('ZADD', waiting, 'NX', ARGV[5], job)
+local ahead = redis.call('ZRANK', waiting, job)
+local free = limit_now(state, limit) - redis.call('ZCARD', holders)
+if free > 0 and ahead < free then
   redis.call('ZADD', holders, now + lease, job)
   redis.call('ZREM', waiting, job)
   return 1
 end
-redis.call('ZADD', waiting, 'NX', created, job)
 return 0
 """
 
+# KEYS: holders, waiting, ready, state. ARGV: now, job ("" for none), limit.
 _RELEASE = _NOW + """
-local holders, waiting = KEYS[1], KEYS[2]
-local job, limit = ARGV[1], tonumber(ARGV[2])
-redis.call('ZREM', holders, job)
-redis.call('ZREM', waiting, job)
+local holders, waiting, ready, state = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local job, limit = ARGV[2], tonumber(ARGV[3])
+if job ~= '' then
+  redis.call('ZREM', holders, job)
+  redis.call('ZREM', waiting, job)
+end
+if redis.call('EXISTS', ready) == 0 then return {} end
 redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
-local free = limit - redis.call('ZCARD', holders)
+local free = limit_now(state, limit) - redis.call('ZCARD', holders)
 if free <= 0 then return {} end
 -- Who should go next; they stay in line until their own acquire takes the slot.
 return redis.call('ZRANGE', waiting, 0, free - 1)
+"""
+
+# KEYS: holders. ARGV: now, job, lease. Stretch (or shorten) a slot already held.
+_HOLD = _NOW + """
+return redis.call('ZADD', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[3]), ARGV[2])
 """
 
 _HOLDERS = _NOW + """
@@ -63,51 +110,232 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 
+# KEYS: holders, state. ARGV: now, job, provider max (or ""), retry_after, configured.
+# The provider refused ``job`` as over its queue limit: give the slot back, and if we held
+# fewer than the provider's maximum, someone else uses the key: use what it accepted.
+_QUEUE_FULL = _NOW + """
+local holders, state = KEYS[1], KEYS[2]
+local job, pmax, wait, limit = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+redis.call('ZREM', holders, job)
+redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
+local held = redis.call('ZCARD', holders)
+local eff = limit_now(state, limit)
+if pmax and pmax < eff then eff = pmax end
+if held < eff then eff = held end
+if eff < 1 then eff = 1 end
+redis.call('HSET', state, 'effective', eff, 'last_429_at', now, 'quiet_until', now + wait,
+  'held_at_429', held)
+if pmax then redis.call('HSET', state, 'provider_max', pmax) end
+redis.call('HINCRBY', state, 'queue_full_429s', 1)
+return tostring(eff)
+"""
+
+# KEYS: state. ARGV: now, configured. An accepted submit: grow the limit back by 1/limit.
+# Returns 1 when the whole number of slots grew (the caller wakes the line).
+_ACCEPTED = _NOW + """
+local state, limit = KEYS[1], tonumber(ARGV[2])
+local e = tonumber(redis.call('HGET', state, 'effective'))
+if e == nil then return 0 end
+local quiet = tonumber(redis.call('HGET', state, 'quiet_until')) or 0
+if now < quiet then return 0 end
+local before = math.floor(e)
+e = e + 1 / math.max(e, 1)
+if e >= limit then
+  redis.call('HDEL', state, 'effective')
+  return before < limit and 1 or 0
+end
+redis.call('HSET', state, 'effective', tostring(e))
+return math.floor(e) > before and 1 or 0
+"""
+
+
+class LineLost(Exception):
+    """Redis no longer holds the slot line (restarted empty, failed over): rebuild it."""
+
+
+@dataclass(frozen=True)
+class AccountView:
+    """What ``t2v status --account`` and the metrics show about the account's slots."""
+
+    configured: int
+    effective: int
+    provider_max: int | None
+    in_use: int
+    waiting: int
+    queue_full_429s: int
+    last_429_at: float | None
+    line_ready: bool
+
 
 class AccountLimiter:
     """At most ``limit`` jobs hold a provider slot at once, across every worker."""
 
-    def __init__(self, redis: Any, limit: int, *, prefix: str = "t2v:slots") -> None:
+    def __init__(
+        self,
+        redis: Any,
+        limit: int,
+        *,
+        prefix: str = SLOTS_PREFIX,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.redis = redis
         self.limit = limit
+        self.prefix = prefix
         self.holders_key = f"{prefix}:holders"
         self.waiting_key = f"{prefix}:waiting"
+        self.ready_key = f"{prefix}:ready"
+        self.state_key = f"{prefix}:state"
+        self._clock = clock
         self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
+        self._hold = redis.register_script(_HOLD)
         self._holders = redis.register_script(_HOLDERS)
+        self._queue_full = redis.register_script(_QUEUE_FULL)
+        self._accepted = redis.register_script(_ACCEPTED)
 
+    def _now(self) -> str:
+        return "" if self._clock is None else repr(float(self._clock()))
+
+    @property
+    def _line(self) -> list[str]:
+        return [self.holders_key, self.waiting_key, self.ready_key, self.state_key]
+
+    # -- the line ----------------------------------------------------------------------
     def acquire(self, job_id: str, *, lease: float, created: float) -> bool:
-        """Take (or renew) a slot for ``job_id``; if none is free, join the waiting line."""
+        """Take (or renew) a slot for ``job_id``; if none is free, join the waiting line.
+
+        Raises ``LineLost`` (and takes nothing) when Redis lost the line.
+        """
         got = self._acquire(
-            keys=[self.holders_key, self.waiting_key],
-            args=[job_id, lease, self.limit, created],
+            keys=self._line, args=[self._now(), job_id, lease, self.limit, repr(float(created))]
         )
+        if int(got) < 0:
+            raise LineLost(self.ready_key)
         return bool(got)
 
     def release(self, job_id: str | None) -> list[str]:
         """Free ``job_id``'s slot (and its place in line); return the oldest waiting jobs
         that fit in the free slots now. They stay in line until their acquire succeeds, so
         a wake-up that is lost only delays them, and nobody younger can take their turn."""
-        popped = self._release(
-            keys=[self.holders_key, self.waiting_key],
-            args=[job_id or "", self.limit],
-        )
+        popped = self._release(keys=self._line, args=[self._now(), job_id or "", self.limit])
         return _strs(popped)
 
+    def leave_line(self, job_id: str) -> list[str]:
+        """Take ``job_id`` out of the waiting line (keeping any slot it holds); return who
+        fits in the free slots now, as ``release`` does."""
+        self.redis.zrem(self.waiting_key, job_id)
+        return self.release(None)
+
+    def hold(self, job_id: str, lease: float) -> bool:
+        """Set the lease of a slot ``job_id`` already holds to ``lease`` s from now."""
+        return bool(self._hold(keys=[self.holders_key], args=[self._now(), job_id, lease]))
+
+    def forget(self, job_id: str) -> None:
+        """Drop ``job_id`` from both sets without waking anyone."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(self.holders_key, job_id)
+        pipe.zrem(self.waiting_key, job_id)
+        pipe.execute()
+
+    def is_ready(self) -> bool:
+        return bool(self.redis.exists(self.ready_key))
+
+    def rebuild(
+        self,
+        holders: Iterable[tuple[str, float]],
+        waiters: Iterable[tuple[str, float]],
+        *,
+        chunk: int = 1000,
+    ) -> None:
+        """Write the line from the job table: ``holders`` (job, lease seconds from now) and
+        ``waiters`` (job, creation time). Acquires refuse until the last write (``ready``),
+        so nobody takes a slot from a half-written line."""
+        batch: list[tuple[str, float]] = []
+        for item in waiters:
+            batch.append(item)
+            if len(batch) >= chunk:
+                self.redis.zadd(self.waiting_key, {j: c for j, c in batch}, nx=True)
+                batch = []
+        if batch:
+            self.redis.zadd(self.waiting_key, {j: c for j, c in batch}, nx=True)
+        now = self._clock() if self._clock is not None else _redis_time(self.redis)
+        held = {job: now + lease for job, lease in holders}
+        pipe = self.redis.pipeline(transaction=True)
+        if held:
+            pipe.zadd(self.holders_key, held)
+            pipe.zrem(self.waiting_key, *held)
+        pipe.set(self.ready_key, "1")
+        pipe.execute()
+
+    # -- capacity learned from the provider -----------------------------------------------
+    def queue_full(self, job_id: str, *, provider_max: int | None, retry_after: float) -> int:
+        """The provider refused ``job_id``: over its queue limit. Frees the slot and lowers
+        the effective limit to what the provider accepted; returns the new limit."""
+        eff = self._queue_full(
+            keys=[self.holders_key, self.state_key],
+            args=[self._now(), job_id, "" if provider_max is None else provider_max,
+                  max(0.0, retry_after), self.limit],
+        )
+        return int(float(_str(eff)))
+
+    def accepted(self) -> bool:
+        """An accepted submit: grow the effective limit back a step. True if a whole slot
+        came back (wake the line)."""
+        return bool(self._accepted(keys=[self.state_key], args=[self._now(), self.limit]))
+
+    def effective_limit(self) -> int:
+        raw = self.redis.hget(self.state_key, "effective")
+        value = self.limit if raw is None else min(self.limit, math.floor(float(_str(raw))))
+        return max(1, value)
+
+    # -- what a render takes --------------------------------------------------------------
+    def note_eta(self, model: str, eta: float, *, keep: int = 50) -> None:
+        key = f"{self.prefix}:eta:{model}"
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(key, repr(float(eta)))
+        pipe.ltrim(key, 0, keep - 1)
+        pipe.execute()
+
+    def recent_etas(self, model: str) -> list[float]:
+        return [float(_str(v)) for v in self.redis.lrange(f"{self.prefix}:eta:{model}", 0, -1)]
+
+    # -- reads ---------------------------------------------------------------------------
     def holders(self) -> list[str]:
-        return _strs(self._holders(keys=[self.holders_key]))
+        return _strs(self._holders(keys=[self.holders_key], args=[self._now()]))
 
     def waiting(self) -> list[str]:
         return _strs(self.redis.zrange(self.waiting_key, 0, -1))
 
+    def waiting_count(self) -> int:
+        return int(self.redis.zcard(self.waiting_key))
+
     def is_waiting(self, job_id: str) -> bool:
         return self.redis.zscore(self.waiting_key, job_id) is not None
 
-    def forget(self, job_id: str) -> None:
-        """Drop ``job_id`` from both sets (a cancelled or failed job)."""
-        self.redis.zrem(self.holders_key, job_id)
-        self.redis.zrem(self.waiting_key, job_id)
+    def view(self) -> AccountView:
+        state = {_str(k): _str(v) for k, v in self.redis.hgetall(self.state_key).items()}
+        last = state.get("last_429_at")
+        pmax = state.get("provider_max")
+        return AccountView(
+            configured=self.limit,
+            effective=self.effective_limit(),
+            provider_max=int(float(pmax)) if pmax else None,
+            in_use=len(self.holders()),
+            waiting=self.waiting_count(),
+            queue_full_429s=int(state.get("queue_full_429s", 0)),
+            last_429_at=float(last) if last else None,
+            line_ready=self.is_ready(),
+        )
 
 
-def _strs(members: Any) -> list[str]:
-    return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+def _redis_time(redis: Any) -> float:
+    seconds, micros = redis.time()
+    return float(seconds) + float(micros) / 1_000_000
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _strs(members: Sequence[Any]) -> list[str]:
+    return [_str(m) for m in members]

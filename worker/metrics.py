@@ -7,6 +7,10 @@ serves ``/metrics`` in the Prometheus text format (no client library needed):
     t2v_jobs{status="processing"}             rows in the job table by state
     t2v_account_slots_in_use / _limit         the provider's queued-request limit in use
     t2v_account_slots_waiting                 jobs waiting for a slot (cost nothing)
+    t2v_account_slots_effective_limit         the limit in use, learned from the provider's
+                                              429s when another system shares the key
+    t2v_account_provider_max                  the N of the last "Maximum N queued requests"
+    t2v_account_queue_full_429s_total         429s for a full provider queue
 
 Scale workers on ``t2v_queue_length``. Run ``python -m worker.metrics --port 9808`` next to
 Flower, on the same private network: like Flower's ``/metrics`` it has no auth, and it
@@ -49,16 +53,28 @@ def render_metrics(store: JobStore, redis: Any, limiter: AccountLimiter) -> str:
     lines += ["# HELP t2v_jobs Jobs in the table by state.", "# TYPE t2v_jobs gauge"]
     for status in JobStatus:
         lines.append(f't2v_jobs{{status="{status.value}"}} {counts.get(status.value, 0)}')
+    view = limiter.view()
     lines += [
         "# HELP t2v_account_slots_in_use Provider queued-request slots held by our jobs.",
         "# TYPE t2v_account_slots_in_use gauge",
-        f"t2v_account_slots_in_use {len(limiter.holders())}",
+        f"t2v_account_slots_in_use {view.in_use}",
         "# HELP t2v_account_slots_limit The account's queued-request limit.",
         "# TYPE t2v_account_slots_limit gauge",
-        f"t2v_account_slots_limit {limiter.limit}",
+        f"t2v_account_slots_limit {view.configured}",
+        "# HELP t2v_account_slots_effective_limit The limit in use (lowered by the provider's"
+        " 429s while another system shares the key, grown back step by step).",
+        "# TYPE t2v_account_slots_effective_limit gauge",
+        f"t2v_account_slots_effective_limit {view.effective}",
+        "# HELP t2v_account_provider_max The N of the provider's last 'Maximum N queued"
+        " requests' answer (0: none seen).",
+        "# TYPE t2v_account_provider_max gauge",
+        f"t2v_account_provider_max {view.provider_max or 0}",
+        "# HELP t2v_account_queue_full_429s_total 429 answers for a full provider queue.",
+        "# TYPE t2v_account_queue_full_429s_total counter",
+        f"t2v_account_queue_full_429s_total {view.queue_full_429s}",
         "# HELP t2v_account_slots_waiting Jobs waiting for a provider slot.",
         "# TYPE t2v_account_slots_waiting gauge",
-        f"t2v_account_slots_waiting {len(limiter.waiting())}",
+        f"t2v_account_slots_waiting {view.waiting}",
     ]
     return "\n".join(lines) + "\n"
 

@@ -187,6 +187,8 @@ _KEY_RE = re.compile(r"invalid api.?key|api key.*(invalid|missing|required)|unau
 _CREDITS_RE = re.compile(
     r"insufficient (credit|balance|fund)|out of credits|add more credits", re.I
 )
+# "Rate limit exceeded. Maximum 5 queued requests allowed."
+_QUEUE_MAX_RE = re.compile(r"maximum\s+(\d{1,6})\s+queued", re.I)
 _PREMIUM_RE = re.compile(r"premium|subscription|upgrade your plan|not allowed for your plan", re.I)
 _TRANSIENT_RE = re.compile(
     r"try again|timed? ?out|temporar|overload|busy|maintenance|server error|unavailable", re.I
@@ -205,10 +207,15 @@ def _classify_error(
     text = f"{message} {tips or ''}"
     if http_status == 429 or _RATE_RE.search(text):
         wait = _retry_after(data, headers, now)
-        if "spam" in f"{tips or ''} {message}".lower():
+        spam = "spam" in f"{tips or ''} {message}".lower()
+        if spam:
             # Re-sending the same request within 30 s is refused again: wait it out.
             wait = max(wait or 0.0, SPAM_FILTER_WAIT)
-        return RateLimited(f"ModelsLab rate limit: {message}", retry_after=wait)
+        found = _QUEUE_MAX_RE.search(text)
+        return RateLimited(
+            f"ModelsLab rate limit: {message}", retry_after=wait, queue_full=not spam,
+            provider_max=int(found.group(1)) if found else None,
+        )
     if http_status >= 500 or http_status in (408, 409):
         return TransientError(f"ModelsLab HTTP {http_status}: {message}")
     if http_status == 401 or _KEY_RE.search(message):

@@ -5,10 +5,13 @@ not. Run periodically by Celery beat, one run at a time (a Redis lock), this fin
 jobs whose next step is overdue and sends that step again. Duplicates are harmless: each
 step claims its job by compare-and-set and a second copy drops.
 
-It also resolves submits whose outcome is unknown (after ``submit_unknown_wait``: back to
-`queued`, recorded, resubmitted), wakes jobs waiting for an account slot when slots are
-free, frees slots held by jobs that are no longer at the provider, and fails a job that has
-been re-driven ``max_redrives`` times without moving (a poison job must not loop forever).
+It also rebuilds the account's slot line from the table when Redis lost it, resolves
+submits whose outcome is unknown (after ``submit_unknown_wait``: back to `queued`,
+recorded, resubmitted), retries parked jobs when their backoff is over (failing them once
+their output's 24 h are over), keeps the quiet polls of cancelled renders going, wakes
+jobs waiting for an account slot when slots are free, frees slots held by jobs that are
+no longer at the provider, and stops a job re-driven ``max_redrives`` times without moving
+(a poison job must not loop forever): a paid one is parked, an unpaid one failed.
 """
 
 from __future__ import annotations
@@ -20,7 +23,16 @@ from datetime import timedelta
 
 from producer.records import JobRecord, JobRow
 from producer.states import ACTIVE_STATES, TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT, JobStatus
-from worker.steps import WAITING_RECHECK_SECONDS, Runtime, fail, release_slot
+from worker.steps import (
+    WAITING_RECHECK_SECONDS,
+    Runtime,
+    fail,
+    may_be_rendering,
+    park,
+    rebuild_line,
+    release_slot,
+    resume,
+)
 
 log = logging.getLogger("t2v.reconcile")
 
@@ -42,6 +54,8 @@ class ReconcileReport:
     woken: int = 0
     freed: int = 0
     failed: int = 0
+    parked_retried: int = 0
+    rebuilt: bool = False
     skipped_locked: bool = False
 
 
@@ -53,6 +67,8 @@ def reconcile(rt: Runtime, *, lock_seconds: float = 120.0) -> ReconcileReport:
         report.skipped_locked = True
         return report
     try:
+        if not rt.limiter.is_ready():
+            report.rebuilt = rebuild_line(rt)
         _redrive_overdue(rt, report)
         _free_stale_slots(rt, report)
         woken = rt.limiter.release(None)
@@ -62,7 +78,8 @@ def reconcile(rt: Runtime, *, lock_seconds: float = 120.0) -> ReconcileReport:
     finally:
         if redis.get(LOCK_KEY) in (token, token.encode()):
             redis.delete(LOCK_KEY)
-    if report.redriven or report.resubmitted or report.woken or report.freed or report.failed:
+    if (report.redriven or report.resubmitted or report.woken or report.freed or report.failed
+            or report.parked_retried or report.rebuilt):
         log.info("reconcile: %s", report)
     return report
 
@@ -70,7 +87,15 @@ def reconcile(rt: Runtime, *, lock_seconds: float = 120.0) -> ReconcileReport:
 def _redrive_overdue(rt: Runtime, report: ReconcileReport) -> None:
     cutoff = rt.now() - timedelta(seconds=rt.settings.reconcile_grace)
     # Jobs in flight first: a backlog of jobs waiting for a slot must never starve them.
-    in_flight = [s for s in ACTIVE_STATES if s is not JobStatus.QUEUED]
+    in_flight = [s for s in ACTIVE_STATES if s not in (JobStatus.QUEUED, JobStatus.PARKED)]
+    for rec in rt.store.overdue(rt.now(), statuses=[JobStatus.PARKED]):
+        # A parked render's backoff is over: fetch or download it again (or let it go
+        # once the provider no longer keeps its output).
+        if resume(rt, rec):
+            report.parked_retried += 1
+    for rec in rt.store.cancelled_rendering_due(cutoff):
+        # A cancelled render whose quiet poll was lost: its slot must still come back.
+        _redrive(rt, rec, report)
     for statuses in (in_flight, [JobStatus.QUEUED]):
         for rec in rt.store.overdue(cutoff, statuses=statuses):
             if rec.status is JobStatus.SUBMITTING:
@@ -90,6 +115,16 @@ def _resolve_unknown_submit(rt: Runtime, rec: JobRecord, report: ReconcileReport
     was accepted to finish and call back); now resubmit, at most ``max_unknown_resubmits``
     times, recorded on the row. Past that, fail the job rather than pay again.
     """
+    if rec.provider_id:
+        # The provider's id is known (an adopted webhook, an older version's crash between
+        # two writes): poll it; never a second submission while an id is known.
+        if rt.store.transition(rec.id, JobStatus.PROCESSING, expect=[JobStatus.SUBMITTING],
+                               next_check_at=rt.now(), error=None,
+                               deadline_at=rt.now() + timedelta(
+                                   seconds=rt.settings.poll_deadline_seconds)):
+            rt.schedule(TASK_POLL, rec.id, 0)
+            report.redriven += 1
+        return
     if rec.unknown_submits >= rt.settings.max_unknown_resubmits:
         if fail(rt, rec, f"the answers to {rec.unknown_submits + 1} submits were lost; not "
                 f"resubmitting again so as not to pay twice (provider track_id {rec.id})",
@@ -103,6 +138,7 @@ def _resolve_unknown_submit(rt: Runtime, rec: JobRecord, report: ReconcileReport
                            retry_count=JobRow.retry_count + 1,
                            unknown_submits=JobRow.unknown_submits + 1):
         log.warning("job %s: %s", rec.id, note)
+        rt.limiter.forget(rec.id)  # a lost answer's hold, if any is left, ends here
         rt.schedule(TASK_SUBMIT, rec.id, 0)
         report.resubmitted += 1
 
@@ -118,13 +154,20 @@ def _redrive(rt: Runtime, rec: JobRecord, report: ReconcileReport) -> None:
     if overdue < rt.settings.reconcile_grace * (2 ** count):
         return
     if count >= rt.settings.max_redrives:
-        if fail(rt, rec, f"{rec.status.value} step re-driven {count} times without running",
-                "stuck", only_from=rec.status):
+        why = f"{rec.status.value} step re-driven {count} times without running"
+        if rec.status in (JobStatus.PROCESSING, JobStatus.DOWNLOADING):
+            stopped = park(rt, rec, why, "stuck")  # paid for: hold it, never throw it away
+        elif rec.status is JobStatus.CANCELLED:
+            stopped = rt.store.update_if(rec.id, [JobStatus.CANCELLED], next_check_at=None)
+            release_slot(rt, rec.id)
+        else:
+            stopped = fail(rt, rec, why, "stuck", only_from=rec.status)
+        if stopped:
             report.failed += 1
         redis.delete(key)
         return
     redis.set(key, count + 1, ex=REDRIVES_TTL)
-    task = _STEP_FOR.get(rec.status)
+    task = TASK_POLL if rec.status is JobStatus.CANCELLED else _STEP_FOR.get(rec.status)
     # Make the step due now so its claim succeeds; a late original copy then drops.
     if task is not None and rt.store.update_if(rec.id, [rec.status], next_check_at=rt.now()):
         rt.schedule(task, rec.id, 0)
@@ -132,9 +175,11 @@ def _redrive(rt: Runtime, rec: JobRecord, report: ReconcileReport) -> None:
 
 
 def _free_stale_slots(rt: Runtime, report: ReconcileReport) -> None:
-    for job_id in rt.limiter.holders():
-        rec = rt.store.get(job_id)
-        if rec is None or rec.status not in (JobStatus.SUBMITTING, JobStatus.PROCESSING,
-                                             JobStatus.QUEUED):
+    holders = rt.limiter.holders()
+    records = rt.store.get_many(holders)
+    for job_id in holders:
+        rec = records.get(job_id)
+        # A queued holder is between its acquire and its move to `submitting`.
+        if rec is None or not (may_be_rendering(rec) or rec.status is JobStatus.QUEUED):
             release_slot(rt, job_id)
             report.freed += 1

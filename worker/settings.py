@@ -26,14 +26,12 @@ class WorkerSettings(Settings):
     webhook_secret: SecretStr | None = Field(
         None, description="the last path segment of T2V_WEBHOOK_URL; the receiver checks it"
     )
-    account_slots: int = Field(5, ge=1, description="queued requests the account allows (5/10/15)")
 
     # HTTP
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(30.0, gt=0)
 
     # Polling: first wait follows the provider's eta, then jittered backoff, capped.
-    poll_deadline_seconds: float = Field(1800.0, gt=0, description="fail a job polled this long")
     poll_max_first_delay: float = Field(
         900.0, gt=0, description="cap on the first, eta-timed wait (below the visibility timeout)"
     )
@@ -46,6 +44,15 @@ class WorkerSettings(Settings):
         description="seconds a submit whose answer was lost waits (for a webhook) before it is"
         " resubmitted; never at once, so a lost answer is not paid twice",
     )
+    lost_submit_hold: float | None = Field(
+        None, gt=0,
+        description="seconds a submit whose answer was lost keeps its account slot (as long as"
+        " its render could still run); unset: 1.5 x the longest recent eta for the model + 30 s",
+    )
+    parked_retry_base: float = Field(
+        300.0, gt=0, description="first automatic retry of a parked job; doubles each time"
+    )
+    parked_retry_max: float = Field(3600.0, gt=0, description="cap on that backoff")
     max_unknown_resubmits: int = Field(
         1, ge=0, description="resubmits after lost answers before failing the job instead"
     )
@@ -72,7 +79,9 @@ class WorkerSettings(Settings):
     )
     worker_prefetch_multiplier: int = Field(1, ge=1)
     task_time_limit: float = Field(600.0, gt=0)
-    reconcile_interval: float = Field(30.0, gt=0)
+    reconcile_interval: float = Field(
+        10.0, gt=0, description="beat runs reconcile this often (it reads only what is due)"
+    )
 
     @field_validator("download_allowed_hosts", mode="before")
     @classmethod

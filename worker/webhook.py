@@ -7,8 +7,10 @@ ModelsLab's webhooks carry no signature, may arrive more than once and are best 
 - a delivery is deduplicated on (track_id, id, status) in Redis;
 - it never marks a job done: it makes the job's poll due now and sends ``t2v.poll``, whose
   one fetch confirms the result before anything is downloaded;
-- a submit whose answer was lost (job still `submitting`, no provider id) adopts the id the
-  webhook names — so the job is not resubmitted and not paid for twice.
+- a submit whose answer was lost (job still `submitting`, or back in the line to be
+  resubmitted, no provider id) adopts the id the webhook names — so the job is not
+  resubmitted and not paid for twice;
+- a cancelled job's render that ends frees its account slot at once.
 Polling stays the fallback for webhooks that never come.
 
 Run it with ``python -m worker.webhook --host 0.0.0.0 --port 8080`` behind HTTPS.
@@ -32,6 +34,7 @@ from starlette.routing import Route
 
 from producer.errors import ConfigError
 from producer.records import JobStore, utcnow
+from producer.retry import OUTPUT_TTL
 from producer.states import TASK_POLL, JobStatus
 
 log = logging.getLogger("t2v.webhook")
@@ -55,11 +58,15 @@ def accept_webhook(
         return "unknown job"
     if rec.provider_id and provider_id and rec.provider_id != provider_id:
         return "provider id does not match the job"
-    adoptable = rec.status is JobStatus.SUBMITTING and not rec.provider_id and provider_id
-    if adoptable and store.transition(
-        job_id, JobStatus.PROCESSING, expect=[JobStatus.SUBMITTING],
+    # A submit whose answer was lost (still `submitting`, or already back in the line to
+    # be resubmitted) adopts the render the webhook names: not resubmitted, not paid twice,
+    # and it needs no account slot (its render is over).
+    lost = rec.status in (JobStatus.SUBMITTING, JobStatus.QUEUED) and not rec.provider_id
+    if lost and provider_id and store.transition(
+        job_id, JobStatus.PROCESSING, expect=[rec.status],
         provider_id=provider_id, next_check_at=now(),
         deadline_at=now() + timedelta(seconds=deadline),
+        expires_at=now() + OUTPUT_TTL,
         error="submit answer was lost; provider id taken from the webhook",
     ):
         schedule(TASK_POLL, job_id, 0)
@@ -69,6 +76,15 @@ def accept_webhook(
     ):
         schedule(TASK_POLL, job_id, 0)
         return "polling now"
+    if rec.status is JobStatus.CANCELLED and provider_id:
+        # Keep the record of what was paid for; a render still holding a slot is
+        # confirmed over by its quiet poll, now.
+        store.set_provider_id(job_id, provider_id)
+        if rec.next_check_at is not None and rec.downloading_at is None and store.update_if(
+            job_id, [JobStatus.CANCELLED], next_check_at=now()
+        ):
+            schedule(TASK_POLL, job_id, 0)
+            return "cancelled; confirming its render is over"
     return f"nothing to do in state {rec.status.value}"
 
 

@@ -72,7 +72,8 @@ class Pipeline:
             _reset_producer()
 
     def wait_all(self, ids: list[str], timeout: float = 120.0,
-                 done: Callable[[JobRecord], bool] = lambda r: r.is_final) -> list[JobRecord]:
+                 done: Callable[[JobRecord], bool] = lambda r: r.is_final or r.status == "parked",
+                 ) -> list[JobRecord]:
         deadline = time.monotonic() + timeout
         while True:
             records = [self.store.get(i) for i in ids]

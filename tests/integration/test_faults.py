@@ -106,12 +106,15 @@ def test_bad_key_fails_at_once_without_retry_storm(
     assert [submits.get(i, 0) for i in ids] == [1, 1, 1]
 
 
-def test_never_finishing_job_fails_at_deadline(pipe: Pipeline, sim: SimControl) -> None:
+def test_never_finishing_job_is_parked_at_deadline(pipe: Pipeline, sim: SimControl) -> None:
+    """Our deadline says nothing about a render we paid for: parked for retry, not failed,
+    and its account slot is given back."""
     sim.faults(never_finish_share=1.0)
     [job_id] = enqueue(pipe, 1)
     [rec] = pipe.wait_all([job_id], timeout=60)
-    assert rec.status is JobStatus.FAILED and rec.error_kind == "deadline"
+    assert rec.status is JobStatus.PARKED and rec.error_kind == "deadline"
     assert rec.error and "deadline" in rec.error
+    assert rec.provider_id and rec.park_count == 1 and rec.expires_at is not None
     fetches = sim.stats()["fetches"]["by_track_id"][job_id]  # type: ignore[index]
     assert 1 <= fetches <= 20  # backed off, not a tight loop
 

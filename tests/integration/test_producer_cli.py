@@ -17,6 +17,9 @@ from tests.producer_fixtures import (  # noqa: F401 - fixtures, found by pytest 
     MakeProducer,
     make_producer_fixture,
     private_redis_base_fixture,
+    queue_length,
+    redis_client_fixture,
+    row_count,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,15 +86,93 @@ def test_batch_enqueues_all_then_reports(t2v: Any, tmp_path: Path, database_url:
     path.write_text("".join(json.dumps({"prompt": f"p{i}"}) + "\n" for i in range(5)))
     code, data = t2v("batch", str(path), "--timeout", "0.3", "--json")
     assert code == 3 and data["counts"] == {"queued": 5}
+    assert (data["new"], data["existing"]) == (5, 0)
     store = make_producer(database_url).store
     for job in data["jobs"]:
         store.transition(job["id"], JobStatus.CANCELLED)
-    code, data = t2v("batch", str(path), "--no-wait", "--json")
-    assert code == 0 and len(data["ids"]) == 5
+    first_ids = [job["id"] for job in data["jobs"]]
+    code, data = t2v("batch", str(path), "--no-wait", "--json")  # the same lines: same jobs
+    assert code == 0 and data["ids"] == first_ids and (data["new"], data["existing"]) == (0, 5)
+    code, data = t2v("batch", str(path), "--json")  # waiting on them: they were cancelled
+    assert code == 1 and data["counts"] == {"cancelled": 5} and data["new"] == 0
+    code, data = t2v("batch", str(path), "--no-wait", "--no-dedupe", "--json")
+    assert code == 0 and len(set(data["ids"]) - set(first_ids)) == 5 and data["new"] == 5
     path.write_text('{"prompt": "ok"}\n{"prompt": "x", "num_frames": 99}\n')
     code, data = t2v("batch", str(path), "--json")
     assert code == 2 and data["errors"][0]["line"] == 2
     assert len(store.list(limit=None)) == 10  # the invalid file enqueued nothing
+
+
+def _lines(*objects: dict[str, Any]) -> str:
+    return "".join(json.dumps(o) + "\n" for o in objects)
+
+
+BATCH = [{"prompt": "p0"}, {"prompt": "p1", "num_frames": 8}, {"id": "order-7", "prompt": "p2"},
+         {"prompt": "p0"}, {"prompt": "p3"}, {"id": "order-8", "prompt": "p4"}]
+
+
+def test_batch_run_twice_enqueues_nothing_the_second_time(
+    t2v: Any, tmp_path: Path, database_url: str, make_producer: MakeProducer,
+    redis_client: Any,
+) -> None:
+    path = tmp_path / "jobs.jsonl"
+    path.write_text(_lines(*BATCH))
+    code, first = t2v("batch", str(path), "--no-wait", "--json")
+    assert code == 0 and (first["new"], first["existing"]) == (6, 0)
+    assert len(set(first["ids"])) == 6  # the repeated line is a job of its own
+    producer = make_producer(database_url)
+    assert row_count(producer) == 6 and queue_length(redis_client) == 6
+    record = producer.load(first["ids"][2])
+    assert record.idempotency_key == "order-7" and "id" not in record.request
+    assert producer.load(first["ids"][0]).idempotency_key.startswith("batch:")
+    code, second = t2v("batch", str(path), "--no-wait", "--json")
+    assert code == 0 and second["ids"] == first["ids"]
+    assert (second["new"], second["existing"]) == (0, 6)
+    assert row_count(producer) == 6 and queue_length(redis_client) == 6  # nothing sent
+    code, text = t2v("batch", str(path), "--no-wait")
+    assert code == 0 and "enqueued 0 new job(s); 6 already there" in text
+
+
+def test_batch_on_a_half_done_file_enqueues_only_the_rest(
+    t2v: Any, tmp_path: Path, database_url: str, make_producer: MakeProducer,
+    redis_client: Any,
+) -> None:
+    producer = make_producer(database_url)
+    # The first half went in earlier: three lines from another file (its name does not
+    # matter), and the line with id order-8 from application code under the same key.
+    half = tmp_path / "first-half.jsonl"
+    half.write_text(_lines(*BATCH[:3]))
+    code, done = t2v("batch", str(half), "--no-wait", "--json")
+    assert code == 0 and done["new"] == 3
+    app_job = producer.enqueue({"prompt": "p4"}, idempotency_key="order-8")
+    assert row_count(producer) == 4 and queue_length(redis_client) == 4
+
+    path = tmp_path / "jobs.jsonl"
+    path.write_text(_lines(*BATCH))
+    code, data = t2v("batch", str(path), "--no-wait", "--json")
+    assert code == 0 and (data["new"], data["existing"]) == (2, 4)
+    assert data["ids"][:3] == done["ids"] and data["ids"][5] == app_job.id
+    assert row_count(producer) == 6 and queue_length(redis_client) == 6
+    new = {data["ids"][3], data["ids"][4]}
+    assert {producer.load(i).request["prompt"] for i in new} == {"p0", "p3"}
+    code, text = t2v("batch", str(path), "--timeout", "0.2")
+    assert code == 3 and "enqueued 0 new job(s); 6 already there" in text
+
+
+def test_batch_refuses_an_id_already_used_for_another_request(
+    t2v: Any, tmp_path: Path, database_url: str, make_producer: MakeProducer,
+    redis_client: Any,
+) -> None:
+    producer = make_producer(database_url)
+    old = producer.enqueue({"prompt": "something else"}, idempotency_key="order-7")
+    path = tmp_path / "jobs.jsonl"
+    path.write_text(_lines(*BATCH))
+    code, data = t2v("batch", str(path), "--no-wait", "--json")
+    assert code == 2 and "nothing enqueued" in data["error"]
+    assert [(e["line"], e["field"], e["value"]) for e in data["errors"]] == [
+        (3, "id", "order-7")]
+    assert f"already used for a different request (job {old.id})" in data["error"]
+    assert row_count(producer) == 1 and queue_length(redis_client) == 1
 
 
 def test_the_console_script_runs_as_a_process(database_url: str, redis_url: str) -> None:

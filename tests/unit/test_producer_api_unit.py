@@ -89,3 +89,41 @@ def test_wait_raises_job_timeout_carrying_the_record() -> None:
     with pytest.raises(JobTimeout, match="still processing after 0s") as info:
         job.wait(timeout=0)
     assert info.value.record.status is JobStatus.PROCESSING
+
+
+# enqueue_many's keys are checked before any service is touched (these ports are closed).
+def _offline_producer() -> producer.Producer:
+    settings = producer.Settings(database_url="postgresql+psycopg://nobody@127.0.0.1:1/none",
+                                 broker_url="redis://127.0.0.1:1/0",
+                                 _env_file=None)  # type: ignore[call-arg]
+    return producer.Producer(settings)
+
+
+@pytest.mark.parametrize(("keys", "fields", "match"), [
+    (["a"], ["idempotency_keys"], "must have one entry per request: 1 for 2 request"),
+    (["a", "b", "c"], ["idempotency_keys"], "3 for 2 request"),
+    ("ab", ["idempotency_keys"], "not a str"),
+    (["a", ""], ["[1].idempotency_key"], "must be a non-blank string"),
+    ([7, "x" * 256], ["[0].idempotency_key", "[1].idempotency_key"], "at most 255 characters"),
+    (["same", "same"], ["[1].idempotency_key"], r"also the key of \[0\], with a different"),
+])
+def test_enqueue_many_refuses_bad_keys_naming_the_index(
+    keys: object, fields: list[str], match: str
+) -> None:
+    from producer.errors import RequestInvalid
+
+    with pytest.raises(RequestInvalid, match=match) as info:
+        _offline_producer().enqueue_many([{"prompt": "a"}, {"prompt": "b"}],
+                                         idempotency_keys=keys)  # type: ignore[arg-type]
+    assert [e["field"] for e in info.value.errors] == fields
+
+
+def test_enqueue_many_reports_bad_requests_and_bad_keys_together() -> None:
+    from producer.errors import RequestInvalid
+
+    with pytest.raises(RequestInvalid) as info:
+        _offline_producer().enqueue_many(
+            iter([{"prompt": "a", "fps": 99}, {"prompt": "b"}, {"prompt": " "}]),
+            idempotency_keys=[None, " ", "ok"])
+    assert [e["field"] for e in info.value.errors] == [
+        "[0].fps", "[1].idempotency_key", "[2].prompt"]

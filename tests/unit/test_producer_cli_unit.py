@@ -88,3 +88,52 @@ def test_a_missing_extra_exits_2_with_the_install_hint(monkeypatch: pytest.Monke
     code, _, err = run("simulator")
     assert code == 2
     assert "t2v-queue[simulator]" in err
+
+
+def test_batch_keys_a_line_by_its_id_else_by_its_canonical_json(tmp_path: Path) -> None:
+    import hashlib
+
+    from producer.cli import read_batch
+
+    path = tmp_path / "jobs.jsonl"
+    path.write_text('{"prompt": "a", "num_frames": 8}\n'
+                    '{"id": "order-7", "prompt": "b"}\n'
+                    '{"num_frames":8,"prompt":"a"}\n'  # the same object, written differently
+                    '{"prompt": "c"}\n')
+    entries = read_batch(path)
+    canonical = json.dumps({"prompt": "a", "num_frames": 8}, sort_keys=True,
+                           separators=(",", ":"))
+    digest = "batch:" + hashlib.sha256(canonical.encode()).hexdigest()
+    assert [(e.line, e.key, e.from_id) for e in entries] == [
+        (1, digest, False), (2, "order-7", True), (3, digest + ":2", False),
+        (4, "batch:" + hashlib.sha256(b'{"prompt":"c"}').hexdigest(), False)]
+    assert entries[1].request.prompt == "b"  # `id` is not a request field: taken out
+    # The file's name is not part of a key; --no-dedupe keys nothing.
+    other = tmp_path / "elsewhere.jsonl"
+    other.write_text(path.read_text())
+    assert [e.key for e in read_batch(other)] == [e.key for e in entries]
+    assert [e.key for e in read_batch(path, dedupe=False)] == [None] * 4
+
+
+def test_batch_ids_must_be_strings_and_one_id_one_request(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.jsonl"
+    path.write_text('{"id": 7, "prompt": "a"}\n{"id": " ", "prompt": "b"}\n'
+                    f'{{"id": "{"x" * 256}", "prompt": "c"}}\n'
+                    '{"id": "d", "prompt": "d"}\n{"id": "d", "prompt": "d"}\n'
+                    '{"id": "d", "prompt": "other"}\n{"id": null, "prompt": "e", "fps": 99}\n')
+    code, out, _ = run("batch", str(path), "--json")
+    assert code == 2
+    data = json.loads(out)
+    assert [(e["line"], e["field"]) for e in data["errors"]] == [
+        (1, "id"), (2, "id"), (3, "id"), (6, "id"), (7, "id"), (7, "fps")]
+    assert "line 6: id='d': also the id of line 4, with a different request" in data["error"]
+    assert data["errors"][2]["reason"] == "must be at most 255 characters"
+
+
+def test_batch_help_tells_how_lines_are_keyed() -> None:
+    code, out, _ = run("batch", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    for words in ('its "id" field', '"batch:" + the sha256', "enqueues only the lines not",
+                  "counts new and already there", "--no-dedupe makes every line a new job"):
+        assert words in text, words

@@ -1,0 +1,105 @@
+"""A paid render is never thrown away by our own limits: it is `parked`, `wait()` raises
+`JobParked`, and `retry()` / `t2v retry` / the automatic retry resume it from the last paid
+step (fetched or downloaded again, never resubmitted). Real worker + beat, real Redis, the
+simulator over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from producer.errors import JobParked, RetryRefused
+from producer.states import JobStatus
+from tests.conftest import SimControl
+from tests.integration.pipeline import Pipeline
+from tests.integration.test_pipeline import make_env
+
+pytestmark = pytest.mark.slow
+
+
+def _enqueue_one(pipe: Pipeline, tag: str) -> str:
+    with pipe.as_application() as producer:
+        return str(producer.enqueue(producer.Text2VideoRequest(
+            prompt=f"{tag}: a kite over a windy beach", num_frames=8, width=128,
+            height=128)).id)
+
+
+def _paid(sim: SimControl, job_id: str) -> int:
+    return sum(1 for j in sim.stats()["jobs"].values()  # type: ignore[union-attr]
+               if j["track_id"] == job_id)
+
+
+def test_a_link_that_never_serves_is_parked_then_retried_without_paying_again(
+    redis_url: str, sqlite_url: str, sim: SimControl, tmp_path: Path
+) -> None:
+    env = make_env(redis_url, sqlite_url, sim, {
+        "T2V_STORAGE_URL": str(tmp_path / "v"), "T2V_DOWNLOAD_NOT_FOUND_WINDOW": "2",
+        "T2V_PROBE_VIDEOS": "false", "T2V_PARKED_RETRY_BASE": "3600",
+    })
+    pipe = Pipeline(env, tmp_path / "logs")
+    sim.faults(link_404_seconds=3600.0)
+    pipe.start_worker()
+    try:
+        job_id = _enqueue_one(pipe, "parked")
+        [rec] = pipe.wait_all([job_id], timeout=60)
+        assert rec.status is JobStatus.PARKED and rec.error_kind == "link_missing", rec.error
+        assert rec.provider_id and rec.source_urls and rec.expires_at is not None
+        with pipe.as_application() as producer:
+            with pytest.raises(JobParked) as caught:
+                producer.get_job(job_id).wait(timeout=5)
+            assert caught.value.record.status is JobStatus.PARKED
+            # A parked job is not final: it cannot be cancelled "again" nor lost.
+            sim.faults(link_404_seconds=0.0)
+            producer.retry(job_id)
+            done = producer.get_job(job_id).wait(timeout=60)
+            with pytest.raises(RetryRefused):
+                producer.retry(job_id)  # succeeded: nothing to retry
+    finally:
+        pipe.stop()
+    assert done.status is JobStatus.SUCCEEDED and done.outputs
+    assert done.submit_count == 1 and _paid(sim, job_id) == 1  # fetched again, not resubmitted
+    assert done.park_count == 1 and done.retry_count >= 1
+
+
+def test_parked_jobs_are_retried_automatically_and_by_the_cli(
+    redis_url: str, sqlite_url: str, sim: SimControl, tmp_path: Path
+) -> None:
+    env = make_env(redis_url, sqlite_url, sim, {
+        "T2V_STORAGE_URL": str(tmp_path / "v"), "T2V_POLL_DEADLINE_SECONDS": "3",
+        "T2V_PROBE_VIDEOS": "false", "T2V_PARKED_RETRY_BASE": "2",
+    })
+    pipe = Pipeline(env, tmp_path / "logs")
+    sim.faults(fetch_401_share=1.0)  # a proxy in front answers 401 to every fetch
+    pipe.start_worker()
+    try:
+        auto = _enqueue_one(pipe, "auto")
+        [rec] = pipe.wait_all([auto], timeout=60)
+        assert rec.status is JobStatus.PARKED and rec.error_kind == "fetch_refused", rec.error
+        sim.faults(fetch_401_share=0.0)
+        # Nobody retries it: the automatic retry (backoff from 2 s) brings it back.
+        [rec] = pipe.wait_all([auto], timeout=60, done=lambda r: r.is_final)
+        assert rec.status is JobStatus.SUCCEEDED, rec.error
+        assert rec.submit_count == 1 and _paid(sim, auto) == 1
+
+        sim.faults(fetch_401_share=1.0)
+        by_cli = _enqueue_one(pipe, "cli")
+        [rec] = pipe.wait_all([by_cli], timeout=60)
+        assert rec.status is JobStatus.PARKED
+        sim.faults(fetch_401_share=0.0)
+        cli = subprocess.run(
+            [str(Path(sys.executable).with_name("t2v")), "retry", "--parked", "--since", "1h",
+             "--json"],
+            env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+        )
+        assert cli.returncode == 0, cli.stderr
+        assert by_cli in json.loads(cli.stdout)["resumed"]
+        [rec] = pipe.wait_all([by_cli], timeout=60, done=lambda r: r.is_final)
+    finally:
+        pipe.stop()
+    assert rec.status is JobStatus.SUCCEEDED, rec.error
+    assert rec.submit_count == 1 and _paid(sim, by_cli) == 1
