@@ -95,3 +95,67 @@ def test_a_cancelled_render_keeps_its_slot_until_it_can_be_over(
     assert jobs[second]["submitted_at"] >= jobs[first]["submitted_at"] + deadline * 0.9
     downloads = sim.stats()["downloads"]["by_track_id"]  # type: ignore[index]
     assert downloads.get(first, 0) == 0  # nothing of the cancelled job was downloaded
+
+
+def test_a_lost_answer_gives_its_slot_back_while_it_waits_for_its_resubmit(
+    redis_url: str, sqlite_url: str, sim: SimControl, tmp_path: Path
+) -> None:
+    env = make_env(redis_url, sqlite_url, sim, {
+        "T2V_STORAGE_URL": str(tmp_path / "v"), "T2V_ACCOUNT_SLOTS": "1",
+        "T2V_PROBE_VIDEOS": "false", "T2V_LOST_SUBMIT_HOLD": "2",
+        "T2V_SUBMIT_UNKNOWN_WAIT": "600",  # the lost one waits long for a webhook
+    })
+    pipe = Pipeline(env, tmp_path / "logs")
+    sim.faults(lost_after_create_share=1.0, lost_after_create_mode="reset")
+    pipe.start_worker()
+    try:
+        [lost] = _enqueue(pipe, 1, "lost")
+        pipe.wait_all([lost], timeout=30,
+                      done=lambda r: r.error is not None and "unknown" in r.error)
+        sim.faults(lost_after_create_share=0.0)
+        others = _enqueue(pipe, 3, "after")
+        records = pipe.wait_all(others, timeout=90)
+        still = pipe.store.get(lost)
+    finally:
+        pipe.stop()
+    # With one slot, the others could only run because the lost answer's hold ended.
+    assert [r.status for r in records] == [JobStatus.SUCCEEDED] * 3, [r.error for r in records]
+    assert still is not None and still.status is JobStatus.SUBMITTING  # still waiting
+    assert _paid(sim) == {lost: 1, **{i: 1 for i in others}}
+
+
+def test_another_system_on_the_key_lowers_the_limit_in_use(
+    redis_url: str, sqlite_url: str, sim: SimControl, tmp_path: Path
+) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = make_env(redis_url, sqlite_url, sim, {
+        "T2V_STORAGE_URL": str(tmp_path / "v"), "T2V_ACCOUNT_SLOTS": "5",
+        "T2V_PROBE_VIDEOS": "false",
+    })
+    pipe = Pipeline(env, tmp_path / "logs")
+    sim.faults(external_holders=3, retry_after=1)  # the provider takes 2 of ours at most
+    pipe.start_worker()
+    try:
+        ids = _enqueue(pipe, 8, "shared")
+        records = pipe.wait_all(ids, timeout=120)
+        status = subprocess.run(
+            [str(Path(sys.executable).with_name("t2v")), "status", "--account", "--json"],
+            env={**os.environ, **env}, capture_output=True, text=True, timeout=30)
+    finally:
+        pipe.stop()
+    assert [r.status for r in records] == [JobStatus.SUCCEEDED] * 8, [r.error for r in records]
+    assert all(n == 1 for n in _paid(sim).values())
+    assert status.returncode == 0, status.stderr
+    view = json.loads(status.stdout)
+    assert view["provider_max"] == 5 and view["queue_full_429s"] >= 1
+    assert view["configured_limit"] == 5
+    # Each 429 lowered the limit to what the provider accepted, so 429s stayed few: far
+    # fewer than one per job per retry (a blind limit of 5 would meet one on every submit
+    # beyond the second, over and over).
+    limited = sim.stats()["injected"]["queue_limited_external"]  # type: ignore[index]
+    assert limited == view["queue_full_429s"]
+    assert limited <= 8
