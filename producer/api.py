@@ -26,7 +26,7 @@ from producer.broker import Broker
 from producer.db import forget_engines, get_engine, get_tuned_engine
 from producer.errors import JobNotFound, RequestInvalid, RetryRefused
 from producer.job import Job
-from producer.records import JobRecord, JobRow, JobStore, to_record, utcnow
+from producer.records import JobRecord, JobRow, JobStore, to_record
 from producer.request import Text2VideoRequest
 from producer.retry import plan_retry
 from producer.settings import Settings, get_settings
@@ -331,7 +331,7 @@ class Producer:
         record = store.get(job_id)
         if record is None:
             raise JobNotFound(job_id)
-        plan = plan_retry(record, now=utcnow(),
+        plan = plan_retry(record, now=store.now(),
                           deadline_seconds=self.settings.poll_deadline_seconds)
         if not store.transition(job_id, plan.to, expect=[plan.expect], error=plan.note,
                                 retry_count=JobRow.retry_count + 1, **plan.values):

@@ -124,6 +124,7 @@ class LineMember:
     submitting_at: datetime | None
     deadline_at: datetime | None
     eta_seconds: float | None = None
+    next_check_at: datetime | None = None
 
 
 class OutputRecord(BaseModel):
@@ -289,10 +290,10 @@ class JobStore:
 
     def line_members(self, chunk: int = 5000) -> Iterator[LineMember]:
         """Jobs the account's slot line is rebuilt from after Redis lost it: those that may
-        be at the provider (submitting, processing, cancelled while rendering) and those
+        be at the provider (submitting, processing, cancelled or parked while rendering) and those
         waiting to be submitted (queued), oldest first. Narrow rows, read in chunks."""
         cols = (JobRow.id, JobRow.status, JobRow.created_at, JobRow.submitting_at,
-                JobRow.deadline_at, JobRow.eta_seconds)
+                JobRow.deadline_at, JobRow.eta_seconds, JobRow.next_check_at)
         at_provider = [JobStatus.QUEUED.value, JobStatus.SUBMITTING.value,
                        JobStatus.PROCESSING.value]
         stmt = (
@@ -301,7 +302,7 @@ class JobStore:
                 or_(
                     JobRow.status.in_(at_provider),
                     and_(
-                        JobRow.status == JobStatus.CANCELLED.value,
+                        JobRow.status.in_([JobStatus.CANCELLED.value, JobStatus.PARKED.value]),
                         JobRow.provider_id.is_not(None),
                         JobRow.downloading_at.is_(None),
                         JobRow.next_check_at.is_not(None),
@@ -319,6 +320,7 @@ class JobStore:
                     submitting_at=_as_aware(row.submitting_at),
                     deadline_at=_as_aware(row.deadline_at),
                     eta_seconds=row.eta_seconds,
+                    next_check_at=_as_aware(row.next_check_at),
                 )
 
     def cancelled_rendering_due(

@@ -26,9 +26,10 @@ nothing; the caller rebuilds the line from the job table (``rebuild``) and tries
 
 The limit used is ``min(configured, effective)``: a 429 "Maximum N queued requests" while
 we hold fewer than N (someone else uses the key) lowers ``effective`` to what the provider
-accepted; each accepted submit grows it back by ``1/effective`` (additive increase,
-multiplicative-style decrease, as Netflix's concurrency-limits does), never within
-``retry_after`` of the last 429.
+accepted; each accepted submit grows it back by ``1/effective``, and once ``retry_after``
+has passed one more slot is probed per ``retry_after`` even if nothing is accepted (so a
+slot held by a render that never ends cannot stall the line): additive increase after a
+decrease to what the provider took, as Netflix's concurrency-limits does.
 
 Everything that decides is a single Lua script per call, so two workers never both take
 the last slot. Time comes from Redis (TIME) unless a clock is passed in (model tests).
@@ -36,7 +37,6 @@ the last slot. Time comes from Redis (TIME) unless a clock is passed in (model t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +52,15 @@ if not now then
 end
 local function limit_now(state, configured)
   local e = tonumber(redis.call('HGET', state, 'effective'))
-  if e == nil or e > configured then e = configured end
+  if e == nil then return configured end
+  -- Once retry_after has passed, probe one slot more, and one more per retry_after: the
+  -- limit grows back even while nothing is accepted (a render we hold may never end).
+  local quiet = tonumber(redis.call('HGET', state, 'quiet_until')) or 0
+  if now >= quiet then
+    local step = tonumber(redis.call('HGET', state, 'step')) or 30
+    e = e + 1 + math.floor((now - quiet) / step)
+  end
+  if e > configured then e = configured end
   e = math.floor(e)
   if e < 1 then e = 1 end
   return e
@@ -66,7 +74,9 @@ local job, lease, limit = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 if redis.call('EXISTS', ready) == 0 then return -1 end
 redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
 if redis.call('ZSCORE', holders, job) then
-  redis.call('ZADD', holders, now + lease, job)
+  -- Already ours (a second copy of the message): never shorten a longer hold, such as
+  -- the one a submitted render holds until its deadline.
+  redis.call('ZADD', holders, 'GT', now + lease, job)
   redis.call('ZREM', waiting, job)
   return 1
 end
@@ -100,9 +110,37 @@ if free <= 0 then return {} end
 return redis.call('ZRANGE', waiting, 0, free - 1)
 """
 
-# KEYS: holders. ARGV: now, job, lease. Stretch (or shorten) a slot already held.
+# KEYS: holders, waiting, ready, state. ARGV: now, job, lease, limit. Stretch (or shorten)
+# the slot ``job`` holds; a job whose render is already running at the provider and whose
+# slot lapsed (a crash between two writes) takes a free one back: the provider counts it
+# either way. Never past the limit. 1 if held now.
 _HOLD = _NOW + """
-return redis.call('ZADD', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[3]), ARGV[2])
+local holders, waiting, ready, state = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local job, lease, limit = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
+if redis.call('ZSCORE', holders, job) then
+  redis.call('ZADD', holders, now + lease, job)
+  return 1
+end
+if redis.call('EXISTS', ready) == 0 then
+  -- The line is being rebuilt from the table, which may still show this job as before
+  -- its answer: record the render's hold now; the rebuild keeps the longer one (GT).
+  redis.call('ZADD', holders, 'GT', now + lease, job)
+  return 1
+end
+if redis.call('ZCARD', holders) < limit_now(state, limit) then
+  redis.call('ZADD', holders, now + lease, job)
+  redis.call('ZREM', waiting, job)
+  return 1
+end
+return 0
+"""
+
+# KEYS: holders. ARGV: now, job. 1 if ``job`` holds a slot that has not lapsed.
+_HOLDS = _NOW + """
+local score = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[2]))
+if score and score > now then return 1 end
+return 0
 """
 
 _HOLDERS = _NOW + """
@@ -120,11 +158,12 @@ redis.call('ZREM', holders, job)
 redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
 local held = redis.call('ZCARD', holders)
 local eff = limit_now(state, limit)
+if wait < 1 then wait = 1 end
 if pmax and pmax < eff then eff = pmax end
 if held < eff then eff = held end
 if eff < 1 then eff = 1 end
 redis.call('HSET', state, 'effective', eff, 'last_429_at', now, 'quiet_until', now + wait,
-  'held_at_429', held)
+  'held_at_429', held, 'step', wait)
 if pmax then redis.call('HSET', state, 'provider_max', pmax) end
 redis.call('HINCRBY', state, 'queue_full_429s', 1)
 return tostring(eff)
@@ -146,6 +185,11 @@ if e >= limit then
 end
 redis.call('HSET', state, 'effective', tostring(e))
 return math.floor(e) > before and 1 or 0
+"""
+
+
+_LIMIT_NOW = _NOW + """
+return limit_now(KEYS[1], tonumber(ARGV[2]))
 """
 
 
@@ -189,9 +233,11 @@ class AccountLimiter:
         self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
         self._hold = redis.register_script(_HOLD)
+        self._holds = redis.register_script(_HOLDS)
         self._holders = redis.register_script(_HOLDERS)
         self._queue_full = redis.register_script(_QUEUE_FULL)
         self._accepted = redis.register_script(_ACCEPTED)
+        self._limit_now = redis.register_script(_LIMIT_NOW)
 
     def _now(self) -> str:
         return "" if self._clock is None else repr(float(self._clock()))
@@ -227,8 +273,14 @@ class AccountLimiter:
         return self.release(None)
 
     def hold(self, job_id: str, lease: float) -> bool:
-        """Set the lease of a slot ``job_id`` already holds to ``lease`` s from now."""
-        return bool(self._hold(keys=[self.holders_key], args=[self._now(), job_id, lease]))
+        """Set the lease of the slot ``job_id`` holds to ``lease`` s from now; a job whose
+        render is running and whose slot lapsed takes a free one back (never past the
+        limit, regardless of the line: the provider already counts it). True if held."""
+        return bool(self._hold(keys=self._line, args=[self._now(), job_id, lease, self.limit]))
+
+    def holds(self, job_id: str) -> bool:
+        """True if ``job_id`` holds a slot now (checked right before a submit is sent)."""
+        return bool(self._holds(keys=[self.holders_key], args=[self._now(), job_id]))
 
     def forget(self, job_id: str) -> None:
         """Drop ``job_id`` from both sets without waking anyone."""
@@ -262,7 +314,8 @@ class AccountLimiter:
         held = {job: now + lease for job, lease in holders}
         pipe = self.redis.pipeline(transaction=True)
         if held:
-            pipe.zadd(self.holders_key, held)
+            # GT: a render that answered while the table was read keeps its longer hold.
+            pipe.zadd(self.holders_key, held, gt=True)
             pipe.zrem(self.waiting_key, *held)
         pipe.set(self.ready_key, "1")
         pipe.execute()
@@ -284,9 +337,8 @@ class AccountLimiter:
         return bool(self._accepted(keys=[self.state_key], args=[self._now(), self.limit]))
 
     def effective_limit(self) -> int:
-        raw = self.redis.hget(self.state_key, "effective")
-        value = self.limit if raw is None else min(self.limit, math.floor(float(_str(raw))))
-        return max(1, value)
+        """The limit in use now (``limit_now`` in the scripts)."""
+        return int(self._limit_now(keys=[self.state_key], args=[self._now(), self.limit]))
 
     # -- what a render takes --------------------------------------------------------------
     def note_eta(self, model: str, eta: float, *, keep: int = 50) -> None:

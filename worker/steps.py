@@ -61,6 +61,8 @@ Schedule = Callable[[str, str, float], None]
 WAITING_RECHECK_SECONDS = 600.0
 # A lost answer's slot hold when no eta was ever seen for the model (docs: 3-10 min).
 LOST_HOLD_UNKNOWN = 600.0
+# How long a rendering job's slot outlives its next expected look at it.
+RENDER_HOLD_MARGIN = 300.0
 
 
 @dataclass
@@ -101,8 +103,16 @@ def may_be_rendering(rec: JobRecord) -> bool:
     """
     if rec.status in (JobStatus.SUBMITTING, JobStatus.PROCESSING):
         return True
-    return (rec.status is JobStatus.CANCELLED and rec.provider_id is not None
-            and rec.downloading_at is None and rec.next_check_at is not None)
+    if rec.downloading_at is not None or rec.next_check_at is None:
+        return False
+    if rec.provider_id is None:
+        # Cancelled while its submit may be in flight or its answer lost: the provider may
+        # be rendering it. The slot's own short hold bounds how long it is kept.
+        return (rec.status is JobStatus.CANCELLED and rec.submitting_at is not None
+                and rec.processing_at is None)
+    # Parked while the provider was still rendering (deadline, a refused fetch): the
+    # provider counts it until the render ends, so the slot stays held until it resumes.
+    return rec.status in (JobStatus.CANCELLED, JobStatus.PARKED)
 
 
 def release_slot(rt: Runtime, job_id: str | None) -> None:
@@ -133,11 +143,10 @@ def lost_answer_hold(rt: Runtime, model: str) -> float:
     return max(floor, min(learned, rt.settings.poll_deadline_seconds))
 
 
-def render_hold(rt: Runtime, rec: JobRecord) -> float:
-    """The slot lease of a job at the provider: until its poll deadline, plus a margin."""
-    if rec.deadline_at is None:
-        return rt.settings.poll_deadline_seconds + 300.0
-    return max(60.0, (rec.deadline_at - rt.now()).total_seconds() + 300.0)
+def render_hold(deadline_left: float, next_check: float) -> float:
+    """The slot lease of a job at the provider: until its (stretched) poll deadline, and at
+    least past its next look at it, plus a margin."""
+    return max(deadline_left, next_check, 0.0) + RENDER_HOLD_MARGIN
 
 
 def rebuild_line(rt: Runtime) -> bool:
@@ -170,9 +179,16 @@ def rebuild_line(rt: Runtime) -> bool:
                 if left > 0:
                     holders.append((member.id, left))
             else:
-                left = ((member.deadline_at - now).total_seconds() + 300.0
-                        if member.deadline_at else rt.settings.poll_deadline_seconds)
-                holders.append((member.id, max(60.0, left)))
+                # Processing, or cancelled/parked while the provider may still render it.
+                deadline_left = ((member.deadline_at - now).total_seconds()
+                                 if member.deadline_at else rt.settings.poll_deadline_seconds)
+                if member.eta_seconds and member.submitting_at:
+                    # A poll stretches the deadline to 1.5 x the provider's eta.
+                    since = (now - member.submitting_at).total_seconds()
+                    deadline_left = max(deadline_left, 1.5 * member.eta_seconds - since)
+                next_left = ((member.next_check_at - now).total_seconds()
+                             if member.next_check_at else 0.0)
+                holders.append((member.id, render_hold(deadline_left, next_left)))
         rt.limiter.rebuild(holders, waiters)
         log.warning("slot line rebuilt from the table: %d holding, %d waiting",
                     len(holders), len(waiters))
@@ -218,6 +234,11 @@ def park(rt: Runtime, rec: JobRecord, message: str, kind: str) -> bool:
     backoff = min(rt.settings.parked_retry_max,
                   rt.settings.parked_retry_base * (2 ** min(rec.park_count, 20)))
     expires = rec.expires_at or output_expiry(rec) or (rt.now() + OUTPUT_TTL)
+    rendering = rec.status is JobStatus.PROCESSING
+    if rendering:
+        # The provider may still be rendering it (and counting it): keep the slot until
+        # the automatic retry looks again (set first: a crash must not lose it).
+        rt.limiter.hold(rec.id, render_hold(0.0, backoff))
     moved = rt.store.transition(
         rec.id, JobStatus.PARKED, expect=[rec.status], error=message[:2000], error_kind=kind,
         park_count=JobRow.park_count + 1, expires_at=expires,
@@ -226,7 +247,8 @@ def park(rt: Runtime, rec: JobRecord, message: str, kind: str) -> bool:
     if moved:
         log.warning("job %s parked (%s): %s; retried in %.0fs or by `t2v retry`",
                     rec.id, kind, message, backoff)
-        release_slot(rt, rec.id)
+        if not rendering:
+            release_slot(rt, rec.id)
     return moved
 
 
@@ -290,6 +312,13 @@ def submit_step(rt: Runtime, job_id: str) -> None:
         next_check_at=_in(rt.settings.submit_unknown_wait, rt),
     ):
         return  # another copy of this message got there first
+    if not rt.limiter.holds(job_id):
+        # The slot went meanwhile (a racing copy gave it back, Redis lost the line): send
+        # nothing; back in line, as if this attempt never happened.
+        if rt.store.transition(job_id, JobStatus.QUEUED, expect=[JobStatus.SUBMITTING],
+                               submit_count=JobRow.submit_count - 1, next_check_at=_in(60, rt)):
+            rt.schedule(TASK_SUBMIT, job_id, 0)
+        return
     rec = rt.store.get(job_id)
     assert rec is not None
     payload = dict(rec.request)
@@ -400,6 +429,11 @@ def _after_submit(rt: Runtime, rec: JobRecord, result: ProviderResult) -> None:
     policy = rt.policy
     delay = next_poll_delay(elapsed=0.0, eta=result.eta, attempt=0, policy=policy, rng=rt.rng)
     delay = policy.min_delay if delay is None else delay
+    # Hold the slot for the render before recording it (a crash in between must not leave
+    # a render running on the short pre-submit hold), as long as the deadline stretched by
+    # the provider's eta.
+    rt.limiter.hold(rec.id, render_hold(max(policy.deadline, 1.5 * (result.eta or 0.0)),
+                                        delay))
     # The provider's id and the move are one statement: a crash can never leave a job
     # `submitting` with its id recorded (which would be resubmitted).
     if rt.store.transition(
@@ -409,7 +443,6 @@ def _after_submit(rt: Runtime, rec: JobRecord, result: ProviderResult) -> None:
         expires_at=rt.now() + OUTPUT_TTL,
         deadline_at=_in(policy.deadline, rt), next_check_at=_in(delay, rt),
     ):
-        rt.limiter.hold(rec.id, policy.deadline + 300.0)
         log.info("job %s submitted as %s, eta %ss; first poll in %.1fs",
                  rec.id, result.provider_id, result.eta, delay)
         rt.schedule(TASK_POLL, rec.id, delay)
@@ -425,7 +458,6 @@ def _after_submit(rt: Runtime, rec: JobRecord, result: ProviderResult) -> None:
     if cancelled and rt.store.update_if(rec.id, [JobStatus.CANCELLED],
                                         next_check_at=_in(delay, rt), eta_seconds=result.eta,
                                         deadline_at=_in(policy.deadline, rt)):
-        rt.limiter.hold(rec.id, policy.deadline + 300.0)
         rt.schedule(TASK_POLL, rec.id, delay)
 
 
@@ -444,7 +476,7 @@ def poll_step(rt: Runtime, job_id: str) -> None:
     rec = rt.store.get(job_id)
     if rec is None:
         return
-    if rec.status is JobStatus.CANCELLED and may_be_rendering(rec):
+    if rec.status is JobStatus.CANCELLED and rec.provider_id and may_be_rendering(rec):
         _quiet_poll(rt, rec)
         return
     if rec.status is not JobStatus.PROCESSING:
@@ -466,6 +498,7 @@ def poll_step(rt: Runtime, job_id: str) -> None:
         delay = retry_delay(rec.retry_count + 1, rt.settings.transient_base_delay,
                             policy.max_delay, rt.rng, retry_after=exc.retry_after)
         delay = _capped(rt, min(delay, max(policy.deadline - elapsed, 0.0)))
+        rt.limiter.hold(rec.id, render_hold(policy.deadline - elapsed, delay))
         log.info("job %s: fetch failed (%s); again in %.1fs", job_id, exc, delay)
         _reschedule(rt, rec, TASK_POLL, delay, retry_count=JobRow.retry_count + 1)
         return
@@ -487,7 +520,7 @@ def poll_step(rt: Runtime, job_id: str) -> None:
         park(rt, rec, f"not finished after {policy.deadline:.0f}s (deadline); provider status "
              f"{result.raw_status!r}", kind)
         return
-    rt.limiter.hold(rec.id, render_hold(rt, rec))
+    rt.limiter.hold(rec.id, render_hold(policy.deadline - elapsed, next_delay))
     _reschedule(rt, rec, TASK_POLL, next_delay)
 
 
@@ -528,7 +561,7 @@ def _quiet_poll(rt: Runtime, rec: JobRecord) -> None:
         if rt.store.update_if(rec.id, [JobStatus.CANCELLED], next_check_at=None):
             release_slot(rt, rec.id)
         return
-    rt.limiter.hold(rec.id, policy.deadline - elapsed + 300.0)
+    rt.limiter.hold(rec.id, render_hold(policy.deadline - elapsed, delay))
     _reschedule(rt, rec, TASK_POLL, delay)
 
 

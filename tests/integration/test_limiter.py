@@ -143,14 +143,24 @@ def test_a_lost_line_refuses_until_rebuilt(redis_url: str) -> None:
 
 
 def test_a_full_provider_lowers_the_limit_and_it_grows_back(redis_url: str) -> None:
-    lim = _limiter(redis_url, 5)
+    clock = [1000.0]
+    lim = AccountLimiter(redis_lib.Redis.from_url(redis_url), 5, clock=lambda: clock[0])
+    lim.rebuild([], [])
     for i in range(3):
-        assert lim.acquire(f"j{i}", lease=60, created=float(i))
+        assert lim.acquire(f"j{i}", lease=600, created=float(i))
     # The provider says 5 while we hold 3 (j2 refused): someone else holds 3 of them.
-    assert lim.queue_full("j2", provider_max=5, retry_after=0) == 2
+    assert lim.queue_full("j2", provider_max=5, retry_after=5) == 2
     assert lim.effective_limit() == 2
     assert lim.view().provider_max == 5 and lim.view().queue_full_429s == 1
-    assert not lim.acquire("j3", lease=60, created=3.0)
-    grew = [lim.accepted() for _ in range(12)]
+    assert not lim.acquire("j3", lease=600, created=3.0)
+    assert not lim.accepted()  # within retry_after nothing grows
+    clock[0] += 4.9
+    assert lim.effective_limit() == 2
+    clock[0] += 0.1  # retry_after is over: one more slot is probed, and it is free now
+    assert lim.effective_limit() == 3
+    assert lim.release(None) == ["j3"]
+    clock[0] += 5  # one more per retry_after, even when nothing is accepted
+    assert lim.effective_limit() == 4
+    grew = [lim.accepted() for _ in range(12)]  # accepted submits grow the base back too
     assert any(grew) and lim.effective_limit() == 5
     assert lim.redis.hget(lim.state_key, "effective") is None  # back to the configured one
