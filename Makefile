@@ -27,6 +27,10 @@ test: $(STAMP)  ## the full suite: unit + integration against real services
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
+.PHONY: model
+model: $(STAMP)  ## the model test with a long budget: MODEL_SCHEDULES (10000) from T2V_MODEL_SEED
+	T2V_MODEL_SCHEDULES=$(or $(MODEL_SCHEDULES),10000) $(BIN)/python -m pytest tests/model -q -p no:cacheprovider -k model_schedules $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check producer worker simulator tests benchmarks
 	$(BIN)/mypy
