@@ -276,9 +276,13 @@ class JobStore:
     ) -> builtins.list[JobRecord]:
         """Active jobs (of ``statuses``) whose next step was due before ``now``."""
         wanted = ALLOWED_FROM[JobStatus.FAILED] if statuses is None else statuses
+        return self._due(now, limit, JobRow.status.in_([JobStatus(s).value for s in wanted]))
+
+    def _due(self, now: datetime, limit: int, *where: Any) -> builtins.list[JobRecord]:
+        """Rows matching ``where`` whose ``next_check_at`` is before ``now``, soonest first."""
         stmt = (
             select(_T)
-            .where(JobRow.status.in_([JobStatus(s).value for s in wanted]))
+            .where(*where)
             .where(JobRow.next_check_at.is_not(None))
             .where(JobRow.next_check_at < now)
             .order_by(JobRow.next_check_at)
@@ -327,19 +331,8 @@ class JobStore:
         self, now: datetime, limit: int = 500
     ) -> builtins.list[JobRecord]:
         """Cancelled jobs the provider may still be rendering whose quiet poll is overdue."""
-        stmt = (
-            select(_T)
-            .where(JobRow.status == JobStatus.CANCELLED.value)
-            .where(JobRow.provider_id.is_not(None))
-            .where(JobRow.downloading_at.is_(None))
-            .where(JobRow.next_check_at.is_not(None))
-            .where(JobRow.next_check_at < now)
-            .order_by(JobRow.next_check_at)
-            .limit(limit)
-        )
-        with self.engine.connect() as conn:
-            rows = conn.execute(stmt).all()
-        return [r for r in (_row_to_record(row) for row in rows) if r is not None]
+        return self._due(now, limit, JobRow.status == JobStatus.CANCELLED.value,
+                         JobRow.provider_id.is_not(None), JobRow.downloading_at.is_(None))
 
     def get_many(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
         """Records of ``job_ids`` that exist, by id (one query per 500 ids)."""
