@@ -57,6 +57,11 @@ class WorkerSettings(Settings):
         1, ge=0, description="resubmits after lost answers before failing the job instead"
     )
     claim_lease: float = Field(60.0, gt=0, description="seconds a step holds its job while running")
+    download_claim_lease: float = Field(
+        120.0, gt=0,
+        description="seconds a download holds its job before reconcile may send it again (a"
+        " worker killed mid-download is re-driven after this; a second copy is harmless)",
+    )
     claim_slack: float = Field(5.0, ge=0, description="how early a countdown may fire (clock skew)")
     reconcile_grace: float = Field(60.0, ge=0, description="how overdue a step is before re-drive")
     max_redrives: int = Field(5, ge=1, description="re-drives without progress before failing")

@@ -570,7 +570,10 @@ def download_step(rt: Runtime, job_id: str) -> None:
     rec = rt.store.get(job_id)
     if rec is None or rec.status is not JobStatus.DOWNLOADING:
         return
-    if not rt.store.claim(job_id, JobStatus.DOWNLOADING, lease=rt.settings.task_time_limit,
+    # Not the task time limit (600 s): a worker killed mid-download must not hold the job
+    # that long. A slow download outliving the lease may be sent again; both copies write
+    # the same storage keys and only one moves the row (compare-and-set).
+    if not rt.store.claim(job_id, JobStatus.DOWNLOADING, lease=rt.settings.download_claim_lease,
                           slack=rt.settings.claim_slack,
                           download_attempts=JobRow.download_attempts + 1):
         return
