@@ -29,6 +29,7 @@ from worker.steps import (
     fail,
     may_be_rendering,
     park,
+    poll_known_render,
     rebuild_line,
     release_slot,
     resume,
@@ -118,11 +119,7 @@ def _resolve_unknown_submit(rt: Runtime, rec: JobRecord, report: ReconcileReport
     if rec.provider_id:
         # The provider's id is known (an adopted webhook, an older version's crash between
         # two writes): poll it; never a second submission while an id is known.
-        if rt.store.transition(rec.id, JobStatus.PROCESSING, expect=[JobStatus.SUBMITTING],
-                               next_check_at=rt.now(), error=None,
-                               deadline_at=rt.now() + timedelta(
-                                   seconds=rt.settings.poll_deadline_seconds)):
-            rt.schedule(TASK_POLL, rec.id, 0)
+        if poll_known_render(rt, rec, error=None):
             report.redriven += 1
         return
     if rec.unknown_submits >= rt.settings.max_unknown_resubmits:

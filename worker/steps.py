@@ -135,12 +135,22 @@ def lost_answer_hold(rt: Runtime, model: str) -> float:
     """How long a submit whose answer was lost keeps its slot: as long as its render could
     still be running (``lost_submit_hold``, else 1.5 x the longest recent eta + 30 s), and
     never less than one whole request's timeouts."""
+    learned = rt.settings.lost_submit_hold is None
+    return _hold_for(rt, rt.limiter.recent_etas(model) if learned else [])
+
+
+def _hold_for(rt: Runtime, etas: list[float]) -> float:
     floor = rt.settings.connect_timeout + rt.settings.read_timeout + 30.0
     if rt.settings.lost_submit_hold is not None:
         return max(floor, rt.settings.lost_submit_hold)
-    etas = rt.limiter.recent_etas(model)
     learned = 1.5 * max(etas) + 30.0 if etas else LOST_HOLD_UNKNOWN
     return max(floor, min(learned, rt.settings.poll_deadline_seconds))
+
+
+def stretched_deadline(deadline: float, eta: float | None) -> float:
+    """The poll deadline, stretched to 1.5 x the provider's eta when it expects longer: a
+    job we paid for is not parked before it could possibly be done."""
+    return max(deadline, 1.5 * (eta or 0.0))
 
 
 def render_hold(deadline_left: float, next_check: float) -> float:
@@ -167,15 +177,13 @@ def rebuild_line(rt: Runtime) -> bool:
         now = rt.now()
         members = list(rt.store.line_members())
         # The etas Redis remembered are gone with it: the table's recent ones stand in.
-        etas = [m.eta_seconds for m in members if m.eta_seconds]
-        for eta in etas[-50:]:
-            rt.limiter.note_eta("", eta)
+        lost_hold = _hold_for(rt, [m.eta_seconds for m in members if m.eta_seconds][-50:])
         for member in members:
             if member.status is JobStatus.QUEUED:
                 waiters.append((member.id, member.created_at.timestamp()))
             elif member.status is JobStatus.SUBMITTING:
                 since = (now - (member.submitting_at or now)).total_seconds()
-                left = lost_answer_hold(rt, "") - since
+                left = lost_hold - since
                 if left > 0:
                     holders.append((member.id, left))
             else:
@@ -183,9 +191,9 @@ def rebuild_line(rt: Runtime) -> bool:
                 deadline_left = ((member.deadline_at - now).total_seconds()
                                  if member.deadline_at else rt.settings.poll_deadline_seconds)
                 if member.eta_seconds and member.submitting_at:
-                    # A poll stretches the deadline to 1.5 x the provider's eta.
                     since = (now - member.submitting_at).total_seconds()
-                    deadline_left = max(deadline_left, 1.5 * member.eta_seconds - since)
+                    deadline_left = max(deadline_left,
+                                        stretched_deadline(0.0, member.eta_seconds) - since)
                 next_left = ((member.next_check_at - now).total_seconds()
                              if member.next_check_at else 0.0)
                 holders.append((member.id, render_hold(deadline_left, next_left)))
@@ -270,6 +278,19 @@ def resume(rt: Runtime, rec: JobRecord) -> bool:
     return False
 
 
+def poll_known_render(rt: Runtime, rec: JobRecord, **values: Any) -> bool:
+    """Never a second submission while a provider id is known: move the job (queued, or
+    in doubt in `submitting`) to `processing` and poll that render. It leaves the line,
+    and whoever is next in it is woken."""
+    _wake(rt, rt.limiter.leave_line(rec.id))
+    if rt.store.transition(rec.id, JobStatus.PROCESSING, expect=[rec.status],
+                           next_check_at=rt.now(), deadline_at=_in(rt.policy.deadline, rt),
+                           **values):
+        rt.schedule(TASK_POLL, rec.id, 0)
+        return True
+    return False
+
+
 def _reschedule(rt: Runtime, rec: JobRecord, task: str, delay: float, **values: Any) -> None:
     if rt.store.update_if(rec.id, [rec.status], next_check_at=_in(delay, rt), **values):
         rt.schedule(task, rec.id, delay)
@@ -292,11 +313,7 @@ def submit_step(rt: Runtime, job_id: str) -> None:
             release_slot(rt, job_id)
         return
     if rec.provider_id:
-        # Never a second submission while a provider id is known: poll it instead.
-        rt.limiter.leave_line(job_id)
-        if rt.store.transition(job_id, JobStatus.PROCESSING, expect=[JobStatus.QUEUED],
-                               next_check_at=rt.now(), deadline_at=_in(rt.policy.deadline, rt)):
-            rt.schedule(TASK_POLL, job_id, 0)
+        poll_known_render(rt, rec)
         return
     got = _acquire(rt, rec)
     if not got:
@@ -432,8 +449,7 @@ def _after_submit(rt: Runtime, rec: JobRecord, result: ProviderResult) -> None:
     # Hold the slot for the render before recording it (a crash in between must not leave
     # a render running on the short pre-submit hold), as long as the deadline stretched by
     # the provider's eta.
-    rt.limiter.hold(rec.id, render_hold(max(policy.deadline, 1.5 * (result.eta or 0.0)),
-                                        delay))
+    rt.limiter.hold(rec.id, render_hold(stretched_deadline(policy.deadline, result.eta), delay))
     # The provider's id and the move are one statement: a crash can never leave a job
     # `submitting` with its id recorded (which would be resubmitted).
     if rt.store.transition(
@@ -528,11 +544,8 @@ def _elapsed_and_policy(rt: Runtime, rec: JobRecord) -> tuple[float, PollPolicy]
     started = rec.processing_at or rec.created_at
     elapsed = (rt.now() - started).total_seconds()
     policy = rt.policy
-    if rec.eta_seconds and rec.eta_seconds * 1.5 > policy.deadline:
-        # The provider expects to take longer than our deadline: don't park a job we paid
-        # for before it could possibly be done.
-        policy = replace(policy, deadline=rec.eta_seconds * 1.5)
-    return elapsed, policy
+    return elapsed, replace(policy, deadline=stretched_deadline(policy.deadline,
+                                                                rec.eta_seconds))
 
 
 def _quiet_poll(rt: Runtime, rec: JobRecord) -> None:
