@@ -61,7 +61,9 @@ def accept_webhook(
     # A submit whose answer was lost (still `submitting`, or already back in the line to
     # be resubmitted) adopts the render the webhook names: not resubmitted, not paid twice,
     # and it needs no account slot (its render is over).
-    lost = rec.status in (JobStatus.SUBMITTING, JobStatus.QUEUED) and not rec.provider_id
+    # A queued job that was never submitted has no render to adopt.
+    lost = (rec.status in (JobStatus.SUBMITTING, JobStatus.QUEUED) and not rec.provider_id
+            and rec.submit_count > 0)
     if lost and provider_id and store.transition(
         job_id, JobStatus.PROCESSING, expect=[rec.status],
         provider_id=provider_id, next_check_at=now(),
