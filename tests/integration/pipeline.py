@@ -99,3 +99,10 @@ def _reset_producer() -> None:
 
     producer.configure()  # rebuild the default producer from the environment
 
+
+def enqueue_small(pipe: Pipeline, n: int, tag: str) -> list[str]:
+    """Enqueue ``n`` small, fast videos (8 frames, 128x128) as the application would."""
+    with pipe.as_application() as producer:
+        return [str(producer.enqueue(producer.Text2VideoRequest(
+            prompt=f"{tag} {i}: a paper boat drifting down a gutter", num_frames=8,
+            width=128, height=128)).id) for i in range(n)]

@@ -16,22 +16,10 @@ import pytest
 from producer.errors import JobParked, RetryRefused
 from producer.states import JobStatus
 from tests.conftest import SimControl
-from tests.integration.pipeline import Pipeline
+from tests.integration.pipeline import Pipeline, enqueue_small
 from tests.integration.test_pipeline import make_env
 
 pytestmark = pytest.mark.slow
-
-
-def _enqueue_one(pipe: Pipeline, tag: str) -> str:
-    with pipe.as_application() as producer:
-        return str(producer.enqueue(producer.Text2VideoRequest(
-            prompt=f"{tag}: a kite over a windy beach", num_frames=8, width=128,
-            height=128)).id)
-
-
-def _paid(sim: SimControl, job_id: str) -> int:
-    return sum(1 for j in sim.stats()["jobs"].values()  # type: ignore[union-attr]
-               if j["track_id"] == job_id)
 
 
 def test_a_link_that_never_serves_is_parked_then_retried_without_paying_again(
@@ -45,7 +33,7 @@ def test_a_link_that_never_serves_is_parked_then_retried_without_paying_again(
     sim.faults(link_404_seconds=3600.0)
     pipe.start_worker()
     try:
-        job_id = _enqueue_one(pipe, "parked")
+        job_id = enqueue_small(pipe, 1, "parked")[0]
         [rec] = pipe.wait_all([job_id], timeout=60)
         assert rec.status is JobStatus.PARKED and rec.error_kind == "link_missing", rec.error
         assert rec.provider_id and rec.source_urls and rec.expires_at is not None
@@ -62,7 +50,7 @@ def test_a_link_that_never_serves_is_parked_then_retried_without_paying_again(
     finally:
         pipe.stop()
     assert done.status is JobStatus.SUCCEEDED and done.outputs
-    assert done.submit_count == 1 and _paid(sim, job_id) == 1  # fetched again, not resubmitted
+    assert done.submit_count == 1 and sim.paid().get(job_id) == 1  # fetched again, not resubmitted
     assert done.park_count == 1 and done.retry_count >= 1
 
 
@@ -77,17 +65,17 @@ def test_parked_jobs_are_retried_automatically_and_by_the_cli(
     sim.faults(fetch_401_share=1.0)  # a proxy in front answers 401 to every fetch
     pipe.start_worker()
     try:
-        auto = _enqueue_one(pipe, "auto")
+        auto = enqueue_small(pipe, 1, "auto")[0]
         [rec] = pipe.wait_all([auto], timeout=60)
         assert rec.status is JobStatus.PARKED and rec.error_kind == "fetch_refused", rec.error
         sim.faults(fetch_401_share=0.0)
         # Nobody retries it: the automatic retry (backoff from 2 s) brings it back.
         [rec] = pipe.wait_all([auto], timeout=60, done=lambda r: r.is_final)
         assert rec.status is JobStatus.SUCCEEDED, rec.error
-        assert rec.submit_count == 1 and _paid(sim, auto) == 1
+        assert rec.submit_count == 1 and sim.paid().get(auto) == 1
 
         sim.faults(fetch_401_share=1.0)
-        by_cli = _enqueue_one(pipe, "cli")
+        by_cli = enqueue_small(pipe, 1, "cli")[0]
         [rec] = pipe.wait_all([by_cli], timeout=60)
         assert rec.status is JobStatus.PARKED
         sim.faults(fetch_401_share=0.0)
@@ -102,4 +90,4 @@ def test_parked_jobs_are_retried_automatically_and_by_the_cli(
     finally:
         pipe.stop()
     assert rec.status is JobStatus.SUCCEEDED, rec.error
-    assert rec.submit_count == 1 and _paid(sim, by_cli) == 1
+    assert rec.submit_count == 1 and sim.paid().get(by_cli) == 1

@@ -12,24 +12,10 @@ import redis as redis_lib
 
 from producer.states import JobStatus
 from tests.conftest import SimControl
-from tests.integration.pipeline import Pipeline
+from tests.integration.pipeline import Pipeline, enqueue_small
 from tests.integration.test_pipeline import make_env
 
 pytestmark = pytest.mark.slow
-
-
-def _enqueue(pipe: Pipeline, n: int, tag: str) -> list[str]:
-    with pipe.as_application() as producer:
-        return [producer.enqueue(producer.Text2VideoRequest(
-            prompt=f"{tag} {i}: a paper boat drifting down a gutter", num_frames=8,
-            width=128, height=128)).id for i in range(n)]
-
-
-def _paid(sim: SimControl) -> dict[str, int]:
-    paid: dict[str, int] = {}
-    for job in sim.stats()["jobs"].values():  # type: ignore[union-attr]
-        paid[job["track_id"]] = paid.get(job["track_id"], 0) + 1
-    return paid
 
 
 def test_redis_restarted_empty_mid_run_rebuilds_the_line(
@@ -42,7 +28,7 @@ def test_redis_restarted_empty_mid_run_rebuilds_the_line(
     pipe = Pipeline(env, tmp_path / "logs")
     pipe.start_worker()
     try:
-        ids = _enqueue(pipe, 8, "wipe")
+        ids = enqueue_small(pipe, 8, "wipe")
         r = redis_lib.Redis.from_url(redis_url)
         # Wait until some hold slots and others wait in line, then lose everything.
         deadline = time.monotonic() + 30
@@ -57,7 +43,7 @@ def test_redis_restarted_empty_mid_run_rebuilds_the_line(
     assert [rec.status for rec in records] == [JobStatus.SUCCEEDED] * 8, [
         (rec.status, rec.error) for rec in records]
     assert "slot line rebuilt from the table" in log
-    paid = _paid(sim)
+    paid = sim.paid()
     assert all(paid.get(i) == 1 for i in ids), paid  # nothing was submitted twice
     # The provider (queue limit 5) never saw more than our 2 slots: no 429 for a full queue.
     assert sim.stats()["injected"].get("queue_limited", 0) == 0  # type: ignore[union-attr]
@@ -75,13 +61,13 @@ def test_a_cancelled_render_keeps_its_slot_until_it_can_be_over(
     sim.faults(never_finish_share=1.0)  # the first render runs until we stop looking
     pipe.start_worker()
     try:
-        [first] = _enqueue(pipe, 1, "cancelled")
+        [first] = enqueue_small(pipe, 1, "cancelled")
         pipe.wait_all([first], timeout=30, done=lambda r: r.status is JobStatus.PROCESSING)
         sim.faults(never_finish_share=0.0)
         with pipe.as_application() as producer:
             assert producer.cancel(first) is True
             assert producer.get_job(first).status is JobStatus.CANCELLED  # at once
-        [second] = _enqueue(pipe, 1, "next")
+        [second] = enqueue_small(pipe, 1, "next")
         [rec] = pipe.wait_all([second], timeout=60)
         cancelled = pipe.store.get(first)
     finally:
@@ -109,11 +95,11 @@ def test_a_lost_answer_gives_its_slot_back_while_it_waits_for_its_resubmit(
     sim.faults(lost_after_create_share=1.0, lost_after_create_mode="reset")
     pipe.start_worker()
     try:
-        [lost] = _enqueue(pipe, 1, "lost")
+        [lost] = enqueue_small(pipe, 1, "lost")
         pipe.wait_all([lost], timeout=30,
                       done=lambda r: r.error is not None and "unknown" in r.error)
         sim.faults(lost_after_create_share=0.0)
-        others = _enqueue(pipe, 3, "after")
+        others = enqueue_small(pipe, 3, "after")
         records = pipe.wait_all(others, timeout=90)
         still = pipe.store.get(lost)
     finally:
@@ -121,7 +107,7 @@ def test_a_lost_answer_gives_its_slot_back_while_it_waits_for_its_resubmit(
     # With one slot, the others could only run because the lost answer's hold ended.
     assert [r.status for r in records] == [JobStatus.SUCCEEDED] * 3, [r.error for r in records]
     assert still is not None and still.status is JobStatus.SUBMITTING  # still waiting
-    assert _paid(sim) == {lost: 1, **{i: 1 for i in others}}
+    assert sim.paid() == {lost: 1, **{i: 1 for i in others}}
 
 
 def test_another_system_on_the_key_lowers_the_limit_in_use(
@@ -140,7 +126,7 @@ def test_another_system_on_the_key_lowers_the_limit_in_use(
     sim.faults(external_holders=3, retry_after=1)  # the provider takes 2 of ours at most
     pipe.start_worker()
     try:
-        ids = _enqueue(pipe, 8, "shared")
+        ids = enqueue_small(pipe, 8, "shared")
         records = pipe.wait_all(ids, timeout=120)
         status = subprocess.run(
             [str(Path(sys.executable).with_name("t2v")), "status", "--account", "--json"],
@@ -148,7 +134,7 @@ def test_another_system_on_the_key_lowers_the_limit_in_use(
     finally:
         pipe.stop()
     assert [r.status for r in records] == [JobStatus.SUCCEEDED] * 8, [r.error for r in records]
-    assert all(n == 1 for n in _paid(sim).values())
+    assert all(n == 1 for n in sim.paid().values())
     assert status.returncode == 0, status.stderr
     view = json.loads(status.stdout)
     assert view["provider_max"] == 5 and view["queue_full_429s"] >= 1
