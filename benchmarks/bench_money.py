@@ -17,7 +17,7 @@ port 6 s in).
 For each: the wall time until every job is final or parked (or the timeout), each job's
 state against what the simulator says it should be (``succeeded``; ``failed`` with
 ``generation_failed`` for a render the provider failed; ``parked`` with
-``download_refused`` for a link that never serves a video; anything else is listed), the
+``link_not_video`` for a link that never serves a video; anything else is listed), the
 paid generations per job (``created.by_track_id``), the jobs paid more than once, whether
 their record shows it and whether an answer was lost before each extra payment ("none paid
 twice after a clean answer"), and slot use: over the time at least one job waited for a
@@ -398,7 +398,7 @@ def analyse(scenario: str, ids: list[str], records: dict[str, Any], watches: dic
         elif used["status"] == "failed":
             want, want_kind = "failed", "generation_failed"
         elif used["status"] == "success" and used.get("bad_link"):
-            want, want_kind = "parked", "download_refused"
+            want, want_kind = "parked", "link_not_video"
         elif used["status"] == "success":
             want, want_kind = "succeeded", None
         else:

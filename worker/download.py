@@ -11,7 +11,8 @@ Outcomes, by what the caller should do:
     404 / 403 / 410                   LinkNotReady (TransientError): retry within the
                                       not-found window; CDN links appear late
     5xx, 408, 429, timeouts, resets   TransientError
-    an HTML/JSON/XML/empty 200        TransientError: a CDN error page, not the video
+    an HTML/JSON/XML/empty 200        LinkServesPage (LinkNotReady): a CDN error page, not
+                                      the video (yet); retried within the same window
     other bytes that are no MP4/GIF   PermanentError
     larger than max_bytes             PermanentError
     scheme or address refused (SSRF)  DownloadRefused (PermanentError)
@@ -56,6 +57,7 @@ __all__ = [
     "DownloadRefused",
     "DownloadResult",
     "LinkNotReady",
+    "LinkServesPage",
     "download_to_storage",
     "sniff_type",
 ]
@@ -71,6 +73,12 @@ _NOT_READY = frozenset({403, 404, 410})
 
 class LinkNotReady(TransientError):
     """The output link answers 404/403/410: it may appear later; retry within a window."""
+
+
+class LinkServesPage(LinkNotReady):
+    """The output link answers 200 with a page (HTML, JSON, nothing) instead of the video:
+    a CDN error page, or a file not there yet. Retried within the same window as a 404,
+    then the job is parked as ``link_not_video``."""
 
 
 @dataclass(frozen=True)
@@ -305,7 +313,7 @@ def _judge(head: bytes, declared_type: str, host: str | None) -> VideoKind:
         return kind
     if _looks_like_text(head, declared_type):
         preview = head[:40].decode("utf-8", "replace").strip()
-        raise TransientError(
+        raise LinkServesPage(
             f"download from {host} returned a {declared_type or 'text'} page, not a video"
             f" ({preview!r}...): likely a CDN error page"
         )

@@ -140,10 +140,20 @@ def _resolve_unknown_submit(rt: Runtime, rec: JobRecord, report: ReconcileReport
         report.resubmitted += 1
 
 
+def redrive_key(job_id: str, status: JobStatus, progress: int) -> str:
+    """Where a job's re-drives are counted: per state and per progress mark (the sum of the
+    counts its steps bump when they run). A step that ran starts the backoff again, so a
+    job whose workers keep dying is not re-driven ever more slowly; a step that never runs
+    is stopped after ``max_redrives``. Steps bound their own tries (download attempts, the
+    poll deadline, unknown-submit resubmits)."""
+    return f"{REDRIVES_KEY}:{job_id}:{status.value}:{progress}"
+
+
 def _redrive(rt: Runtime, rec: JobRecord, report: ReconcileReport) -> None:
     """Send the job's overdue step again, backing off; fail it if it never moves."""
     redis = rt.limiter.redis
-    key = f"{REDRIVES_KEY}:{rec.id}:{rec.status.value}"
+    key = redrive_key(rec.id, rec.status, rec.submit_count + rec.poll_count
+                      + rec.download_attempts + rec.retry_count)
     count = int(redis.get(key) or 0)
     overdue = (rt.now() - (rec.next_check_at or rt.now())).total_seconds()
     # Re-drive after grace, 2×grace, 4×grace...: a step stuck behind a long queue gets

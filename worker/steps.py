@@ -44,7 +44,7 @@ from producer.states import (
     TASK_SUBMIT,
     JobStatus,
 )
-from worker.download import LinkNotReady, download_to_storage
+from worker.download import LinkNotReady, LinkServesPage, download_to_storage
 from worker.limiter import AccountLimiter, LineLost
 from worker.modelslab import ModelsLabClient, ProviderResult, ProviderStatus, SubmitOutcomeUnknown
 from worker.policy import PollPolicy, next_poll_delay, retry_delay
@@ -592,13 +592,22 @@ def download_step(rt: Runtime, job_id: str) -> None:
         return
     rec = rt.store.get(job_id)
     assert rec is not None
+    if rec.download_attempts > rt.settings.download_max_attempts:
+        # The earlier tries never came back (their workers died mid-download): stop here.
+        park(rt, rec, f"download tried {rec.download_attempts - 1} times without finishing "
+             "(workers stopped mid-download?)", "download")
+        return
     try:
         outputs = [_store_output(rt, rec, i, url) for i, url in enumerate(rec.source_urls or [])]
     except LinkNotReady as exc:
         waited = (rt.now() - (rec.downloading_at or rt.now())).total_seconds()
         if waited >= rt.settings.download_not_found_window:
-            park(rt, rec, f"output link still missing after {waited:.0f}s: {exc}",
-                 "link_missing")
+            if isinstance(exc, LinkServesPage):
+                park(rt, rec, f"output link still serves no video after {waited:.0f}s: "
+                     f"{exc}", "link_not_video")
+            else:
+                park(rt, rec, f"output link still missing after {waited:.0f}s: {exc}",
+                     "link_missing")
             return
         _retry_download(rt, rec, exc.retry_after)
         return

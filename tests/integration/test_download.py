@@ -18,7 +18,13 @@ import requests
 from PIL import Image
 
 from producer.errors import PermanentError, RateLimited, TransientError
-from worker.download import DownloadRefused, LinkNotReady, download_to_storage, sniff_type
+from worker.download import (
+    DownloadRefused,
+    LinkNotReady,
+    LinkServesPage,
+    download_to_storage,
+    sniff_type,
+)
 from worker.storage import LocalStorage, object_key
 
 MB = 1024 * 1024
@@ -219,12 +225,13 @@ def test_retry_overwrites_same_key(
 
 
 @pytest.mark.parametrize("path", ["/v/page.html", "/v/plain-html", "/v/empty"])
-def test_html_or_empty_200_is_transient(
+def test_html_or_empty_200_is_a_page_not_the_video_yet(
     site: Site, storage: LocalStorage, http: requests.Session, path: str
 ) -> None:
-    with pytest.raises(TransientError) as info:
+    # Retried within the not-found window like a 404, then parked as link_not_video.
+    with pytest.raises(LinkServesPage) as info:
         fetch(site, path, storage, http)
-    assert not isinstance(info.value, LinkNotReady)
+    assert isinstance(info.value, LinkNotReady) and isinstance(info.value, TransientError)
     assert not storage.exists("jobs/ab/abcdef12/output-0.mp4")
 
 

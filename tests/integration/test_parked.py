@@ -54,6 +54,30 @@ def test_a_link_that_never_serves_is_parked_then_retried_without_paying_again(
     assert done.park_count == 1 and done.retry_count >= 1
 
 
+def test_a_link_that_serves_a_page_is_parked_within_the_window_not_after_all_tries(
+    redis_url: str, sqlite_url: str, sim: SimControl, tmp_path: Path
+) -> None:
+    # An HTML page where the video should be is bounded by the same window as a 404,
+    # not by the download tries (ten tries took about six minutes).
+    env = make_env(redis_url, sqlite_url, sim, {
+        "T2V_STORAGE_URL": str(tmp_path / "v"), "T2V_DOWNLOAD_NOT_FOUND_WINDOW": "2",
+        "T2V_DOWNLOAD_MAX_ATTEMPTS": "1000", "T2V_PROBE_VIDEOS": "false",
+        "T2V_PARKED_RETRY_BASE": "3600",
+    })
+    pipe = Pipeline(env, tmp_path / "logs")
+    sim.faults(bad_link_share=1.0)
+    pipe.start_worker()
+    try:
+        job_id = enqueue_small(pipe, 1, "page")[0]
+        [rec] = pipe.wait_all([job_id], timeout=60)
+    finally:
+        pipe.stop()
+    assert rec.status is JobStatus.PARKED and rec.error_kind == "link_not_video", rec.error
+    assert "serves no video" in (rec.error or "")
+    assert rec.provider_id and rec.source_urls and not rec.outputs
+    assert rec.submit_count == 1 and sim.paid().get(job_id) == 1
+
+
 def test_parked_jobs_are_retried_automatically_and_by_the_cli(
     redis_url: str, sqlite_url: str, sim: SimControl, tmp_path: Path
 ) -> None:

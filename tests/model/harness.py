@@ -679,6 +679,9 @@ class Peek(NamedTuple):
     provider_id: str | None
     submit_count: int
     downloaded: bool  # downloading_at is set
+    poll_count: int
+    download_attempts: int
+    retry_count: int
 
     @property
     def cancelled_rendering(self) -> bool:
@@ -718,11 +721,13 @@ class Bench:
         if not job_ids:
             return {}
         marks = ",".join("?" * len(job_ids))
-        columns = "id, status, next_check_at, provider_id, submit_count, downloading_at"
+        columns = ("id, status, next_check_at, provider_id, submit_count, downloading_at, "
+                   "poll_count, download_attempts, retry_count")
         query = f"SELECT {columns} FROM t2v_jobs WHERE id IN ({marks})"  # noqa: S608 - only ?s
         cur = self.raw.execute(query, job_ids)
         return {row[0]: Peek(JobStatus(row[1]), _epoch(row[2]), row[3], row[4],
-                             row[5] is not None) for row in cur.fetchall()}
+                             row[5] is not None, row[6], row[7], row[8])
+                for row in cur.fetchall()}
 
     def reset(self) -> None:
         with self.engine.begin() as conn:
@@ -1375,8 +1380,10 @@ class World:
             elif rec.status is JobStatus.SUBMITTING:
                 times.append(t + grace)
             elif not rec.status.is_final or rec.cancelled_rendering:
-                item = self.bench.db._dict.get(f"{reconcile_module.REDRIVES_KEY}:{job_id}:"
-                                               f"{rec.status.value}".encode())
+                key = reconcile_module.redrive_key(job_id, rec.status, rec.submit_count
+                                                   + rec.poll_count + rec.download_attempts
+                                                   + rec.retry_count)
+                item = self.bench.db._dict.get(key.encode())
                 count = int(item.value) if item is not None else 0
                 times.append(t + grace * (2 ** count))
         if self._zset(self.limiter.waiting_key):
