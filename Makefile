@@ -32,7 +32,7 @@ model: $(STAMP)  ## the model test with a long budget: MODEL_SCHEDULES (10000) f
 	T2V_MODEL_SCHEDULES=$(or $(MODEL_SCHEDULES),10000) $(BIN)/python -m pytest tests/model -q -p no:cacheprovider -k model_schedules $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check producer worker simulator tests benchmarks
+	$(BIN)/ruff check t2v_core producer worker simulator tests benchmarks
 	$(BIN)/mypy
 
 bench: $(STAMP)  ## benchmarks; figures land in benchmarks/results/

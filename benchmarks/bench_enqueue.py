@@ -31,9 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from producer.api import Producer  # noqa: E402
-from producer.db import dispose_engines  # noqa: E402
-from producer.settings import Settings  # noqa: E402
-from producer.states import QUEUE_SUBMIT, TASK_SUBMIT  # noqa: E402
+from t2v_core.db import dispose_engines  # noqa: E402
+from t2v_core.names import QUEUE_SUBMIT, TASK_SUBMIT  # noqa: E402
+from t2v_core.settings import Settings  # noqa: E402
 
 REDIS = os.environ.get("T2V_BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
 PG = os.environ.get("T2V_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -107,8 +107,8 @@ def configure_producer(env: dict[str, str]) -> Any:
     for name in [k for k in os.environ if k.startswith("T2V_")]:
         del os.environ[name]
     os.environ.update(env)
-    from producer.db import dispose_engines
-    from producer.settings import get_settings
+    from t2v_core.db import dispose_engines
+    from t2v_core.settings import get_settings
 
     get_settings.cache_clear()
     dispose_engines()
@@ -299,8 +299,8 @@ def run_scenario(scenario: str, jobs: int, seed: int, timeout: float, concurrenc
                  base: Path) -> dict[str, Any]:
     from sqlalchemy.pool import NullPool
 
-    from producer.db import make_engine
-    from producer.records import JobStore
+    from t2v_core.db import make_engine
+    from t2v_core.records import JobStore
 
     logs = base
     logs.mkdir(parents=True)

@@ -52,14 +52,14 @@ def run_once(jobs: int, render_mean: float, eta_noise: float, base: Path) -> dic
             "T2V_DOWNLOAD_ALLOWED_HOSTS": "127.0.0.1",
         }
         os.environ.update(env)
-        from producer.settings import get_settings
+        from t2v_core.settings import get_settings
 
         get_settings.cache_clear()
         import producer
 
         producer.configure()
-        from producer.db import get_engine
-        from producer.records import JobStore
+        from t2v_core.db import get_engine
+        from t2v_core.records import JobStore
 
         JobStore(get_engine(env["T2V_DATABASE_URL"])).create_schema()
         procs.append(localstack.start_worker(logs, env=env, concurrency=2, loglevel="INFO"))

@@ -19,7 +19,9 @@ from producer.api import (
     list_jobs,
     retry,
 )
-from producer.errors import (
+from producer.job import Job
+from producer.request import Text2VideoRequest, UnknownModelWarning
+from t2v_core.errors import (
     ConfigError,
     EnqueueError,
     JobError,
@@ -34,11 +36,9 @@ from producer.errors import (
     T2VError,
     TransientError,
 )
-from producer.job import Job
-from producer.records import JobRecord, OutputRecord
-from producer.request import Text2VideoRequest, UnknownModelWarning
-from producer.settings import Settings, get_settings
-from producer.states import JobStatus
+from t2v_core.records import JobRecord, OutputRecord
+from t2v_core.settings import Settings, get_settings
+from t2v_core.states import JobStatus
 
 __all__ = [
     "ConfigError",

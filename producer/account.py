@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from producer.states import SLOTS_PREFIX
+from t2v_core.names import SLOTS_PREFIX, slot_keys
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,12 @@ class AccountStatus:
 
 def account_status(redis: Any, prefix: str = SLOTS_PREFIX) -> AccountStatus:
     """One consistent-enough read of the slot keys (a pipeline, no scripts)."""
+    keys = slot_keys(prefix)
     pipe = redis.pipeline(transaction=False)
-    pipe.zcount(f"{prefix}:holders", f"({time.time()}", "+inf")
-    pipe.zcard(f"{prefix}:waiting")
-    pipe.hgetall(f"{prefix}:state")
-    pipe.exists(f"{prefix}:ready")
+    pipe.zcount(keys["holders"], f"({time.time()}", "+inf")
+    pipe.zcard(keys["waiting"])
+    pipe.hgetall(keys["state"])
+    pipe.exists(keys["ready"])
     in_use, waiting, raw, ready = pipe.execute()
     state = {_s(k): _s(v) for k, v in raw.items()}
     effective = state.get("effective")

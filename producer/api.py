@@ -23,14 +23,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from producer.broker import Broker
-from producer.db import forget_engines, get_engine, get_tuned_engine
-from producer.errors import JobNotFound, RequestInvalid, RetryRefused
 from producer.job import Job
-from producer.records import JobRecord, JobRow, JobStore, to_record
 from producer.request import Text2VideoRequest
-from producer.retry import plan_retry
-from producer.settings import Settings, get_settings
-from producer.states import JobStatus
+from t2v_core.db import forget_engines, get_engine, get_tuned_engine
+from t2v_core.errors import JobNotFound, RequestInvalid, RetryRefused
+from t2v_core.records import JobRecord, JobRow, JobStore, to_record
+from t2v_core.retry import plan_retry
+from t2v_core.settings import Settings, get_settings
+from t2v_core.states import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -410,7 +410,7 @@ def _engine(url: str) -> Engine:
 
     The pre-ping is a round trip before every checkout: a third of a single ``enqueue``.
     A connection the server dropped is caught by ``Producer._insert`` instead (reads just
-    fail once and work again). Both live in ``producer.db``'s registry.
+    fail once and work again). Both live in ``t2v_core.db``'s registry.
     """
     if make_url(url).get_backend_name() != "postgresql":
         return get_engine(url)

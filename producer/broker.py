@@ -21,9 +21,9 @@ from typing import Any
 
 from celery import Celery
 
-from producer.errors import EnqueueError
-from producer.settings import Settings
-from producer.states import TASK_ROUTES, TASK_SUBMIT
+from t2v_core.errors import EnqueueError
+from t2v_core.names import TASK_ROUTES, TASK_SUBMIT
+from t2v_core.settings import Settings
 
 log = logging.getLogger(__name__)
 

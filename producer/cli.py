@@ -30,7 +30,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from producer import render
 from producer.account import account_status
 from producer.api import Producer, idempotency_key_problem
-from producer.errors import (
+from producer.request import Text2VideoRequest, UnknownModelWarning
+from t2v_core.errors import (
     ConfigError,
     JobFailed,
     JobNotFound,
@@ -39,10 +40,9 @@ from producer.errors import (
     RetryRefused,
     T2VError,
 )
-from producer.records import JobRecord
-from producer.request import Text2VideoRequest, UnknownModelWarning
-from producer.settings import Settings
-from producer.states import JobStatus
+from t2v_core.records import JobRecord
+from t2v_core.settings import Settings
+from t2v_core.states import JobStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
 

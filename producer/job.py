@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from producer.errors import JobFailed, JobParked, JobTimeout
-from producer.records import JobRecord, OutputRecord
-from producer.states import JobStatus
+from t2v_core.errors import JobFailed, JobParked, JobTimeout
+from t2v_core.records import JobRecord, OutputRecord
+from t2v_core.states import JobStatus
 
 POLL_START = 0.05
 POLL_MAX = 2.0

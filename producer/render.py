@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from producer.records import JobRecord
-from producer.states import JobStatus
+from t2v_core.records import JobRecord
+from t2v_core.states import JobStatus
 
 STATUS_STYLE = {
     JobStatus.QUEUED: "dim",

@@ -21,7 +21,7 @@ from pydantic import (
     field_validator,
 )
 
-from producer.errors import RequestInvalid
+from t2v_core.errors import RequestInvalid
 
 #: Models the API really runs; any other ``model_id`` is run as ``wan2.2`` by ModelsLab.
 KNOWN_MODELS: tuple[str, ...] = ("wan2.2", "ltx-2.3")
@@ -77,7 +77,7 @@ class Text2VideoRequest(BaseModel):
 
     Errors: every way of building a request (``Text2VideoRequest(...)``,
     ``Text2VideoRequest.parse(mapping)``, ``model_validate``, ``enqueue``) raises
-    ``producer.errors.RequestInvalid`` (a ``ValueError``) naming each bad field, its value
+    ``t2v_core.errors.RequestInvalid`` (a ``ValueError``) naming each bad field, its value
     and the limit, e.g. ``width=1024: must be at most 512; num_frames=30: must be at most 25``.
     """
 

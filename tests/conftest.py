@@ -100,7 +100,7 @@ def pg_url(pg_available: bool) -> Iterator[str]:
     try:
         yield f"{PG_ADMIN_URL}{sep}options={quote(f'-csearch_path={schema}')}"
     finally:
-        from producer.db import dispose_engines
+        from t2v_core.db import dispose_engines
 
         dispose_engines()
         with admin.begin() as conn:

@@ -15,10 +15,10 @@ import redis
 from sqlalchemy import func, select
 
 from producer.api import Producer
-from producer.db import dispose_engines
-from producer.records import JobRow
-from producer.settings import Settings
-from producer.states import QUEUE_SUBMIT
+from t2v_core.db import dispose_engines
+from t2v_core.names import QUEUE_SUBMIT
+from t2v_core.records import JobRow
+from t2v_core.settings import Settings
 
 MakeProducer = Callable[..., Producer]
 

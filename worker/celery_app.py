@@ -21,13 +21,11 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Queue
 
-from producer.errors import ConfigError
-from producer.states import QUEUE_MAINTENANCE, TASK_RECONCILE, TASK_ROUTES
+from t2v_core.errors import ConfigError
+from t2v_core.names import BEAT_RECONCILE, QUEUE_MAINTENANCE, QUEUES, TASK_RECONCILE, TASK_ROUTES
 from worker.settings import WorkerSettings, get_worker_settings
 
-QUEUE_FOR = TASK_ROUTES
-
-__all__ = ["QUEUE_FOR", "app"]
+__all__ = ["app"]
 
 
 def longest_countdown(settings: WorkerSettings) -> float:
@@ -62,16 +60,16 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "enable_utc": True,
         "timezone": "UTC",
         # kombu ships no type hints
-        "task_queues": [Queue(q, routing_key=q) for q in QUEUE_FOR.values()],  # type: ignore[no-untyped-call]
+        "task_queues": [Queue(q, routing_key=q) for q in QUEUES],  # type: ignore[no-untyped-call]
         "task_default_queue": QUEUE_MAINTENANCE,
-        "task_routes": {name: {"queue": q} for name, q in QUEUE_FOR.items()},
+        "task_routes": {name: {"queue": q} for name, q in TASK_ROUTES.items()},
         "task_time_limit": settings.task_time_limit,
         "task_soft_time_limit": max(settings.task_time_limit - 30, settings.task_time_limit * 0.9),
         # A Redis blip must not kill running steps (a submit mid-request would become an
         # unknown outcome); a redelivered copy is dropped by the step's claim anyway.
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "beat_schedule": {
-            "t2v-reconcile": {
+            BEAT_RECONCILE: {
                 "task": TASK_RECONCILE,
                 "schedule": settings.reconcile_interval,
                 "options": {"queue": QUEUE_MAINTENANCE, "expires": settings.reconcile_interval},

@@ -41,7 +41,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from producer.errors import PermanentError, RateLimited, T2VError, TransientError
+from t2v_core.errors import PermanentError, RateLimited, T2VError, TransientError
 from worker.netguard import (
     AllowList,
     DownloadRefused,

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from producer.states import SLOTS_PREFIX
+from t2v_core.names import SLOTS_PREFIX, eta_key, slot_keys
 
 # ARGV[1] is "now" when the caller passes a clock, else "" and Redis's TIME is used, so
 # hosts with skewed clocks agree on lease expiry.
@@ -225,10 +225,11 @@ class AccountLimiter:
         self.redis = redis
         self.limit = limit
         self.prefix = prefix
-        self.holders_key = f"{prefix}:holders"
-        self.waiting_key = f"{prefix}:waiting"
-        self.ready_key = f"{prefix}:ready"
-        self.state_key = f"{prefix}:state"
+        keys = slot_keys(prefix)
+        self.holders_key = keys["holders"]
+        self.waiting_key = keys["waiting"]
+        self.ready_key = keys["ready"]
+        self.state_key = keys["state"]
         self._clock = clock
         self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
@@ -342,14 +343,14 @@ class AccountLimiter:
 
     # -- what a render takes --------------------------------------------------------------
     def note_eta(self, model: str, eta: float, *, keep: int = 50) -> None:
-        key = f"{self.prefix}:eta:{model}"
+        key = eta_key(self.prefix, model)
         pipe = self.redis.pipeline(transaction=False)
         pipe.lpush(key, repr(float(eta)))
         pipe.ltrim(key, 0, keep - 1)
         pipe.execute()
 
     def recent_etas(self, model: str) -> list[float]:
-        return [float(_str(v)) for v in self.redis.lrange(f"{self.prefix}:eta:{model}", 0, -1)]
+        return [float(_str(v)) for v in self.redis.lrange(eta_key(self.prefix, model), 0, -1)]
 
     # -- reads ---------------------------------------------------------------------------
     def holders(self) -> list[str]:

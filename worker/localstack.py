@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from producer.errors import ConfigError
-from producer.states import QUEUE_DOWNLOAD, QUEUE_MAINTENANCE, QUEUE_POLL, QUEUE_SUBMIT
-
-ALL_QUEUES = (QUEUE_SUBMIT, QUEUE_POLL, QUEUE_DOWNLOAD, QUEUE_MAINTENANCE)
+from t2v_core.errors import ConfigError
+from t2v_core.names import QUEUES
 
 
 def free_port() -> int:
@@ -184,7 +182,7 @@ def start_worker(
     env: Mapping[str, str],
     name: str = "worker",
     concurrency: int = 2,
-    queues: Sequence[str] = ALL_QUEUES,
+    queues: Sequence[str] = QUEUES,
     beat: bool = True,
     pool: str = "prefork",
     loglevel: str = "INFO",

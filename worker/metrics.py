@@ -29,17 +29,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from producer.records import JobStore
-from producer.states import (
-    QUEUE_DOWNLOAD,
-    QUEUE_MAINTENANCE,
-    QUEUE_POLL,
-    QUEUE_SUBMIT,
-    JobStatus,
-)
+from t2v_core.names import QUEUES
+from t2v_core.records import JobStore
+from t2v_core.states import JobStatus
 from worker.limiter import AccountLimiter
-
-QUEUES = (QUEUE_SUBMIT, QUEUE_POLL, QUEUE_DOWNLOAD, QUEUE_MAINTENANCE)
 
 
 def render_metrics(store: JobStore, redis: Any, limiter: AccountLimiter) -> str:
@@ -91,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import redis as redis_lib
     import uvicorn
 
-    from producer.db import get_engine
+    from t2v_core.db import get_engine
     from worker.settings import get_worker_settings
 
     parser = argparse.ArgumentParser(prog="python -m worker.metrics")

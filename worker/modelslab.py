@@ -41,7 +41,7 @@ import requests
 from pydantic import SecretStr
 from requests.adapters import HTTPAdapter
 
-from producer.errors import ConfigError, PermanentError, RateLimited, TransientError
+from t2v_core.errors import ConfigError, PermanentError, RateLimited, TransientError
 
 __all__ = [
     "ModelsLabClient",

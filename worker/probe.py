@@ -23,7 +23,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from producer.errors import T2VError
+from t2v_core.errors import T2VError
 
 __all__ = ["ProbeError", "VideoInfo", "make_inspector", "make_poster", "probe_video"]
 

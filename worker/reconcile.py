@@ -21,8 +21,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from producer.records import JobRecord, JobRow
-from producer.states import ACTIVE_STATES, TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT, JobStatus
+from t2v_core.names import (
+    RECONCILE_LOCK_KEY,
+    TASK_DOWNLOAD,
+    TASK_POLL,
+    TASK_SUBMIT,
+    redrive_key,
+)
+from t2v_core.records import JobRecord, JobRow
+from t2v_core.states import ACTIVE_STATES, JobStatus
 from worker.steps import (
     WAITING_RECHECK_SECONDS,
     Runtime,
@@ -37,8 +44,6 @@ from worker.steps import (
 
 log = logging.getLogger("t2v.reconcile")
 
-LOCK_KEY = "t2v:reconcile:lock"
-REDRIVES_KEY = "t2v:redrives"
 REDRIVES_TTL = 86400
 
 _STEP_FOR = {
@@ -64,7 +69,7 @@ def reconcile(rt: Runtime, *, lock_seconds: float = 120.0) -> ReconcileReport:
     report = ReconcileReport()
     redis = rt.limiter.redis
     token = uuid.uuid4().hex
-    if not redis.set(LOCK_KEY, token, nx=True, ex=int(lock_seconds)):
+    if not redis.set(RECONCILE_LOCK_KEY, token, nx=True, ex=int(lock_seconds)):
         report.skipped_locked = True
         return report
     try:
@@ -77,8 +82,8 @@ def reconcile(rt: Runtime, *, lock_seconds: float = 120.0) -> ReconcileReport:
             rt.schedule(TASK_SUBMIT, job_id, 0)
         report.woken += len(woken)
     finally:
-        if redis.get(LOCK_KEY) in (token, token.encode()):
-            redis.delete(LOCK_KEY)
+        if redis.get(RECONCILE_LOCK_KEY) in (token, token.encode()):
+            redis.delete(RECONCILE_LOCK_KEY)
     if (report.redriven or report.resubmitted or report.woken or report.freed or report.failed
             or report.parked_retried or report.rebuilt):
         log.info("reconcile: %s", report)
@@ -140,20 +145,19 @@ def _resolve_unknown_submit(rt: Runtime, rec: JobRecord, report: ReconcileReport
         report.resubmitted += 1
 
 
-def redrive_key(job_id: str, status: JobStatus, progress: int) -> str:
-    """Where a job's re-drives are counted: per state and per progress mark (the sum of the
-    counts its steps bump when they run). A step that ran starts the backoff again, so a
-    job whose workers keep dying is not re-driven ever more slowly; a step that never runs
-    is stopped after ``max_redrives``. Steps bound their own tries (download attempts, the
-    poll deadline, unknown-submit resubmits)."""
-    return f"{REDRIVES_KEY}:{job_id}:{status.value}:{progress}"
+def progress_mark(rec: JobRecord) -> int:
+    """A job's re-drives are counted per state and per this mark (the sum of the counts its
+    steps bump when they run): a step that ran starts the backoff again, so a job whose
+    workers keep dying is not re-driven ever more slowly; a step that never runs is stopped
+    after ``max_redrives``. Steps bound their own tries (download attempts, the poll
+    deadline, unknown-submit resubmits)."""
+    return rec.submit_count + rec.poll_count + rec.download_attempts + rec.retry_count
 
 
 def _redrive(rt: Runtime, rec: JobRecord, report: ReconcileReport) -> None:
     """Send the job's overdue step again, backing off; fail it if it never moves."""
     redis = rt.limiter.redis
-    key = redrive_key(rec.id, rec.status, rec.submit_count + rec.poll_count
-                      + rec.download_attempts + rec.retry_count)
+    key = redrive_key(rec.id, rec.status.value, progress_mark(rec))
     count = int(redis.get(key) or 0)
     overdue = (rt.now() - (rec.next_check_at or rt.now())).total_seconds()
     # Re-drive after grace, 2×grace, 4×grace...: a step stuck behind a long queue gets

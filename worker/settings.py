@@ -1,6 +1,6 @@
 """Worker-only settings: the API key, the poll policy, download limits.
 
-Extends ``producer.settings.Settings`` (same `T2V_` prefix). The API key is a
+Extends ``t2v_core.settings.Settings`` (same `T2V_` prefix). The API key is a
 ``SecretStr``: its ``repr``/``str`` never show it, so it cannot leak into a log line by
 accident; only the ModelsLab client calls ``get_secret_value()``.
 """
@@ -13,7 +13,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from producer.settings import Settings
+from t2v_core.settings import Settings
 
 
 class WorkerSettings(Settings):

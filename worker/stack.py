@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlparse
 
-from producer.errors import ConfigError, JobError
+from t2v_core.errors import ConfigError, JobError
 from worker import localstack
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -95,9 +95,9 @@ class LocalStack:
         self._note(f"ModelsLab API:  {proc.url}/api/v6 (the local simulator; no key was set)")
 
     def _migrate(self) -> None:
-        from producer.db import get_engine
-        from producer.records import JobStore
-        from producer.settings import get_settings
+        from t2v_core.db import get_engine
+        from t2v_core.records import JobStore
+        from t2v_core.settings import get_settings
 
         settings = get_settings()
         JobStore(get_engine(settings.database_url)).create_schema()
@@ -114,7 +114,7 @@ class LocalStack:
 
 
 def _reload_settings() -> None:
-    from producer.settings import get_settings
+    from t2v_core.settings import get_settings
     from worker.settings import get_worker_settings
 
     get_settings.cache_clear()

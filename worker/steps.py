@@ -34,16 +34,11 @@ from typing import Any
 
 import requests
 
-from producer.errors import PermanentError, RateLimited, RetryRefused, TransientError
-from producer.records import JobRecord, JobRow, JobStore, OutputRecord, utcnow
-from producer.retry import OUTPUT_TTL, output_expiry, plan_retry
-from producer.states import (
-    ACTIVE_STATES,
-    TASK_DOWNLOAD,
-    TASK_POLL,
-    TASK_SUBMIT,
-    JobStatus,
-)
+from t2v_core.errors import PermanentError, RateLimited, RetryRefused, TransientError
+from t2v_core.names import TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT, rebuild_lock_key
+from t2v_core.records import JobRecord, JobRow, JobStore, OutputRecord, utcnow
+from t2v_core.retry import OUTPUT_TTL, output_expiry, plan_retry
+from t2v_core.states import ACTIVE_STATES, JobStatus
 from worker.download import LinkNotReady, LinkServesPage, download_to_storage
 from worker.limiter import AccountLimiter, LineLost
 from worker.modelslab import ModelsLabClient, ProviderResult, ProviderStatus, SubmitOutcomeUnknown
@@ -166,7 +161,7 @@ def rebuild_line(rt: Runtime) -> bool:
     first). One rebuilder at a time (a Redis lock); the others find the line ready.
     """
     redis = rt.limiter.redis
-    lock = f"{rt.limiter.prefix}:rebuild-lock"
+    lock = rebuild_lock_key(rt.limiter.prefix)
     if not redis.set(lock, "1", nx=True, ex=60):
         return False
     try:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
-from producer.errors import ConfigError, PermanentError, TransientError
+from t2v_core.errors import ConfigError, PermanentError, TransientError
 
 __all__ = [
     "LocalStorage",

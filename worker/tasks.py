@@ -14,10 +14,10 @@ import redis
 import requests
 from celery.signals import worker_init, worker_process_init
 
-from producer.db import dispose_engines, get_engine
-from producer.records import JobStore
-from producer.states import TASK_DOWNLOAD, TASK_POLL, TASK_RECONCILE, TASK_SUBMIT
-from worker.celery_app import QUEUE_FOR, app
+from t2v_core.db import dispose_engines, get_engine
+from t2v_core.names import TASK_DOWNLOAD, TASK_POLL, TASK_RECONCILE, TASK_ROUTES, TASK_SUBMIT
+from t2v_core.records import JobStore
+from worker.celery_app import app
 from worker.limiter import AccountLimiter
 from worker.modelslab import ModelsLabClient
 from worker.reconcile import reconcile
@@ -27,7 +27,7 @@ from worker.storage import storage_from_url
 
 
 def _schedule(task: str, job_id: str, countdown: float) -> None:
-    app.send_task(task, args=[job_id], queue=QUEUE_FOR[task],
+    app.send_task(task, args=[job_id], queue=TASK_ROUTES[task],
                   countdown=max(0.0, round(countdown, 3)) or None)
 
 
@@ -35,7 +35,7 @@ def _schedule(task: str, job_id: str, countdown: float) -> None:
 def runtime() -> Runtime:
     settings = get_worker_settings()
     if settings.modelslab_api_key is None:
-        from producer.errors import ConfigError
+        from t2v_core.errors import ConfigError
 
         raise ConfigError("T2V_MODELSLAB_API_KEY is not set (the worker needs the account key)")
     http = requests.Session()

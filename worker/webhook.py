@@ -32,10 +32,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from producer.errors import ConfigError
-from producer.records import JobStore, utcnow
-from producer.retry import OUTPUT_TTL
-from producer.states import TASK_POLL, JobStatus
+from t2v_core.errors import ConfigError
+from t2v_core.names import TASK_POLL, webhook_dedupe_key
+from t2v_core.records import JobStore, utcnow
+from t2v_core.retry import OUTPUT_TTL
+from t2v_core.states import JobStatus
 
 log = logging.getLogger("t2v.webhook")
 
@@ -118,13 +119,10 @@ def create_app(
         status = str(payload.get("status") or "")
         if not job_id:
             return JSONResponse({"ok": True, "action": "no track_id"})
-        fresh = await run_in_threadpool(
-            redis.set, f"t2v:webhook:{job_id}:{provider_id}:{status}", 1, nx=True,
-            ex=DEDUPE_TTL
-        )
+        mark = webhook_dedupe_key(job_id, str(provider_id), status)
+        fresh = await run_in_threadpool(redis.set, mark, 1, nx=True, ex=DEDUPE_TTL)
         if not fresh:
             return JSONResponse({"ok": True, "action": "duplicate"})
-        mark = f"t2v:webhook:{job_id}:{provider_id}:{status}"
         try:
             action = await run_in_threadpool(
                 accept_webhook, store, schedule, job_id, provider_id, deadline=deadline
@@ -148,7 +146,7 @@ def create_app(
 def app_from_settings() -> Starlette:
     import redis as redis_lib
 
-    from producer.db import get_engine
+    from t2v_core.db import get_engine
     from worker.settings import get_worker_settings
     from worker.tasks import _schedule
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy.pool import NullPool
 
-from producer.db import dispose_engines, make_engine
-from producer.records import JobRecord, JobStore
+from t2v_core.db import dispose_engines, make_engine
+from t2v_core.records import JobRecord, JobStore
 from worker import localstack
 
 # Fast clocks for tests: polls, retries and re-drives in fractions of a second.
@@ -91,7 +91,7 @@ class Pipeline:
 
 
 def _reset_producer() -> None:
-    from producer.settings import get_settings
+    from t2v_core.settings import get_settings
 
     get_settings.cache_clear()
     dispose_engines()

@@ -17,7 +17,7 @@ import pytest
 import requests
 from PIL import Image
 
-from producer.errors import PermanentError, RateLimited, TransientError
+from t2v_core.errors import PermanentError, RateLimited, TransientError
 from worker.download import (
     DownloadRefused,
     LinkNotReady,

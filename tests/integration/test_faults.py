@@ -16,7 +16,7 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import text
 
-from producer.states import JobStatus
+from t2v_core.states import JobStatus
 from tests.conftest import TEST_API_KEY, SimControl
 from tests.integration.pipeline import FAST, Pipeline
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from producer.errors import TransientError
-from producer.states import JobStatus
+from t2v_core.errors import TransientError
+from t2v_core.states import JobStatus
 from tests.conftest import SimControl
 from tests.integration.pipeline import Pipeline
 from tests.integration.test_pipeline import make_env

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from producer.errors import JobParked, RetryRefused
-from producer.states import JobStatus
+from t2v_core.errors import JobParked, RetryRefused
+from t2v_core.states import JobStatus
 from tests.conftest import SimControl
 from tests.integration.pipeline import Pipeline, enqueue_small
 from tests.integration.test_pipeline import make_env

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from producer.states import JobStatus
+from t2v_core.states import JobStatus
 from tests.conftest import CI, TEST_API_KEY, SimControl, need
 from tests.integration.pipeline import FAST, Pipeline
 

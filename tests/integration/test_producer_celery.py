@@ -18,7 +18,7 @@ from celery import Celery
 from kombu import Queue
 
 from producer.api import Producer
-from producer.states import QUEUE_SUBMIT, TASK_SUBMIT
+from t2v_core.names import QUEUE_SUBMIT, TASK_SUBMIT
 from tests.producer_fixtures import (  # noqa: F401 - fixtures, found by pytest by name
     MakeProducer,
     make_producer_fixture,

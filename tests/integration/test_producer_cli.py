@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from producer.cli import cli
-from producer.states import JobStatus
+from t2v_core.states import JobStatus
 from tests.producer_fixtures import (  # noqa: F401 - fixtures, found by pytest by name
     MakeProducer,
     make_producer_fixture,

@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from producer.api import Producer
-from producer.errors import EnqueueError, JobFailed, JobNotFound, JobTimeout, RequestInvalid
 from producer.request import Text2VideoRequest
-from producer.states import QUEUE_SUBMIT, TASK_SUBMIT, JobStatus
+from t2v_core.errors import EnqueueError, JobFailed, JobNotFound, JobTimeout, RequestInvalid
+from t2v_core.names import QUEUE_SUBMIT, TASK_SUBMIT
+from t2v_core.states import JobStatus
 from tests.producer_fixtures import (  # noqa: F401 - fixtures, found by pytest by name
     MakeProducer,
     make_producer_fixture,

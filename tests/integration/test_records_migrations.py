@@ -8,9 +8,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from producer.db import make_engine
-from producer.migrate import VERSION_TABLE, current_revision, head_revision, upgrade
-from producer.records import Base, JobStore
+from t2v_core.db import make_engine
+from t2v_core.migrate import VERSION_TABLE, current_revision, head_revision, upgrade
+from t2v_core.records import Base, JobStore
 
 
 def test_migrated_schema_equals_the_models(database_url: str) -> None:

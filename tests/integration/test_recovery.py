@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
-from producer.states import JobStatus
+from t2v_core.states import JobStatus
 from tests.conftest import SimControl
 from tests.integration.pipeline import Pipeline
 from tests.integration.test_pipeline import make_env
@@ -36,7 +36,7 @@ def test_jobs_survive_redis_losing_every_message(
     # The rows are overdue once their grace period passes; make that now.
     from sqlalchemy import update
 
-    from producer.records import JobRow
+    from t2v_core.records import JobRow
     with pipe.store.engine.begin() as conn:
         conn.execute(update(JobRow).values(next_check_at=JobRow.created_at))
     pipe.start_worker()

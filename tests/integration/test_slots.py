@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
-from producer.states import JobStatus
+from t2v_core.states import JobStatus
 from tests.conftest import SimControl
 from tests.integration.pipeline import Pipeline, enqueue_small
 from tests.integration.test_pipeline import make_env

@@ -44,10 +44,10 @@ from sqlalchemy import select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from producer.db import make_engine, write_transaction
-from producer.migrate import VERSION_TABLE, head_revision
-from producer.records import JobRow, JobStore
-from producer.states import JobStatus
+from t2v_core.db import make_engine, write_transaction
+from t2v_core.migrate import VERSION_TABLE, head_revision
+from t2v_core.records import JobRow, JobStore
+from t2v_core.states import JobStatus
 
 ROUNDS = 50
 WORKERS = 8

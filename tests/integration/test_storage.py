@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from producer.errors import ConfigError, PermanentError
+from t2v_core.errors import ConfigError, PermanentError
 
 # `seaweedfs` comes from tests/conftest.py; the per-test bucket fixture from beside it.
 from tests.integration.storage_fixtures import SeaweedS3, s3_bucket  # noqa: F401

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from producer.states import JobStatus
+from t2v_core.states import JobStatus
 from tests.conftest import SimControl
 from tests.integration.pipeline import Pipeline
 from tests.integration.test_pipeline import make_env

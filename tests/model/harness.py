@@ -6,7 +6,7 @@ seed, and all time is a fake clock, so a seed replays exactly (run it with the s
 
 Real parts: a SQLite file (``JobStore`` with the fake clock), ``AccountLimiter`` on
 fakeredis (our Lua scripts run in fakeredis' Lua), ``worker.steps`` / ``worker.reconcile``
-/ ``worker.webhook.accept_webhook`` / ``producer.api.Producer`` / ``producer.retry``, and
+/ ``worker.webhook.accept_webhook`` / ``producer.api.Producer`` / ``t2v_core.retry``, and
 ``worker.download.download_to_storage`` (through a requests adapter that serves the fake
 CDN). Fakes: the provider (its own truth: renders, queue limit, other clients, outputs that
 expire), the broker (a list of messages with due times), the storage (a dict), the clock.
@@ -56,11 +56,12 @@ from requests.structures import CaseInsensitiveDict
 from sqlalchemy import delete
 
 import producer.api as api_module
-import producer.records as records_module
+import t2v_core.records as records_module
 import worker.limiter as limiter_module
 from producer.api import Producer
-from producer.db import make_engine
-from producer.errors import (
+from t2v_core import names
+from t2v_core.db import make_engine
+from t2v_core.errors import (
     EnqueueError,
     JobNotFound,
     PermanentError,
@@ -68,10 +69,11 @@ from producer.errors import (
     T2VError,
     TransientError,
 )
-from producer.records import JobRow, JobStore
-from producer.retry import OUTPUT_TTL, RetryRefused, plan_retry
-from producer.settings import Settings
-from producer.states import TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT, JobStatus
+from t2v_core.names import TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT
+from t2v_core.records import JobRow, JobStore
+from t2v_core.retry import OUTPUT_TTL, RetryRefused, plan_retry
+from t2v_core.settings import Settings
+from t2v_core.states import JobStatus
 from worker import reconcile as reconcile_module
 from worker import steps
 from worker.limiter import AccountLimiter
@@ -1380,15 +1382,15 @@ class World:
             elif rec.status is JobStatus.SUBMITTING:
                 times.append(t + grace)
             elif not rec.status.is_final or rec.cancelled_rendering:
-                key = reconcile_module.redrive_key(job_id, rec.status, rec.submit_count
-                                                   + rec.poll_count + rec.download_attempts
-                                                   + rec.retry_count)
+                key = names.redrive_key(job_id, rec.status.value, rec.submit_count
+                                        + rec.poll_count + rec.download_attempts
+                                        + rec.retry_count)
                 item = self.bench.db._dict.get(key.encode())
                 count = int(item.value) if item is not None else 0
                 times.append(t + grace * (2 ** count))
         if self._zset(self.limiter.waiting_key):
             times.extend(self._zset(self.limiter.holders_key).values())
-        if not self._line_ready() or self.redis.exists(reconcile_module.LOCK_KEY):
+        if not self._line_ready() or self.redis.exists(names.RECONCILE_LOCK_KEY):
             times.append(self.clock.t)  # a lost line is rebuilt; a stale lock expires
         if not times:
             return self.clock.t + 86400.0

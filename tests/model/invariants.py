@@ -35,13 +35,14 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from producer.records import JobRow
-from producer.retry import OUTPUT_TTL, RetryRefused, output_expiry, plan_retry
-from producer.states import ACTIVE_STATES, TASK_SUBMIT, JobStatus
+from t2v_core.names import TASK_SUBMIT
+from t2v_core.records import JobRow
+from t2v_core.retry import OUTPUT_TTL, RetryRefused, output_expiry, plan_retry
+from t2v_core.states import ACTIVE_STATES, JobStatus
 from worker.steps import may_be_rendering
 
 if TYPE_CHECKING:
-    from producer.records import JobRecord
+    from t2v_core.records import JobRecord
     from tests.model.harness import Render, World
 
 

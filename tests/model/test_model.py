@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 import tests.model.harness as harness
-from producer.errors import TransientError
-from producer.states import JobStatus
+from t2v_core.errors import TransientError
+from t2v_core.states import JobStatus
 from tests.model.harness import CHECKS, Bench, run_schedule
 from tests.model.runner import run_many
 from worker import reconcile as reconcile_module

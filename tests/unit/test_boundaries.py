@@ -48,3 +48,53 @@ def test_simulator_imports_nothing_from_producer_or_worker() -> None:
             offenders += [f"{path.name}: {n}" for n in names
                           if n.split(".")[0] in ("producer", "worker")]
     assert offenders == []
+
+
+def _imports(package: str) -> list[tuple[str, str]]:
+    """(file, imported module) for every import in ``package``'s source."""
+    found = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found += [(path.name, a.name) for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.append((path.name, node.module))
+    return found
+
+
+@pytest.mark.parametrize(("package", "forbidden"), [
+    ("t2v_core", ("producer", "worker", "simulator", "boto3", "requests")),
+    ("producer", ("worker", "simulator", "boto3", "requests")),
+])
+def test_the_shared_core_and_the_client_import_no_heavier_side(
+    package: str, forbidden: tuple[str, ...]
+) -> None:
+    offenders = [f"{name}: {module}" for name, module in _imports(package)
+                 if module.split(".")[0] in forbidden]
+    assert offenders == []
+
+
+def test_redis_key_and_queue_names_are_spelled_only_in_names_py() -> None:
+    # One module owns every name on the wire: a "t2v:..." key or a "t2v.<step>" queue
+    # written as a literal anywhere else is a second definition waiting to drift.
+    wire = ("t2v:", "t2v.submit", "t2v.poll", "t2v.download", "t2v.maintenance",
+            "t2v.reconcile")
+    offenders = []
+    for package in ("t2v_core", "producer", "worker"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path.name == "names.py" or "migrations" in path.parts:
+                continue
+            tree = ast.parse(path.read_text())
+            # Docstrings and logger names are prose, not names on the wire.
+            skip = {id(n.body[0].value) for n in ast.walk(tree)
+                    if isinstance(n, ast.Module | ast.FunctionDef | ast.ClassDef)
+                    and n.body and isinstance(n.body[0], ast.Expr)}
+            skip |= {id(n.args[0]) for n in ast.walk(tree)
+                     if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                     and n.func.attr == "getLogger" and n.args}
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                        and id(node) not in skip
+                        and any(node.value.startswith(w) for w in wire)):
+                    offenders.append(f"{package}/{path.name}:{node.lineno}: {node.value!r}")
+    assert offenders == []

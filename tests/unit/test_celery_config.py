@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from producer.errors import ConfigError
-from producer.states import QUEUE_DOWNLOAD, QUEUE_MAINTENANCE, QUEUE_POLL, QUEUE_SUBMIT
+from t2v_core.errors import ConfigError
+from t2v_core.names import QUEUE_DOWNLOAD, QUEUE_MAINTENANCE, QUEUE_POLL, QUEUE_SUBMIT
 from worker.celery_app import celery_config, longest_countdown
 from worker.settings import WorkerSettings
 

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from producer import states
+from t2v_core import names as states
 from worker.settings import WorkerSettings
 
 REPO = Path(__file__).resolve().parents[2]

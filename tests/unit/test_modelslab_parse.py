@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from producer.errors import PermanentError, RateLimited, TransientError
+from t2v_core.errors import PermanentError, RateLimited, TransientError
 from worker.modelslab import (
     ModelsLabClient,
     ProviderResult,

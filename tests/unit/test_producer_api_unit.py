@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import pytest
 
 import producer
-from producer.errors import JobFailed, JobNotFound, JobTimeout
 from producer.job import Job
-from producer.records import JobRecord
-from producer.states import JobStatus
+from t2v_core.errors import JobFailed, JobNotFound, JobTimeout
+from t2v_core.records import JobRecord
+from t2v_core.states import JobStatus
 
 
 def test_all_names_are_importable() -> None:
@@ -110,7 +110,7 @@ def _offline_producer() -> producer.Producer:
 def test_enqueue_many_refuses_bad_keys_naming_the_index(
     keys: object, fields: list[str], match: str
 ) -> None:
-    from producer.errors import RequestInvalid
+    from t2v_core.errors import RequestInvalid
 
     with pytest.raises(RequestInvalid, match=match) as info:
         _offline_producer().enqueue_many([{"prompt": "a"}, {"prompt": "b"}],
@@ -119,7 +119,7 @@ def test_enqueue_many_refuses_bad_keys_naming_the_index(
 
 
 def test_enqueue_many_reports_bad_requests_and_bad_keys_together() -> None:
-    from producer.errors import RequestInvalid
+    from t2v_core.errors import RequestInvalid
 
     with pytest.raises(RequestInvalid) as info:
         _offline_producer().enqueue_many(

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producer.errors import RequestInvalid
 from producer.request import (
     PROMPT_MAX_CHARS,
     SEED_MAX,
     Text2VideoRequest,
     UnknownModelWarning,
 )
+from t2v_core.errors import RequestInvalid
 
 # Per field: values the documented limits (or our decisions) refuse.
 INVALID: dict[str, st.SearchStrategy[Any]] = {

@@ -1,4 +1,4 @@
-"""Where a retried job resumes (``producer.retry.plan_retry``): from its last paid step,
+"""Where a retried job resumes (``t2v_core.retry.plan_retry``): from its last paid step,
 never a second submission while a provider id is known."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from producer.errors import RetryRefused
-from producer.records import JobRecord
-from producer.retry import OUTPUT_TTL, output_expiry, plan_retry
-from producer.states import TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT, JobStatus
+from t2v_core.errors import RetryRefused
+from t2v_core.names import TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT
+from t2v_core.records import JobRecord
+from t2v_core.retry import OUTPUT_TTL, output_expiry, plan_retry
+from t2v_core.states import JobStatus
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

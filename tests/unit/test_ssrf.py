@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from producer.errors import PermanentError, TransientError
+from t2v_core.errors import PermanentError, TransientError
 from worker.netguard import AllowList, DownloadRefused, address_problem, check_url
 
 REFUSED = {

@@ -37,8 +37,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from producer.db import write_transaction
-from producer.states import ALLOWED_FROM, JobStatus
+from t2v_core.db import write_transaction
+from t2v_core.states import ALLOWED_FROM, JobStatus
 
 QUEUED_GRACE_SECONDS = 60
 
@@ -234,7 +234,7 @@ class JobStore:
 
     def create_schema(self) -> None:
         """Bring the schema to the newest version (Alembic when available)."""
-        from producer.migrate import upgrade
+        from t2v_core.migrate import upgrade
 
         upgrade(self.engine)
 

@@ -59,27 +59,3 @@ ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.FAILED: ACTIVE_STATES,
     JobStatus.CANCELLED: ACTIVE_STATES,
 }
-
-# Task names, sent by name so the producer never imports the worker.
-TASK_SUBMIT = "t2v.submit"
-TASK_POLL = "t2v.poll"
-TASK_DOWNLOAD = "t2v.download"
-TASK_RECONCILE = "t2v.reconcile"
-
-# Queue names, one per kind of step, so a backlog of polls never starves submits.
-QUEUE_SUBMIT = "t2v.submit"
-QUEUE_POLL = "t2v.poll"
-QUEUE_DOWNLOAD = "t2v.download"
-QUEUE_MAINTENANCE = "t2v.maintenance"
-
-# Which queue each task is sent to (the producer sends by name, the worker routes by it).
-TASK_ROUTES: dict[str, str] = {
-    TASK_SUBMIT: QUEUE_SUBMIT,
-    TASK_POLL: QUEUE_POLL,
-    TASK_DOWNLOAD: QUEUE_DOWNLOAD,
-    TASK_RECONCILE: QUEUE_MAINTENANCE,
-}
-
-# Redis key prefix of the account's slot line (``worker.limiter``; read by ``t2v status
-# --account``).
-SLOTS_PREFIX = "t2v:slots"

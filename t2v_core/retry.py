@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from producer.errors import RetryRefused
-from producer.records import JobRecord
-from producer.states import TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT, JobStatus
+from t2v_core.errors import RetryRefused
+from t2v_core.names import TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT
+from t2v_core.records import JobRecord
+from t2v_core.states import JobStatus
 
 # ModelsLab deletes outputs 24 h after they are made: past this, a parked job is failed.
 OUTPUT_TTL = timedelta(hours=24)

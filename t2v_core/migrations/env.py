@@ -1,9 +1,9 @@
-"""Alembic environment for the job table; run through ``producer.migrate.upgrade``.
+"""Alembic environment for the job table; run through ``t2v_core.migrate.upgrade``.
 
-``producer.migrate`` builds the Alembic ``Config`` in code and hands over a connection
+``t2v_core.migrate`` builds the Alembic ``Config`` in code and hands over a connection
 that already holds the migration lock (a PostgreSQL advisory lock, or SQLite's write
 lock), so two processes upgrading at once run one after the other. Run by hand with
-``alembic -c <config with script_location=producer/migrations>`` it connects from
+``alembic -c <config with script_location=t2v_core/migrations>`` it connects from
 ``sqlalchemy.url``.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
-from producer.migrate import VERSION_TABLE
-from producer.records import Base
+from t2v_core.migrate import VERSION_TABLE
+from t2v_core.records import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -7,7 +7,7 @@ every process at start-up, several at once:
    ``BEGIN``: no write lock, so many processes starting at once do not queue here). A
    concurrent upgrade is one transaction, so this read sees the schema either before it or
    after it, never half-made: an unfinished upgrade reads as "not current".
-2. Otherwise it opens ``producer.db.write_transaction`` and takes the migration lock first
+2. Otherwise it opens ``t2v_core.db.write_transaction`` and takes the migration lock first
    (PostgreSQL: a transaction-scoped advisory lock; SQLite: the ``BEGIN IMMEDIATE`` of that
    transaction, the database's write lock, waited for on ``busy_timeout``), then runs
    Alembic in that same transaction. Alembic reads the version again under the lock, so a
@@ -28,7 +28,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 
-from producer.db import write_transaction
+from t2v_core.db import write_transaction
 
 VERSION_TABLE = "t2v_alembic_version"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -37,7 +37,7 @@ _PG_LOCK_KEY = 0x7432_766D_6967
 
 
 def alembic_config(url: str | None = None) -> Config:
-    """An Alembic ``Config`` pointing at ``producer/migrations`` (and ``url`` if given)."""
+    """An Alembic ``Config`` pointing at ``t2v_core/migrations`` (and ``url`` if given)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     if url:
@@ -65,7 +65,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     if revision == "head" and is_current(engine):
         return
     with write_transaction(engine) as conn:
-        # SQLite: an engine from producer.db began this with BEGIN IMMEDIATE, so we hold
+        # SQLite: an engine from t2v_core.db began this with BEGIN IMMEDIATE, so we hold
         # the write lock already and a concurrent caller waits on busy_timeout.
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})

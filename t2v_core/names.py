@@ -1,0 +1,73 @@
+"""Every name the system puts on the wire or in Redis, and nowhere else.
+
+Producer and worker meet only through these strings (tasks are sent by name, so the
+producer never imports the worker); an operator looking for a Redis key or a queue finds
+it here. Changing one is a protocol change: messages and keys already in Redis keep the
+old name.
+
+    task                 queue              what it does
+    t2v.submit           t2v.submit         take an account slot, submit the request
+    t2v.poll             t2v.poll           fetch the render's status, reschedule itself
+    t2v.download         t2v.download       copy the outputs into our storage
+    t2v.reconcile        t2v.maintenance    beat: re-drive overdue jobs from the table
+
+    Redis key                               written by
+    t2v:slots:holders|waiting|ready|state   the account's slot line (worker.limiter)
+    t2v:slots:eta:{model}                   recent provider etas (worker.limiter)
+    t2v:slots:rebuild-lock                  one rebuilder of a lost line at a time
+    t2v:reconcile:lock                      one reconcile at a time
+    t2v:redrives:{job}:{state}:{progress}   re-drive counts (worker.reconcile)
+    t2v:webhook:{job}:{provider id}:{status}  webhook delivery dedupe (worker.webhook)
+"""
+
+from __future__ import annotations
+
+# -- Celery tasks and queues ---------------------------------------------------------------
+TASK_SUBMIT = "t2v.submit"
+TASK_POLL = "t2v.poll"
+TASK_DOWNLOAD = "t2v.download"
+TASK_RECONCILE = "t2v.reconcile"
+
+# One queue per kind of step, so a backlog of polls never starves submits.
+QUEUE_SUBMIT = "t2v.submit"
+QUEUE_POLL = "t2v.poll"
+QUEUE_DOWNLOAD = "t2v.download"
+QUEUE_MAINTENANCE = "t2v.maintenance"
+QUEUES: tuple[str, ...] = (QUEUE_SUBMIT, QUEUE_POLL, QUEUE_DOWNLOAD, QUEUE_MAINTENANCE)
+
+# Which queue each task is sent to (the producer sends by name, the worker routes by it).
+TASK_ROUTES: dict[str, str] = {
+    TASK_SUBMIT: QUEUE_SUBMIT,
+    TASK_POLL: QUEUE_POLL,
+    TASK_DOWNLOAD: QUEUE_DOWNLOAD,
+    TASK_RECONCILE: QUEUE_MAINTENANCE,
+}
+BEAT_RECONCILE = "t2v-reconcile"  # the beat schedule's entry
+
+# -- Redis keys ----------------------------------------------------------------------------
+SLOTS_PREFIX = "t2v:slots"
+
+
+def slot_keys(prefix: str = SLOTS_PREFIX) -> dict[str, str]:
+    """The slot line's keys under ``prefix`` (a test or a second account uses another)."""
+    return {part: f"{prefix}:{part}" for part in ("holders", "waiting", "ready", "state")}
+
+
+def eta_key(prefix: str, model: str) -> str:
+    return f"{prefix}:eta:{model}"
+
+
+def rebuild_lock_key(prefix: str) -> str:
+    return f"{prefix}:rebuild-lock"
+
+
+RECONCILE_LOCK_KEY = "t2v:reconcile:lock"
+REDRIVES_KEY = "t2v:redrives"
+
+
+def redrive_key(job_id: str, state: str, progress: int) -> str:
+    return f"{REDRIVES_KEY}:{job_id}:{state}:{progress}"
+
+
+def webhook_dedupe_key(job_id: str, provider_id: str, status: str) -> str:
+    return f"t2v:webhook:{job_id}:{provider_id}:{status}"
