@@ -54,7 +54,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from worker import localstack  # noqa: E402
+from worker.devstack import processes  # noqa: E402
 
 KEY = "bench-money-key-0123456789"
 WEBHOOK_SECRET = "bench-money-webhook-secret-0123"
@@ -222,7 +222,7 @@ class Chaos(threading.Thread):
         next_kill = self.t0 + KILL_EVERY
         redis_done = self.scenario != "redis_restart"
         while not self.stop_evt.wait(0.2):
-            worker: localstack.ManagedProcess = self.holder["worker"]
+            worker: processes.ManagedProcess = self.holder["worker"]
             if self.scenario == "kill" and time.time() >= next_kill:
                 worker.kill()
                 killed = time.time()
@@ -247,13 +247,13 @@ class Chaos(threading.Thread):
     def _new_worker(self, why: str) -> float:
         """Keep the old log, start a new worker (same beat schedule file, as a host's disk
         keeps it); returns when it is ready."""
-        old: localstack.ManagedProcess = self.holder["worker"]
+        old: processes.ManagedProcess = self.holder["worker"]
         with contextlib.suppress(FileNotFoundError):
             old.log_path.rename(self.logs / f"worker.{why}{self.generation}.log")
         self.generation += 1
         for _ in range(3):
             try:
-                self.holder["worker"] = localstack.start_worker(
+                self.holder["worker"] = processes.start_worker(
                     self.logs, env=self.env, concurrency=self.concurrency, beat=True)
                 break
             except Exception as exc:  # noqa: BLE001 - note it, try again
@@ -262,20 +262,20 @@ class Chaos(threading.Thread):
         return time.time()
 
     def _restart_redis(self) -> None:
-        redis: localstack.ManagedProcess = self.holder["redis"]
+        redis: processes.ManagedProcess = self.holder["redis"]
         port = int(redis.url.rsplit(":", 1)[1].split("/")[0])
         keys_before = _redis_dbsize(redis.url)
         redis.stop()
         down = time.time()
         (self.logs / "dump.rdb").unlink(missing_ok=True)  # started empty, whatever it did
-        self.holder["redis"] = localstack.start_redis(self.logs, port=port)
+        self.holder["redis"] = processes.start_redis(self.logs, port=port)
         self.events.append({"at_s": round(down - self.t0, 2), "event": "redis stopped",
                             "keys_before": keys_before})
         self.events.append({"at_s": self._at(), "event": "redis started empty",
                             "keys_after": _redis_dbsize(redis.url)})
 
 
-def _last_error(proc: localstack.ManagedProcess) -> str:
+def _last_error(proc: processes.ManagedProcess) -> str:
     lines = [ln for ln in proc.tail(400).splitlines()
              if "CRITICAL" in ln or "Unrecoverable" in ln or "Error:" in ln]
     return (lines[-1] if lines else proc.tail(3))[:400]
@@ -304,29 +304,29 @@ def run_scenario(scenario: str, jobs: int, seed: int, timeout: float, concurrenc
 
     logs = base
     logs.mkdir(parents=True)
-    procs: list[localstack.ManagedProcess] = []
+    procs: list[processes.ManagedProcess] = []
     holder: dict[str, Any] = {}
     chaos: Chaos | None = None
     try:
-        holder["redis"] = localstack.start_redis(logs)
-        sim = localstack.start_simulator(logs, keys=[KEY], args=[
+        holder["redis"] = processes.start_redis(logs)
+        sim = processes.start_simulator(logs, keys=[KEY], args=[
             *SIM_ARGS, "--seed", str(seed), "--faults", json.dumps(FAULTS)])
         procs.append(sim)
         webhook_url = None
         if scenario == "webhooks":
-            port = localstack.free_port()
+            port = processes.free_port()
             webhook_url = f"http://127.0.0.1:{port}/webhook/{WEBHOOK_SECRET}"
         env = worker_env(logs, holder["redis"].url, sim.url, webhook_url)
         producer = configure_producer(env)
         store = JobStore(make_engine(env["T2V_DATABASE_URL"], poolclass=NullPool))
         store.create_schema()
         if webhook_url:
-            receiver = localstack.spawn(
+            receiver = processes.spawn(
                 "webhook", [sys.executable, "-m", "worker.webhook", "--port", str(port)],
                 env=env, log_dir=logs)
             procs.append(receiver)
-            localstack.wait_for_port("127.0.0.1", port, 30, receiver)
-        holder["worker"] = localstack.start_worker(logs, env=env, concurrency=concurrency,
+            processes.wait_for_port("127.0.0.1", port, 30, receiver)
+        holder["worker"] = processes.start_worker(logs, env=env, concurrency=concurrency,
                                                    beat=True)
         handles = producer.enqueue_many([
             producer.Text2VideoRequest(prompt=f"money {scenario} {i}: a kite over dunes",

@@ -27,7 +27,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from worker import localstack  # noqa: E402
+from worker.devstack import processes  # noqa: E402
 
 KEY = "bench-key-0123456789"
 
@@ -35,11 +35,11 @@ KEY = "bench-key-0123456789"
 def run_once(jobs: int, render_mean: float, eta_noise: float, base: Path) -> dict[str, object]:
     logs = base
     logs.mkdir(parents=True)
-    procs: list[localstack.ManagedProcess] = []
+    procs: list[processes.ManagedProcess] = []
     try:
-        redis = localstack.start_redis(logs)
+        redis = processes.start_redis(logs)
         procs.append(redis)
-        sim = localstack.start_simulator(logs, keys=[KEY], args=[
+        sim = processes.start_simulator(logs, keys=[KEY], args=[
             "--render-mean", str(render_mean), "--render-spread", "0.4",
             "--eta-noise", str(eta_noise), "--seed", "11"])
         procs.append(sim)
@@ -62,7 +62,7 @@ def run_once(jobs: int, render_mean: float, eta_noise: float, base: Path) -> dic
         from t2v_core.records import JobStore
 
         JobStore(get_engine(env["T2V_DATABASE_URL"])).create_schema()
-        procs.append(localstack.start_worker(logs, env=env, concurrency=2, loglevel="INFO"))
+        procs.append(processes.start_worker(logs, env=env, concurrency=2, loglevel="INFO"))
         started = time.monotonic()
         handles = producer.enqueue_many([
             producer.Text2VideoRequest(prompt=f"benchmark {i}: waves under a pier at dusk",

@@ -4,20 +4,22 @@ Every job command takes ``--json`` for machines. Exit codes (also in ``t2v --hel
 0 succeeded (or done), 1 failed/cancelled or a service error, 2 bad usage or input
 (the bad field is named), 3 timed out waiting (the job goes on).
 
-``simulator``, ``up`` and ``demo`` import their packages only when run: the producer never
-imports ``worker`` or ``simulator`` at import time.
+``up``, ``demo`` and ``simulator`` are not defined here: the packages that own them register
+them under the ``t2v.commands`` entry point group (see ``pyproject.toml``), and this group
+finds them there when asked for one. The client never names ``worker`` or ``simulator``;
+installed without them, ``t2v up`` says which extra brings it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
@@ -107,6 +109,24 @@ def _timeout(producer: Producer, timeout: float | None) -> float:
 
 
 class _Group(click.Group):
+    """The commands defined here, plus those other installed packages register."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(_plugins()) | set(PLUGIN_EXTRAS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        own = super().get_command(ctx, cmd_name)
+        if own is not None:
+            return own
+        entry = _plugins().get(cmd_name)
+        if entry is None:
+            return _not_installed(cmd_name, "not installed") if cmd_name in PLUGIN_EXTRAS else None
+        try:
+            target = entry.load()
+        except ImportError as exc:  # registered, but its package's dependencies are missing
+            return _not_installed(cmd_name, f"{type(exc).__name__}: {exc}")
+        return _passthrough(cmd_name, target)
+
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         formatter.write_paragraph()
         for line in EXIT_HELP.splitlines():
@@ -549,40 +569,47 @@ def _settled(record: JobRecord) -> bool:
     return record.is_final or record.status is JobStatus.PARKED
 
 
-# -- other packages' entry points, imported only when asked for -------------------------------
-PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
+# -- commands other packages register (entry point group ``t2v.commands``) --------------------
+PLUGIN_GROUP = "t2v.commands"
+# The commands the project's other packages bring, and the extra that installs each: named
+# here only to say what to install when one is missing.
+PLUGIN_EXTRAS = {"up": "worker", "demo": "worker", "simulator": "simulator"}
+PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True,
+               "help_option_names": []}
 
 
-def _call(module: str, function: str, extra: str, argv: list[str]) -> NoReturn:
-    try:
-        target = getattr(importlib.import_module(module), function)
-    except (ImportError, AttributeError) as exc:
-        hint = escape(f"pip install 't2v-queue[{extra}]' ({type(exc).__name__}: {exc})")
-        err.print(f"[red]t2v:[/] this command needs the {extra} extra: {hint}", soft_wrap=True)
+def _plugins() -> dict[str, EntryPoint]:
+    """Each entry point names a ``main(argv) -> int`` whose docstring's first line is its
+    help; it parses its own arguments."""
+    return {entry.name: entry for entry in entry_points(group=PLUGIN_GROUP)}
+
+
+def _passthrough(name: str, target: Callable[[list[str]], int | None]) -> click.Command:
+    def run(args: tuple[str, ...]) -> NoReturn:
+        sys.exit(int(target(list(args)) or 0))
+
+    doc = (target.__doc__ or "").strip().splitlines()
+    return click.Command(
+        name, callback=run, context_settings=PASSTHROUGH, add_help_option=False,
+        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+        help=(doc[0] if doc else name) + " (arguments go to it; try --help)",
+    )
+
+
+def _not_installed(name: str, why: str) -> click.Command:
+    extra = PLUGIN_EXTRAS.get(name, name)
+
+    def run(args: tuple[str, ...]) -> NoReturn:
+        hint = escape(f"pip install 't2v-queue[{extra}]' ({why})")
+        err.print(f"[red]t2v:[/] `t2v {name}` comes with the {extra} extra: {hint}",
+                  soft_wrap=True)
         sys.exit(EXIT_USAGE)
-    sys.exit(int(target(argv) or 0))
 
-
-@cli.command(context_settings=PASSTHROUGH, add_help_option=False)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def simulator(args: tuple[str, ...]) -> None:
-    """The local ModelsLab stand-in (arguments go to it; try --help)."""
-    _call("simulator", "main", "simulator", list(args))
-
-
-@cli.command(context_settings=PASSTHROUGH, add_help_option=False)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def up(args: tuple[str, ...]) -> None:
-    """The whole local stack in the foreground (arguments go to it; try --help)."""
-    _call("worker.stack", "up_main", "worker", list(args))
-
-
-@cli.command(context_settings=PASSTHROUGH, add_help_option=False)
-@click.argument("prompt")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def demo(prompt: str, args: tuple[str, ...]) -> None:
-    """Up, one job for PROMPT, print where the video landed, down."""
-    _call("worker.stack", "demo_main", "worker", [prompt, *args])
+    return click.Command(
+        name, callback=run, context_settings=PASSTHROUGH, add_help_option=False,
+        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+        help=f"(needs pip install 't2v-queue[{extra}]')",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

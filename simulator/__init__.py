@@ -23,6 +23,7 @@ __all__ = ["SimConfig", "create_app", "main", "parse_config"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The local ModelsLab stand-in (`t2v simulator`)."""
     from simulator.server import main as _main
 
     return _main(argv)

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import pytest
 
-from worker import localstack
+from worker.devstack import processes
 
 CI = os.environ.get("CI", "").lower() == "true"
 PG_ADMIN_URL = os.environ.get(
@@ -41,11 +41,11 @@ def need(ok: bool, reason: str) -> None:
 def redis_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``redis://host:port`` of a running Redis: the machine's, else a private one."""
     url = os.environ.get("T2V_TEST_REDIS_URL", "redis://127.0.0.1:6379")
-    if localstack.redis_reachable(url):
+    if processes.redis_reachable(url):
         yield url.rstrip("/")
         return
-    need(localstack.redis_server_binary() is not None, "no Redis running and none to start")
-    proc = localstack.start_redis(tmp_path_factory.mktemp("redis"))
+    need(processes.redis_server_binary() is not None, "no Redis running and none to start")
+    proc = processes.start_redis(tmp_path_factory.mktemp("redis"))
     try:
         yield proc.url.rsplit("/", 1)[0]
     finally:
@@ -122,10 +122,10 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 # -- the simulator ----------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localstack.ManagedProcess]:
+def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[processes.ManagedProcess]:
     """A real `python -m simulator` on a free loopback port, renders fast."""
     logs = tmp_path_factory.mktemp("simulator")
-    proc = localstack.start_simulator(
+    proc = processes.start_simulator(
         logs, keys=[TEST_API_KEY],
         args=["--render-mean", "1.5", "--render-spread", "0.3", "--seed", "7",
               "--queue-limit", "5"],
@@ -137,7 +137,7 @@ def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localstack.M
 
 
 @pytest.fixture
-def sim(simulator: localstack.ManagedProcess) -> Iterator[SimControl]:
+def sim(simulator: processes.ManagedProcess) -> Iterator[SimControl]:
     """The shared simulator with faults and counters reset for this test."""
     control = SimControl(simulator.url)
     control.reset()

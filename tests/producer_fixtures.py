@@ -28,12 +28,12 @@ def private_redis_base_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iter
     """A Redis of this session's own (overrides ``tests/conftest.py``'s in modules that
     import it): other sessions on the machine's shared Redis flush the same db numbers,
     which would make "exactly one message" checks flaky. Falls back to the shared one."""
-    from worker import localstack
+    from worker.devstack import processes
 
-    if localstack.redis_server_binary() is None:
+    if processes.redis_server_binary() is None:
         yield os.environ.get("T2V_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
         return
-    proc = localstack.start_redis(tmp_path_factory.mktemp("producer-redis"))
+    proc = processes.start_redis(tmp_path_factory.mktemp("producer-redis"))
     try:
         yield proc.url.rsplit("/", 1)[0]
     finally:

@@ -15,7 +15,7 @@ from sqlalchemy.pool import NullPool
 
 from t2v_core.db import dispose_engines, make_engine
 from t2v_core.records import JobRecord, JobStore
-from worker import localstack
+from worker.devstack import processes
 
 # Fast clocks for tests: polls, retries and re-drives in fractions of a second.
 FAST = {
@@ -39,14 +39,14 @@ class Pipeline:
     def __init__(self, env: Mapping[str, str], log_dir: Path) -> None:
         self.env = dict(env)
         self.log_dir = log_dir
-        self.worker: localstack.ManagedProcess | None = None
+        self.worker: processes.ManagedProcess | None = None
         # No pool: the test reads rows from a process whose shared engines get disposed
         # between tests; an unpooled engine never leaves a connection open behind it.
         self.store = JobStore(make_engine(self.env["T2V_DATABASE_URL"], poolclass=NullPool))
         self.store.create_schema()
 
-    def start_worker(self, concurrency: int = 3) -> localstack.ManagedProcess:
-        self.worker = localstack.start_worker(self.log_dir, env=self.env,
+    def start_worker(self, concurrency: int = 3) -> processes.ManagedProcess:
+        self.worker = processes.start_worker(self.log_dir, env=self.env,
                                               concurrency=concurrency, loglevel="DEBUG")
         return self.worker
 

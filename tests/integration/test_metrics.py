@@ -9,7 +9,7 @@ from pathlib import Path
 import requests
 
 from tests.integration.pipeline import Pipeline
-from worker import localstack
+from worker.devstack import processes
 
 
 def test_metrics_show_queue_depth_job_states_and_slots(
@@ -21,11 +21,11 @@ def test_metrics_show_queue_depth_job_states_and_slots(
     prompt = "metrics must not show this prompt"
     with pipe.as_application() as producer:
         jobs = producer.enqueue_many([{"prompt": prompt, "num_frames": 4}] * 3)
-    port = localstack.free_port()
-    proc = localstack.spawn("metrics", [sys.executable, "-m", "worker.metrics", "--port",
+    port = processes.free_port()
+    proc = processes.spawn("metrics", [sys.executable, "-m", "worker.metrics", "--port",
                                         str(port)], env=env, log_dir=tmp_path)
     try:
-        localstack.wait_for_port("127.0.0.1", port, 30, proc)
+        processes.wait_for_port("127.0.0.1", port, 30, proc)
         body = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     finally:
         proc.stop()

@@ -139,9 +139,9 @@ def test_instant_success_goes_straight_to_download(
     redis_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
     """A submit answered `success` at once is downloaded without a single fetch."""
-    from worker import localstack
+    from worker.devstack import processes
 
-    sim_proc = localstack.start_simulator(tmp_path / "sim", keys=[TEST_API_KEY],
+    sim_proc = processes.start_simulator(tmp_path / "sim", keys=[TEST_API_KEY],
                                           args=["--instant-share", "1.0"])
     try:
         sim = SimControl(sim_proc.url)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from worker import localstack
+from worker.devstack import processes
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ T2V = str(Path(sys.executable).parent / "t2v")
 def newcomer_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("T2V_", "AWS_"))}
     # Nothing listens here, so the stack must start its own private Redis.
-    env["T2V_BROKER_URL"] = f"redis://127.0.0.1:{localstack.free_port()}/0"
+    env["T2V_BROKER_URL"] = f"redis://127.0.0.1:{processes.free_port()}/0"
     env["HOME"] = str(tmp_path)
     return env
 

@@ -15,16 +15,16 @@ from t2v_core.states import JobStatus
 from tests.conftest import SimControl
 from tests.integration.pipeline import Pipeline
 from tests.integration.test_pipeline import make_env
-from worker import localstack
+from worker.devstack import processes
 
 pytestmark = pytest.mark.slow
 
 
-def start_receiver(env: dict[str, str], log_dir: Path, port: int) -> localstack.ManagedProcess:
-    proc = localstack.spawn(
+def start_receiver(env: dict[str, str], log_dir: Path, port: int) -> processes.ManagedProcess:
+    proc = processes.spawn(
         "webhook", [sys.executable, "-m", "worker.webhook", "--host", "127.0.0.1",
                     "--port", str(port)], env=env, log_dir=log_dir)
-    localstack.wait_for_port("127.0.0.1", port, 30, proc)
+    processes.wait_for_port("127.0.0.1", port, 30, proc)
     return proc
 
 
@@ -32,7 +32,7 @@ def test_lost_submit_answer_is_rescued_by_the_webhook_without_paying_twice(
     redis_url: str, sqlite_url: str, sim: SimControl, tmp_path: Path
 ) -> None:
     secret = secrets.token_urlsafe(24)
-    port = localstack.free_port()
+    port = processes.free_port()
     env = make_env(redis_url, sqlite_url, sim, {
         "T2V_STORAGE_URL": str(tmp_path / "videos"),
         "T2V_WEBHOOK_SECRET": secret,
@@ -81,7 +81,7 @@ def test_receiver_refuses_wrong_secret_and_bad_bodies_and_dedupes(
     redis_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
     secret = secrets.token_urlsafe(24)
-    port = localstack.free_port()
+    port = processes.free_port()
     env = {"T2V_BROKER_URL": redis_url, "T2V_DATABASE_URL": sqlite_url,
            "T2V_WEBHOOK_SECRET": secret}
     Pipeline(env, tmp_path)  # creates the schema

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import sys
 import types
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+import producer.cli as cli_module
 from producer.cli import cli
 
 # Point at closed ports: these tests must fail before any service is touched.
@@ -65,17 +67,16 @@ def test_an_invalid_batch_file_names_each_bad_line_and_enqueues_nothing(tmp_path
 
 
 def test_passthrough_commands_hand_their_arguments_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Commands come from entry points (group t2v.commands); here, fake ones in a fake module.
     calls: list[tuple[str, list[str]]] = []
-    sim = types.ModuleType("simulator")
-    sim.main = lambda argv: calls.append(("simulator", argv)) or 0  # type: ignore[attr-defined]
-    stack = types.ModuleType("worker.stack")
-    stack.up_main = lambda argv: calls.append(("up", argv)) or 0  # type: ignore[attr-defined]
-    stack.demo_main = lambda argv: calls.append(("demo", argv)) or 4  # type: ignore[attr-defined]
-    worker = types.ModuleType("worker")
-    worker.stack = stack  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "simulator", sim)
-    monkeypatch.setitem(sys.modules, "worker", worker)
-    monkeypatch.setitem(sys.modules, "worker.stack", stack)
+    plugin = types.ModuleType("fake_t2v_plugin")
+    plugin.sim = lambda argv: calls.append(("simulator", argv)) or 0  # type: ignore[attr-defined]
+    plugin.up = lambda argv: calls.append(("up", argv)) or 0  # type: ignore[attr-defined]
+    plugin.demo = lambda argv: calls.append(("demo", argv)) or 4  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fake_t2v_plugin", plugin)
+    entries = {name: EntryPoint(name, f"fake_t2v_plugin:{attr}", "t2v.commands")
+               for name, attr in (("simulator", "sim"), ("up", "up"), ("demo", "demo"))}
+    monkeypatch.setattr(cli_module, "_plugins", lambda: entries)
     assert run("simulator", "--port", "9", "--help")[0] == 0
     assert run("up", "--no-flower")[0] == 0
     assert run("demo", "a cat", "--timeout", "5")[0] == 4
@@ -88,6 +89,10 @@ def test_a_missing_extra_exits_2_with_the_install_hint(monkeypatch: pytest.Monke
     code, _, err = run("simulator")
     assert code == 2
     assert "t2v-queue[simulator]" in err
+    monkeypatch.setattr(cli_module, "_plugins", dict)  # not registered at all
+    code, _, err = run("up", "--no-flower")
+    assert code == 2
+    assert "t2v-queue[worker]" in err
 
 
 def test_batch_keys_a_line_by_its_id_else_by_its_canonical_json(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from types import FrameType
 from urllib.parse import urlparse
 
 from t2v_core.errors import ConfigError, JobError
-from worker import localstack
+from worker.devstack import processes
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -35,7 +35,7 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 class LocalStack:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
-        self.procs: list[localstack.ManagedProcess] = []
+        self.procs: list[processes.ManagedProcess] = []
         self.env: dict[str, str] = {}
         self.lines: list[str] = []
 
@@ -57,33 +57,33 @@ class LocalStack:
         os.environ.update(self.env)
         _reload_settings()
         self._migrate()
-        worker = localstack.start_worker(self.run_dir, env=self.env, concurrency=concurrency)
+        worker = processes.start_worker(self.run_dir, env=self.env, concurrency=concurrency)
         self.procs.append(worker)
         self._note(f"Celery worker:  ready, {concurrency} processes + beat "
                    f"(log {worker.log_path})")
         if flower:
             password = secrets.token_urlsafe(12)
-            proc = localstack.start_flower(self.run_dir, env=self.env, user="t2v",
+            proc = processes.start_flower(self.run_dir, env=self.env, user="t2v",
                                            password=password)
             self.procs.append(proc)
             self._note(f"Flower:         {proc.url}  (user t2v, password {password})")
         return self
 
     def _start_broker(self, url: str) -> None:
-        if localstack.redis_reachable(url):
+        if processes.redis_reachable(url):
             self._note(f"Redis broker:   {url} (already running)")
             return
         host = urlparse(url).hostname or ""
         if host not in LOOPBACK:
             raise ConfigError(f"T2V_BROKER_URL={url} does not answer")
-        proc = localstack.start_redis(self.run_dir)
+        proc = processes.start_redis(self.run_dir)
         self.procs.append(proc)
         self.env["T2V_BROKER_URL"] = proc.url
-        self._note(f"Redis broker:   {proc.url} (private, from {localstack.redis_server_binary()})")
+        self._note(f"Redis broker:   {proc.url} (private, from {processes.redis_server_binary()})")
 
     def _start_simulator(self, allowed: Sequence[str], render_mean: float) -> None:
         key = "sim-" + secrets.token_hex(16)
-        proc = localstack.start_simulator(self.run_dir, keys=[key],
+        proc = processes.start_simulator(self.run_dir, keys=[key],
                                           args=["--render-mean", str(render_mean)],
                                           env={"T2V_MODELSLAB_API_KEY": ""})
         self.procs.append(proc)
@@ -146,6 +146,7 @@ def _handle_stop_signals() -> None:
 
 
 def up_main(argv: Sequence[str] | None = None) -> int:
+    """The whole local stack in the foreground (`t2v up`)."""
     parser = argparse.ArgumentParser(prog="t2v up", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-flower", action="store_true", help="don't start Flower")
@@ -175,6 +176,7 @@ def up_main(argv: Sequence[str] | None = None) -> int:
 
 
 def demo_main(argv: Sequence[str] | None = None) -> int:
+    """Up, one job for PROMPT, print where the video landed, down (`t2v demo PROMPT`)."""
     parser = argparse.ArgumentParser(prog="t2v demo",
                                      description="Up, one job, print where the video is, down.")
     parser.add_argument("prompt")
