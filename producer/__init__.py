@@ -24,6 +24,7 @@ from producer.request import Text2VideoRequest, UnknownModelWarning
 from t2v_core.errors import (
     ConfigError,
     EnqueueError,
+    FieldError,
     JobError,
     JobFailed,
     JobNotFound,
@@ -43,6 +44,7 @@ from t2v_core.states import JobStatus
 __all__ = [
     "ConfigError",
     "EnqueueError",
+    "FieldError",
     "Job",
     "JobError",
     "JobFailed",

@@ -26,7 +26,7 @@ from producer.broker import Broker
 from producer.job import Job
 from producer.request import Text2VideoRequest
 from t2v_core.db import forget_engines, get_engine, get_tuned_engine
-from t2v_core.errors import JobNotFound, RequestInvalid, RetryRefused
+from t2v_core.errors import FieldError, JobNotFound, RequestInvalid, RetryRefused
 from t2v_core.records import JobRecord, JobRow, JobStore, to_record
 from t2v_core.retry import plan_retry
 from t2v_core.settings import Settings, get_settings
@@ -167,20 +167,18 @@ class Producer:
             requests = list(requests)
             keys = _key_list(idempotency_keys, len(requests))
         parsed: list[Text2VideoRequest] = []
-        errors: list[dict[str, Any]] = []
+        errors: list[FieldError] = []
         for index, item in enumerate(requests):
             try:
                 parsed.append(Text2VideoRequest.parse(item))
             except RequestInvalid as exc:
-                for error in exc.errors:
-                    errors.append({**error, "field": f"[{index}].{error['field']}"})
+                errors.extend(error.at(f"[{index}].") for error in exc.field_errors)
             if keys is not None and keys[index] is not None:
                 reason = idempotency_key_problem(keys[index])
                 if reason:
-                    errors.append({"field": f"[{index}].idempotency_key",
-                                   "value": keys[index], "reason": reason})
+                    errors.append(FieldError(f"[{index}].idempotency_key", keys[index], reason))
         if errors:
-            raise _invalid(errors)
+            raise RequestInvalid.listing(errors)
         if not parsed:
             return ManyEnqueued([], [])
         if keys is not None and any(k is not None for k in keys):
@@ -207,16 +205,16 @@ class Producer:
         payloads = [req.to_api_payload() for req in parsed]
         # Each key's first position; a later position must carry the same request.
         first: dict[str, int] = {}
-        errors: list[dict[str, Any]] = []
+        errors: list[FieldError] = []
         for index, key in enumerate(keys):
             if key is None:
                 continue
             earlier = first.setdefault(key, index)
             if earlier != index and payloads[earlier] != payloads[index]:
-                errors.append({"field": f"[{index}].idempotency_key", "value": key,
-                               "reason": f"also the key of [{earlier}], with a different request"})
+                errors.append(FieldError(f"[{index}].idempotency_key", key,
+                                         f"also the key of [{earlier}], with a different request"))
         if errors:
-            raise _invalid(errors)
+            raise RequestInvalid.listing(errors)
 
         store = self._ready()
 
@@ -240,14 +238,14 @@ class Producer:
                 # The insert failed, but not on a key someone else has since written.
                 raise raced
             mismatched = [
-                {"field": f"[{first[key]}].idempotency_key", "value": key,
-                 "reason": f"already used for a different request (job {record.id})"}
+                FieldError(f"[{first[key]}].idempotency_key", key,
+                           f"already used for a different request (job {record.id})")
                 for key, record in found.items()
                 if record.request != payloads[first[key]]
             ]
             if mismatched:
-                mismatched.sort(key=lambda e: first[e["value"]])
-                raise _invalid(mismatched)
+                mismatched.sort(key=lambda e: first[e.value])
+                raise RequestInvalid.listing(mismatched)
             existing.update(found)
             missing = [key for key in missing if key not in found]
             # Keyed rows in key order: concurrent callers then take the unique index's
@@ -385,19 +383,13 @@ class Producer:
                 status = JobStatus(status)
             except ValueError:
                 allowed = ", ".join(s.value for s in JobStatus)
-                raise RequestInvalid(
-                    f"status={status!r}: must be one of {allowed}",
-                    [{"field": "status", "value": status, "reason": f"must be one of {allowed}"}],
-                ) from None
+                raise RequestInvalid.of("status", status, f"must be one of {allowed}") from None
         return self._ready().list(status=status, since=since, limit=limit)
 
     def _same_job(self, existing: JobRecord, payload: dict[str, Any], key: str) -> Job:
         if existing.request != payload:
             reason = f"already used for a different request (job {existing.id})"
-            raise RequestInvalid(
-                f"idempotency_key={key!r}: {reason}",
-                [{"field": "idempotency_key", "value": key, "reason": reason}],
-            )
+            raise RequestInvalid.of("idempotency_key", key, reason)
         log.info("idempotency key matched job %s; nothing sent", existing.id)
         return Job(existing.id, self, existing)
 
@@ -429,10 +421,9 @@ def idempotency_key_problem(key: Any) -> str | None:
 def _check_idempotency_key(key: Any) -> None:
     reason = idempotency_key_problem(key)
     if reason:
-        raise RequestInvalid(
-            f"idempotency_key: {reason}",
-            [{"field": "idempotency_key", "value": key, "reason": reason}],
-        )
+        # This message has always left the value out (``errors`` has it); kept word for word.
+        raise RequestInvalid.of("idempotency_key", key, reason,
+                                message=f"idempotency_key: {reason}")
 
 
 def _key_list(keys: Any, count: int) -> list[Any]:
@@ -446,23 +437,8 @@ def _key_list(keys: Any, count: int) -> list[Any]:
         if len(keys) != count:
             reason = f"must have one entry per request: {len(keys)} for {count} request(s)"
     if reason:
-        raise RequestInvalid(
-            f"idempotency_keys: {reason}",
-            [{"field": "idempotency_keys", "value": None, "reason": reason}],
-        )
+        raise RequestInvalid.of("idempotency_keys", None, reason)
     return list(keys)
-
-
-def _invalid(errors: list[dict[str, Any]]) -> RequestInvalid:
-    lines = [_error_line(e) for e in errors]
-    more = f"; ... and {len(lines) - 20} more" if len(lines) > 20 else ""
-    return RequestInvalid("; ".join(lines[:20]) + more, errors)
-
-
-def _error_line(error: Mapping[str, Any]) -> str:
-    if error.get("value") is None:
-        return f"{error['field']}: {error['reason']}"
-    return f"{error['field']}={error['value']!r}: {error['reason']}"
 
 
 # -- the default producer and the module-level API -------------------------------------------

@@ -35,6 +35,7 @@ from producer.api import Producer, idempotency_key_problem
 from producer.request import Text2VideoRequest, UnknownModelWarning
 from t2v_core.errors import (
     ConfigError,
+    FieldError,
     JobFailed,
     JobNotFound,
     JobTimeout,
@@ -189,8 +190,8 @@ def status(job_id: str | None, account: bool, as_json: bool) -> None:
         if account:
             return _account_status(as_json)
         if job_id is None:
-            raise RequestInvalid("give a JOB_ID or --account",
-                                 [{"field": "JOB_ID", "value": None, "reason": "missing"}])
+            raise RequestInvalid.of("JOB_ID", None, "missing",
+                                    message="give a JOB_ID or --account")
         record = _producer().load(job_id)
         if as_json:
             click.echo(render.as_json(render.record_json(record)))
@@ -328,8 +329,8 @@ def retry(job_ids: tuple[str, ...], parked: bool, failed: bool, since: datetime 
     def action() -> int:
         producer = _producer()
         if not job_ids and not (parked or failed):
-            raise RequestInvalid("give JOB_IDs, --parked or --failed",
-                                 [{"field": "JOB_IDS", "value": None, "reason": "missing"}])
+            raise RequestInvalid.of("JOB_IDS", None, "missing",
+                                    message="give JOB_IDs, --parked or --failed")
         resumed: list[str] = []
         refused: list[RetryRefused] = []
         for job_id in job_ids:
@@ -392,16 +393,15 @@ def read_batch(path: Path, *, dedupe: bool = True) -> list[BatchLine]:
     Raises ``RequestInvalid`` listing every bad line as ``line N: field=value: reason``.
     """
     entries: list[BatchLine] = []
-    errors: list[dict[str, Any]] = []
+    errors: list[FieldError] = []
     lines: list[str] = []
     seen_content: dict[str, int] = {}
     id_lines: dict[str, BatchLine] = {}
 
     def bad(number: int, field: str | None, value: Any, reason: str) -> None:
-        errors.append({"line": number, "field": field, "value": value, "reason": reason})
-        shown = f"{field}={value!r}" if value is not None else field
-        lines.append(f"line {number}: {shown}: {reason}" if shown else
-                     f"line {number}: {reason}")
+        error = FieldError(field, value, reason, line=number)
+        errors.append(error)
+        lines.append(str(error))
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnknownModelWarning)
@@ -424,7 +424,7 @@ def read_batch(path: Path, *, dedupe: bool = True) -> list[BatchLine]:
             try:
                 request = Text2VideoRequest.parse(data)
             except RequestInvalid as exc:
-                errors.extend({"line": number, **e} for e in exc.errors)
+                errors.extend(e.on_line(number) for e in exc.field_errors)
                 lines.append(f"line {number}: {exc}")
                 continue
             if has_id:
@@ -448,27 +448,23 @@ def read_batch(path: Path, *, dedupe: bool = True) -> list[BatchLine]:
     if errors:
         raise RequestInvalid(f"{path}: nothing enqueued; " + "\n".join(lines), errors)
     if not entries:
-        raise RequestInvalid(f"{path}: no requests in the file", [])
+        raise RequestInvalid(f"{path}: no requests in the file")
     return entries
 
 
 def _by_line(path: Path, exc: RequestInvalid, entries: Sequence[BatchLine]) -> RequestInvalid:
     """``enqueue_many``'s ``[i].field`` errors as the batch file's ``line N`` errors."""
-    errors: list[dict[str, Any]] = []
-    lines: list[str] = []
-    for error in exc.errors:
-        field = str(error.get("field") or "")
-        index, _, rest = field.partition("].")
+    errors: list[FieldError] = []
+    for error in exc.field_errors:
+        index, _, rest = (error.field or "").partition("].")
         if not (index.startswith("[") and index[1:].isdigit()):
             return exc
         entry = entries[int(index[1:])]
         if rest == "idempotency_key":
             rest = "id" if entry.from_id else "content key"
-        errors.append({**error, "line": entry.line, "field": rest})
-        value = error.get("value")
-        shown = f"{rest}={value!r}" if value is not None else rest
-        lines.append(f"line {entry.line}: {shown}: {error['reason']}")
-    return RequestInvalid(f"{path}: nothing enqueued; " + "\n".join(lines), errors)
+        errors.append(error.on_line(entry.line, rest))
+    lines = "\n".join(str(e) for e in errors)
+    return RequestInvalid(f"{path}: nothing enqueued; " + lines, errors)
 
 
 @cli.command(epilog=EXIT_HELP)

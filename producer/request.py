@@ -21,7 +21,7 @@ from pydantic import (
     field_validator,
 )
 
-from t2v_core.errors import RequestInvalid
+from t2v_core.errors import FieldError, RequestInvalid
 
 #: Models the API really runs; any other ``model_id`` is run as ``wan2.2`` by ModelsLab.
 KNOWN_MODELS: tuple[str, ...] = ("wan2.2", "ltx-2.3")
@@ -143,9 +143,9 @@ class Text2VideoRequest(BaseModel):
         if isinstance(data, Text2VideoRequest):
             return data
         if not isinstance(data, Mapping):
-            raise RequestInvalid(
-                f"request: must be a JSON object, not {type(data).__name__}",
-                [{"field": "request", "value": None, "reason": "must be a JSON object"}],
+            raise RequestInvalid.of(
+                "request", None, "must be a JSON object",
+                message=f"request: must be a JSON object, not {type(data).__name__}",
             )
         return cls.model_validate(dict(data))
 
@@ -251,12 +251,12 @@ def _show(value: Any) -> str:
 
 
 def request_invalid(exc: ValidationError, data: Any = None, prefix: str = "") -> RequestInvalid:
-    """A ``RequestInvalid`` with one ``{"field", "value", "reason"}`` entry per error.
+    """A ``RequestInvalid`` with one ``FieldError`` per error, its field after ``prefix``.
 
     ``data`` is the raw input, used to show values (pydantic's own error text hides them);
     the value of ``key`` is never shown or kept.
     """
-    errors: list[dict[str, Any]] = []
+    errors: list[FieldError] = []
     parts: list[str] = []
     source = data if isinstance(data, Mapping) else {}
     for error in exc.errors(include_url=False, include_input=False):
@@ -267,7 +267,7 @@ def request_invalid(exc: ValidationError, data: Any = None, prefix: str = "") ->
         value: Any = None if missing else source[field]
         if field == "key":
             value = "<redacted>"
-        errors.append({"field": prefix + field, "value": value, "reason": reason})
+        errors.append(FieldError(field, value, reason).at(prefix))
         shown = "" if missing else "=" + ("<redacted>" if field == "key" else _show(value))
         parts.append(f"{prefix}{field}{shown}: {reason}")
     return RequestInvalid("; ".join(parts), errors)

@@ -2,7 +2,8 @@
 
     T2VError                  base of everything we raise on purpose
     ├── ConfigError           settings are wrong or a needed service is missing: fix and restart
-    ├── RequestInvalid        a request was refused before anything was written (also a ValueError)
+    ├── RequestInvalid        a request was refused before anything was written (also a ValueError);
+    │                         `.field_errors` names each bad field (a ``FieldError``)
     ├── EnqueueError          the row is written but the broker refused the message: re-drive later
     ├── JobNotFound           no job has that id (also a KeyError)
     ├── RetryRefused          ``retry`` cannot resume this job; ``str()`` says why
@@ -14,13 +15,22 @@
     │   └── RateLimited       the provider said 429; `.retry_after` seconds to wait
     └── PermanentError        retrying cannot help (bad key, no credits, rejected prompt)
 
+``FieldError`` is not an error class but the detail ``RequestInvalid`` carries: one bad
+field, its value and why, built only here (``RequestInvalid.errors`` is the same list as
+``{"field", "value", "reason"}`` dicts, the shape ``t2v --json`` prints).
+
 Nothing here imports Celery, SQLAlchemy sessions or HTTP clients: both the producer and
 the worker raise these, and application code catches them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any
+
+#: ``RequestInvalid.listing`` names at most this many fields in its message (all in ``errors``).
+LISTED_MAX = 20
 
 
 class T2VError(Exception):
@@ -31,16 +41,67 @@ class ConfigError(T2VError):
     """Settings are inconsistent, or a service they name cannot be used."""
 
 
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One reason a request was refused: ``field`` (None: the input as a whole, e.g. a batch
+    line that is not JSON), the ``value`` given (None: missing or not shown) and ``reason``.
+
+    ``line`` is set for a line of a batch file (``t2v batch``). ``str()`` is the readable
+    form: ``[line N: ]field=value: reason`` (``field: reason`` without a value).
+    """
+
+    field: str | None
+    value: Any
+    reason: str
+    line: int | None = None
+
+    def at(self, prefix: str) -> FieldError:
+        """The same error under ``prefix`` + field, e.g. ``at("[3].")``: ``[3].width``."""
+        return replace(self, field=prefix + (self.field or ""))
+
+    def on_line(self, line: int, field: str | None = None) -> FieldError:
+        """The same error on batch-file line ``line``, optionally under another ``field``."""
+        return replace(self, line=line, field=self.field if field is None else field)
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"field", "value", "reason"}``, led by ``"line"`` when set (the public shape)."""
+        head: dict[str, Any] = {} if self.line is None else {"line": self.line}
+        return {**head, "field": self.field, "value": self.value, "reason": self.reason}
+
+    def __str__(self) -> str:
+        where = "" if self.line is None else f"line {self.line}: "
+        if self.value is not None:
+            return f"{where}{self.field}={self.value!r}: {self.reason}"
+        return f"{where}{self.field}: {self.reason}" if self.field else where + self.reason
+
+
 class RequestInvalid(T2VError, ValueError):
     """A request was refused at the door; nothing reached the table or the broker.
 
-    ``errors`` is a list of ``{"field", "value", "reason"}`` dicts; ``str()`` is one
-    readable line per field.
+    ``field_errors`` lists the bad fields (``FieldError``); ``errors`` is the same list as
+    ``{"field", "value", "reason"}`` dicts (plus ``"line"`` for a batch file's line);
+    ``str()`` is one readable line per field.
     """
 
-    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, message: str, errors: Iterable[FieldError] = ()) -> None:
         super().__init__(message)
-        self.errors = errors or []
+        self.field_errors: list[FieldError] = list(errors)
+        self.errors: list[dict[str, Any]] = [e.as_dict() for e in self.field_errors]
+
+    @classmethod
+    def of(cls, field: str | None, value: Any, reason: str, *,
+           message: str | None = None) -> RequestInvalid:
+        """One bad field; the message is the error's ``str()`` unless ``message`` is given."""
+        error = FieldError(field, value, reason)
+        return cls(str(error) if message is None else message, [error])
+
+    @classmethod
+    def listing(cls, errors: Iterable[FieldError]) -> RequestInvalid:
+        """Every error in ``errors``, the message naming the first ``LISTED_MAX`` by ``; ``."""
+        errors = list(errors)
+        shown = "; ".join(str(e) for e in errors[:LISTED_MAX])
+        more = f"; ... and {len(errors) - LISTED_MAX} more" if len(errors) > LISTED_MAX else ""
+        return cls(shown + more, errors)
 
 
 class EnqueueError(T2VError):
