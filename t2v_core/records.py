@@ -87,6 +87,8 @@ class JobRow(Base):
 
     error: Mapped[str | None] = mapped_column(Text)
     error_kind: Mapped[str | None] = mapped_column(String(32))
+    # The figures behind the error (``t2v_core.problems.Problem.detail``).
+    error_detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     # When the job's next step is due; `reconcile` re-drives rows whose time has passed.
     next_check_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -171,6 +173,7 @@ class JobRecord(BaseModel):
     expires_at: datetime | None = None
     error: str | None = None
     error_kind: str | None = None
+    error_detail: dict[str, Any] | None = None
     next_check_at: datetime | None = None
     deadline_at: datetime | None = None
     created_at: datetime
@@ -425,7 +428,8 @@ class JobStore:
         if expect is not None:
             allowed &= {JobStatus(s) for s in expect}
         now = self.now()
-        values = {"status": to.value, _STAMP[to]: now, "updated_at": now, **values}
+        values = {"status": to.value, _STAMP[to]: now, "updated_at": now,
+                  **_with_detail(values)}
         stmt = (
             update(JobRow)
             .where(JobRow.id == job_id)
@@ -477,10 +481,17 @@ class JobStore:
             update(JobRow)
             .where(JobRow.id == job_id)
             .where(JobRow.status.in_([JobStatus(s).value for s in expect]))
-            .values(updated_at=self.now(), **values)
+            .values(updated_at=self.now(), **_with_detail(values))
         )
         with write_transaction(self.engine) as conn:
             return conn.execute(stmt).rowcount == 1
+
+
+def _with_detail(values: dict[str, Any]) -> dict[str, Any]:
+    """A new ``error`` message without its own detail clears the old one's."""
+    if "error" in values and "error_detail" not in values:
+        return {**values, "error_detail": None}
+    return values
 
 
 def _row_to_record(row: Any) -> JobRecord | None:

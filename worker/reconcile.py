@@ -28,19 +28,18 @@ from t2v_core.names import (
     TASK_SUBMIT,
     redrive_key,
 )
+from t2v_core.problems import ErrorKind, Problem
 from t2v_core.records import JobRecord, JobRow
 from t2v_core.states import ACTIVE_STATES, JobStatus
-from worker.steps import (
+from worker.steps.runtime import Runtime
+from worker.steps.slots import (
     WAITING_RECHECK_SECONDS,
-    Runtime,
-    fail,
     may_be_rendering,
-    park,
-    poll_known_render,
     rebuild_line,
     release_slot,
-    resume,
+    wake,
 )
+from worker.steps.transitions import fail, park, poll_known_render, resume
 
 log = logging.getLogger("t2v.reconcile")
 
@@ -78,8 +77,7 @@ def reconcile(rt: Runtime, *, lock_seconds: float = 120.0) -> ReconcileReport:
         _redrive_overdue(rt, report)
         _free_stale_slots(rt, report)
         woken = rt.limiter.release(None)
-        for job_id in woken:
-            rt.schedule(TASK_SUBMIT, job_id, 0)
+        wake(rt, woken)
         report.woken += len(woken)
     finally:
         if redis.get(RECONCILE_LOCK_KEY) in (token, token.encode()):
@@ -128,9 +126,11 @@ def _resolve_unknown_submit(rt: Runtime, rec: JobRecord, report: ReconcileReport
             report.redriven += 1
         return
     if rec.unknown_submits >= rt.settings.max_unknown_resubmits:
-        if fail(rt, rec, f"the answers to {rec.unknown_submits + 1} submits were lost; not "
-                f"resubmitting again so as not to pay twice (provider track_id {rec.id})",
-                "submit_unknown", only_from=JobStatus.SUBMITTING):
+        lost = Problem(ErrorKind.SUBMIT_UNKNOWN,
+                       f"the answers to {rec.unknown_submits + 1} submits were lost; not "
+                       f"resubmitting again so as not to pay twice (provider track_id {rec.id})",
+                       {"lost_answers": rec.unknown_submits + 1, "submits": rec.submit_count})
+        if fail(rt, rec, lost, only_from=JobStatus.SUBMITTING):
             report.failed += 1
         return
     note = (f"submit #{rec.submit_count} outcome unknown after "
@@ -165,14 +165,16 @@ def _redrive(rt: Runtime, rec: JobRecord, report: ReconcileReport) -> None:
     if overdue < rt.settings.reconcile_grace * (2 ** count):
         return
     if count >= rt.settings.max_redrives:
-        why = f"{rec.status.value} step re-driven {count} times without running"
+        why = Problem(ErrorKind.STUCK,
+                      f"{rec.status.value} step re-driven {count} times without running",
+                      {"redrives": count, "state": rec.status.value})
         if rec.status in (JobStatus.PROCESSING, JobStatus.DOWNLOADING):
-            stopped = park(rt, rec, why, "stuck")  # paid for: hold it, never throw it away
+            stopped = park(rt, rec, why)  # paid for: hold it, never throw it away
         elif rec.status is JobStatus.CANCELLED:
             stopped = rt.store.update_if(rec.id, [JobStatus.CANCELLED], next_check_at=None)
             release_slot(rt, rec.id)
         else:
-            stopped = fail(rt, rec, why, "stuck", only_from=rec.status)
+            stopped = fail(rt, rec, why, only_from=rec.status)
         if stopped:
             report.failed += 1
         redis.delete(key)

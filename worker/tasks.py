@@ -1,7 +1,7 @@
 """Thin Celery tasks: take a job id, hand it to a step in ``worker.steps``.
 
 No logic lives here, and no task ever sleeps: a step that must wait asks for itself to be
-sent again with a countdown (``_schedule``). The per-process ``Runtime`` (engine, HTTP
+sent again with a countdown (``send_step``). The per-process ``Runtime`` (engine, HTTP
 session, Redis, storage) is built after the worker forks, never shared across processes.
 """
 
@@ -26,7 +26,9 @@ from worker.steps import Runtime, download_step, poll_step, submit_step
 from worker.storage import storage_from_url
 
 
-def _schedule(task: str, job_id: str, countdown: float) -> None:
+def send_step(task: str, job_id: str, countdown: float) -> None:
+    """Send ``task`` for ``job_id`` to its queue, after ``countdown`` seconds (a
+    ``Schedule``: what steps, reconcile and the webhook receiver call)."""
     app.send_task(task, args=[job_id], queue=TASK_ROUTES[task],
                   countdown=max(0.0, round(countdown, 3)) or None)
 
@@ -49,7 +51,7 @@ def runtime() -> Runtime:
         limiter=AccountLimiter(redis.Redis.from_url(settings.broker_url), settings.account_slots),
         storage=storage_from_url(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url),
         http=http,
-        schedule=_schedule,
+        schedule=send_step,
         rng=random.Random(),
     )
 

@@ -148,7 +148,7 @@ def app_from_settings() -> Starlette:
 
     from t2v_core.db import get_engine
     from worker.settings import get_worker_settings
-    from worker.tasks import _schedule
+    from worker.tasks import send_step
 
     settings = get_worker_settings()
     if settings.webhook_secret is None:
@@ -160,7 +160,7 @@ def app_from_settings() -> Starlette:
         secret=secret,
         store=JobStore(get_engine(settings.database_url)),
         redis=redis_lib.Redis.from_url(settings.broker_url),
-        schedule=_schedule,
+        schedule=send_step,
         deadline=settings.poll_deadline_seconds,
     )
 

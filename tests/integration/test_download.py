@@ -18,14 +18,15 @@ import requests
 from PIL import Image
 
 from t2v_core.errors import PermanentError, RateLimited, TransientError
-from worker.download import (
+from worker.storage import LocalStorage, object_key
+from worker.transfer import (
     DownloadRefused,
     LinkNotReady,
     LinkServesPage,
+    TransferLimits,
     download_to_storage,
     sniff_type,
 )
-from worker.storage import LocalStorage, object_key
 
 MB = 1024 * 1024
 CHUNK = b"\x00" * (64 * 1024)
@@ -173,16 +174,12 @@ def http() -> Iterator[requests.Session]:
 
 
 def fetch(site: Site, path: str, storage: LocalStorage, http: requests.Session, **kw: Any) -> Any:
-    options: dict[str, Any] = {
-        "session": http,
-        "max_bytes": 10 * MB,
-        "allowed_hosts": ["127.0.0.1"],
-        "connect_timeout": 2.0,
-        "read_timeout": 5.0,
-    }
-    options.update(kw)
-    key = options.pop("key", object_key("abcdef12", 0, "mp4"))
-    return download_to_storage(site.url(path), storage, key, **options)
+    limits: dict[str, Any] = {"max_bytes": 10 * MB, "allowed_hosts": ("127.0.0.1",),
+                              "connect_timeout": 2.0, "read_timeout": 5.0}
+    limits.update({k: kw.pop(k) for k in list(kw) if k in TransferLimits.__dataclass_fields__})
+    key = kw.pop("key", object_key("abcdef12", 0, "mp4"))
+    return download_to_storage(site.url(path), storage, key, session=http,
+                               limits=TransferLimits(**limits), **kw)
 
 
 def test_mp4_is_stored_hashed_and_typed(
@@ -360,10 +357,8 @@ def test_connection_refused_is_transient(storage: LocalStorage, http: requests.S
             storage,
             "k/x.mp4",
             session=http,
-            max_bytes=MB,
-            allowed_hosts=["127.0.0.1"],
-            connect_timeout=1,
-            read_timeout=1,
+            limits=TransferLimits(max_bytes=MB, allowed_hosts=("127.0.0.1",),
+                                  connect_timeout=1, read_timeout=1),
         )
 
 

@@ -7,7 +7,7 @@ seed, and all time is a fake clock, so a seed replays exactly (run it with the s
 Real parts: a SQLite file (``JobStore`` with the fake clock), ``AccountLimiter`` on
 fakeredis (our Lua scripts run in fakeredis' Lua), ``worker.steps`` / ``worker.reconcile``
 / ``worker.webhook.accept_webhook`` / ``producer.api.Producer`` / ``t2v_core.retry``, and
-``worker.download.download_to_storage`` (through a requests adapter that serves the fake
+``worker.transfer.download_to_storage`` (through a requests adapter that serves the fake
 CDN). Fakes: the provider (its own truth: renders, queue limit, other clients, outputs that
 expire), the broker (a list of messages with due times), the storage (a dict), the clock.
 

@@ -39,7 +39,7 @@ from t2v_core.names import TASK_SUBMIT
 from t2v_core.records import JobRow
 from t2v_core.retry import OUTPUT_TTL, RetryRefused, output_expiry, plan_retry
 from t2v_core.states import ACTIVE_STATES, JobStatus
-from worker.steps import may_be_rendering
+from worker.steps.slots import may_be_rendering
 
 if TYPE_CHECKING:
     from t2v_core.records import JobRecord

@@ -32,6 +32,11 @@ from tests.model.harness import CHECKS, Bench, run_schedule
 from tests.model.runner import run_many
 from worker import reconcile as reconcile_module
 from worker import steps
+from worker.steps import download as download_module
+from worker.steps import poll as poll_module
+from worker.steps import slots as slots_module
+from worker.steps import submit as submit_module
+from worker.steps import transitions as transitions_module
 
 DEFAULT_SCHEDULES = 2500  # ~2 min on 2 cores (~20-23 schedules/s); README.md here
 SCHEDULES = int(os.environ.get("T2V_MODEL_SCHEDULES", DEFAULT_SCHEDULES))
@@ -103,13 +108,14 @@ def _caught(bench: Bench, check: str, patches: list[Patch], seeds: range) -> int
 
 
 def test_the_model_catches_a_slot_released_one_write_too_early(bench: Bench) -> None:
-    original = steps._after_submit
+    original = submit_module.after_submit
 
     def early(rt: steps.Runtime, rec: Any, result: Any) -> None:
-        steps.release_slot(rt, rec.id)  # the bug: before the move to `processing`
+        slots_module.release_slot(rt, rec.id)  # the bug: before the move to `processing`
         original(rt, rec, result)
 
-    _caught(bench, "rendering_without_slot", [(steps, "_after_submit", early)], range(100, 160))
+    _caught(bench, "rendering_without_slot", [(submit_module, "after_submit", early)],
+            range(100, 160))
 
 
 def test_the_model_catches_a_submit_that_ignores_a_known_provider_id(bench: Bench) -> None:
@@ -128,20 +134,22 @@ def test_the_model_catches_a_submit_that_ignores_a_known_provider_id(bench: Benc
 
 
 def test_the_model_catches_a_park_replaced_by_a_fail(bench: Bench) -> None:
-    def park_as_fail(rt: steps.Runtime, rec: Any, message: str, kind: str) -> bool:
-        return steps.fail(rt, rec, message, kind)
+    def park_as_fail(rt: steps.Runtime, rec: Any, problem: Any) -> bool:
+        return transitions_module.fail(rt, rec, problem)
 
     _caught(bench, "output_thrown_away",
-            [(steps, "park", park_as_fail), (reconcile_module, "park", park_as_fail)],
+            [(module, "park", park_as_fail) for module in
+             (poll_module, download_module, reconcile_module)],
             range(300, 500))
 
 
 def test_the_model_catches_a_blind_resubmit_of_a_lost_answer(bench: Bench) -> None:
     def at_once(rt: steps.Runtime, rec: Any, why: str) -> None:
         # The bug: an answer that was lost is treated as "not taken" and sent again now.
-        steps._back_to_queue(rt, rec, TransientError(why), counts=True)
+        submit_module.back_to_queue(rt, rec, TransientError(why), counts=True)
 
-    _caught(bench, "not_recorded", [(steps, "_outcome_unknown", at_once)], range(400, 700))
+    _caught(bench, "not_recorded", [(submit_module, "outcome_unknown", at_once)],
+            range(400, 700))
 
 
 def test_the_model_catches_a_slot_limit_off_by_one_in_lua(bench: Bench) -> None:

@@ -10,8 +10,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Everything a Celery task runs on a worker.
-TASK_MODULES = ["tasks", "steps", "reconcile", "limiter", "modelslab", "download", "storage",
-                "probe", "policy", "netguard", "webhook", "celery_app"]
+TASK_MODULES = ["tasks", "steps/runtime", "steps/submit", "steps/poll", "steps/download",
+                "steps/transitions", "steps/slots", "reconcile", "limiter", "modelslab",
+                "transfer", "storage", "probe", "policy", "netguard", "webhook", "celery_app"]
 
 
 def _sleep_calls(path: Path) -> list[int]:
@@ -28,6 +29,11 @@ def _sleep_calls(path: Path) -> list[int]:
 @pytest.mark.parametrize("module", TASK_MODULES)
 def test_no_task_code_sleeps(module: str) -> None:
     assert _sleep_calls(ROOT / "worker" / f"{module}.py") == []
+
+
+def test_every_step_module_is_checked_for_sleeps() -> None:
+    steps = {f"steps/{p.stem}" for p in (ROOT / "worker" / "steps").glob("*.py")}
+    assert steps - {"steps/__init__"} <= set(TASK_MODULES)
 
 
 def test_the_checker_finds_a_sleep(tmp_path: Path) -> None:

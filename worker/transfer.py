@@ -33,7 +33,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -58,6 +58,7 @@ __all__ = [
     "DownloadResult",
     "LinkNotReady",
     "LinkServesPage",
+    "TransferLimits",
     "download_to_storage",
     "sniff_type",
 ]
@@ -160,24 +161,41 @@ def _status_error(resp: requests.Response, url: str) -> Exception:
     return PermanentError(f"download failed: HTTP {code} from {where}")
 
 
+@dataclass(frozen=True)
+class TransferLimits:
+    """How a transfer may go: built once from the worker's settings, passed in."""
+
+    max_bytes: int
+    allowed_hosts: tuple[str, ...] = ()
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    chunk_size: int = 1 << 16
+    max_redirects: int = 5
+    tmp_dir: str | Path | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> TransferLimits:
+        """From ``WorkerSettings`` (``download_max_bytes``, ``download_allowed_hosts``, the
+        HTTP timeouts)."""
+        return cls(max_bytes=settings.download_max_bytes,
+                   allowed_hosts=tuple(settings.download_allowed_hosts),
+                   connect_timeout=settings.connect_timeout,
+                   read_timeout=settings.read_timeout)
+
+
 def download_to_storage(
     url: str,
     storage: Storage,
     key: str | Callable[[str], str],
     *,
     session: requests.Session,
-    max_bytes: int,
-    allowed_hosts: Collection[str] = (),
+    limits: TransferLimits,
     expected_type: str | None = None,
-    connect_timeout: float = 5.0,
-    read_timeout: float = 30.0,
-    chunk_size: int = 1 << 16,
     inspect: Callable[[Path], Mapping[str, Any]] | None = None,
-    max_redirects: int = 5,
     resolver: Resolver = system_resolver,
-    tmp_dir: str | Path | None = None,
 ) -> DownloadResult:
-    """Stream ``url`` into ``storage`` at ``key``; see the module docstring for outcomes.
+    """Stream ``url`` into ``storage`` at ``key`` within ``limits``; see the module docstring
+    for outcomes.
 
     ``key`` is a string (its ``.mp4``/``.gif`` extension is swapped to the sniffed type)
     or a function of the sniffed type (``lambda ext: object_key(job_id, i, ext)``).
@@ -186,9 +204,9 @@ def download_to_storage(
     ``PermanentError``), that error propagates and nothing is stored; any other exception
     is logged, the download still succeeds and ``meta["inspect_error"]`` says why.
     """
-    allow = AllowList.parse(allowed_hosts)
+    allow = AllowList.parse(limits.allowed_hosts)
     current = url
-    for _hop in range(max_redirects + 1):
+    for _hop in range(limits.max_redirects + 1):
         check_url(current, allow, resolver=resolver)
         proxied = bool(session.proxies) or bool(
             session.trust_env and requests.utils.get_environ_proxies(current)
@@ -198,7 +216,7 @@ def download_to_storage(
                 current,
                 stream=True,
                 allow_redirects=False,
-                timeout=(connect_timeout, read_timeout),
+                timeout=(limits.connect_timeout, limits.read_timeout),
                 # identity: the size cap and hash apply to the bytes we store.
                 headers={"Accept": "video/mp4,image/gif,*/*;q=0.1", "Accept-Encoding": "identity"},
             )
@@ -219,13 +237,14 @@ def download_to_storage(
                 final_url=current,
                 storage=storage,
                 key=key,
-                max_bytes=max_bytes,
+                max_bytes=limits.max_bytes,
                 expected_type=expected_type,
-                chunk_size=chunk_size,
+                chunk_size=limits.chunk_size,
                 inspect=inspect,
-                tmp_dir=tmp_dir,
+                tmp_dir=limits.tmp_dir,
             )
-    raise PermanentError(f"download refused: more than {max_redirects} redirects from {url}")
+    raise PermanentError(
+        f"download refused: more than {limits.max_redirects} redirects from {url}")
 
 
 def _store_body(

@@ -1,0 +1,55 @@
+"""What a step runs with: a ``Runtime`` of passed-in dependencies, built once per worker
+process (``worker.tasks.runtime``) or by a test, and the small time helpers every step
+uses. Imports no Celery: ``schedule`` is how a step asks for a task to be sent."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import requests
+
+from t2v_core.records import JobStore, utcnow
+from worker.limiter import AccountLimiter
+from worker.modelslab import ModelsLabClient
+from worker.policy import PollPolicy
+from worker.settings import WorkerSettings
+from worker.storage import Storage
+from worker.transfer import TransferLimits
+
+# schedule(task name, job id, countdown seconds): send that task for that job.
+Schedule = Callable[[str, str, float], None]
+
+
+@dataclass
+class Runtime:
+    """Everything a step needs, built once per worker process and passed in."""
+
+    settings: WorkerSettings
+    store: JobStore
+    client: ModelsLabClient
+    limiter: AccountLimiter
+    storage: Storage
+    http: requests.Session
+    schedule: Schedule
+    rng: random.Random = field(default_factory=random.Random)
+    now: Callable[[], datetime] = utcnow
+
+    @property
+    def policy(self) -> PollPolicy:
+        return PollPolicy.from_settings(self.settings)
+
+    @property
+    def transfer_limits(self) -> TransferLimits:
+        return TransferLimits.from_settings(self.settings)
+
+    def at(self, seconds: float) -> datetime:
+        """The time ``seconds`` from now."""
+        return self.now() + timedelta(seconds=seconds)
+
+    def capped(self, delay: float) -> float:
+        """No countdown past the first-poll cap: a server's huge Retry-After must not
+        outlive the broker's visibility timeout (the start-up check relies on this bound)."""
+        return min(delay, self.settings.poll_max_first_delay)
