@@ -34,6 +34,7 @@ from starlette.routing import Route
 
 from t2v_core.errors import ConfigError
 from t2v_core.names import TASK_POLL, webhook_dedupe_key
+from t2v_core.problems import ErrorKind
 from t2v_core.records import JobStore, utcnow
 from t2v_core.retry import OUTPUT_TTL
 from t2v_core.states import JobStatus
@@ -62,9 +63,12 @@ def accept_webhook(
     # A submit whose answer was lost (still `submitting`, or already back in the line to
     # be resubmitted) adopts the render the webhook names: not resubmitted, not paid twice,
     # and it needs no account slot (its render is over).
-    # A queued job that was never submitted has no render to adopt.
-    lost = (rec.status in (JobStatus.SUBMITTING, JobStatus.QUEUED) and not rec.provider_id
-            and rec.submit_count > 0)
+    # A queued job that was never submitted has no render to adopt. A job failed because
+    # the answers to its submits were lost (``submit_unknown``) adopts it too: that render
+    # was paid for, and the webhook is the only way to learn its id.
+    lost = (not rec.provider_id and rec.submit_count > 0 and (
+        rec.status in (JobStatus.SUBMITTING, JobStatus.QUEUED)
+        or (rec.status is JobStatus.FAILED and rec.error_kind == ErrorKind.SUBMIT_UNKNOWN)))
     if lost and provider_id and store.transition(
         job_id, JobStatus.PROCESSING, expect=[rec.status],
         provider_id=provider_id, next_check_at=now(),

@@ -11,11 +11,15 @@ from pathlib import Path
 import pytest
 import requests
 
+from t2v_core.db import make_engine
+from t2v_core.names import TASK_POLL
+from t2v_core.records import JobStore
 from t2v_core.states import JobStatus
 from tests.conftest import SimControl
 from tests.integration.pipeline import Pipeline
 from tests.integration.test_pipeline import make_env
 from worker.devstack import processes
+from worker.webhook import accept_webhook
 
 pytestmark = pytest.mark.slow
 
@@ -99,3 +103,33 @@ def test_receiver_refuses_wrong_secret_and_bad_bodies_and_dedupes(
         receiver.stop()
     assert first["action"] == "unknown job"
     assert again["action"] == "duplicate"
+
+
+def test_a_late_webhook_adopts_a_job_failed_for_lost_answers(sqlite_url: str) -> None:
+    # Failed as `submit_unknown` (its answers were lost; not paid again), but one of those
+    # submits did create a render: the late webhook brings the job back to poll it.
+    store = JobStore(make_engine(sqlite_url))
+    store.create_schema()
+    row = store.insert_values(request={"prompt": "p"}, model_requested=None,
+                              model_effective="wan2.2")
+    store.insert_one(row)
+    job_id = row["id"]
+    assert store.transition(job_id, JobStatus.SUBMITTING, submit_count=2, unknown_submits=1)
+    assert store.transition(job_id, JobStatus.FAILED, error="answers lost",
+                            error_kind="submit_unknown")
+    sent: list[tuple[str, str, float]] = []
+    action = accept_webhook(store, lambda *a: sent.append(a), job_id, "9001", deadline=600)
+    rec = store.get(job_id)
+    assert rec is not None
+    assert action.startswith("adopted") and rec.status is JobStatus.PROCESSING
+    assert rec.provider_id == "9001" and rec.submit_count == 2  # nothing sent again
+    assert sent == [(TASK_POLL, job_id, 0)]
+    # A job the provider itself failed is not brought back by a webhook.
+    other = store.insert_values(request={"prompt": "q"}, model_requested=None,
+                                model_effective="wan2.2")
+    store.insert_one(other)
+    store.transition(other["id"], JobStatus.SUBMITTING, submit_count=1)
+    store.transition(other["id"], JobStatus.FAILED, error="nsfw",
+                     error_kind="generation_failed")
+    assert not accept_webhook(store, lambda *a: sent.append(a), other["id"], "9002",
+                              deadline=600).startswith("adopted")
