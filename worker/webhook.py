@@ -10,7 +10,11 @@ ModelsLab's webhooks carry no signature, may arrive more than once and are best 
 - a submit whose answer was lost (job still `submitting`, or back in the line to be
   resubmitted, no provider id) adopts the id the webhook names — so the job is not
   resubmitted and not paid for twice;
-- a cancelled job's render that ends frees its account slot at once.
+- a cancelled job's render that ends frees its account slot at once;
+- it reads at most ``MAX_BODY`` bytes: a larger ``Content-Length`` is refused before the
+  body is read, and a body without one (chunked) is counted as it streams in and refused
+  once past the cap, so any client costs it constant memory; a body declared as anything
+  but JSON is refused (415).
 Polling stays the fallback for webhooks that never come.
 
 Run it with ``python -m worker.webhook --host 0.0.0.0 --port 8080`` behind HTTPS.
@@ -95,6 +99,31 @@ def accept_webhook(
     return f"nothing to do in state {rec.status.value}"
 
 
+def _refuse_by_headers(request: Request) -> JSONResponse | None:
+    """Refuse before reading a byte: a declared size over the cap, or a body that says it
+    is not JSON."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            return JSONResponse({"detail": "bad Content-Length"}, status_code=400)
+        if int(declared) > MAX_BODY:
+            return JSONResponse({"detail": f"body over {MAX_BODY} bytes"}, status_code=413)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind and kind != "application/json" and not kind.endswith("+json"):
+        return JSONResponse({"detail": "body must be application/json"}, status_code=415)
+    return None
+
+
+async def read_bounded(request: Request, limit: int) -> bytes | None:
+    """The body, or None once more than ``limit`` bytes came (nothing more is read)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 def create_app(
     *,
     secret: str,
@@ -109,9 +138,12 @@ def create_app(
     async def receive(request: Request) -> JSONResponse:
         if not hmac.compare_digest(str(request.path_params["secret"]), secret):
             return JSONResponse({"detail": "Not Found"}, status_code=404)
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return JSONResponse({"detail": "too large"}, status_code=413)
+        refused = _refuse_by_headers(request)
+        if refused is not None:
+            return refused
+        body = await read_bounded(request, MAX_BODY)
+        if body is None:
+            return JSONResponse({"detail": f"body over {MAX_BODY} bytes"}, status_code=413)
         try:
             payload = json.loads(body)
             if not isinstance(payload, dict):

@@ -3,9 +3,11 @@ its track_id — no second, paid submission — and duplicate deliveries do noth
 
 from __future__ import annotations
 
+import io
 import secrets
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,82 @@ def test_a_late_webhook_adopts_a_job_failed_for_lost_answers(sqlite_url: str) ->
                      error_kind="generation_failed")
     assert not accept_webhook(store, lambda *a: sent.append(a), other["id"], "9002",
                               deadline=600).startswith("adopted")
+
+
+def _memory_kb(pid: int) -> dict[str, int]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0])
+    return fields
+
+
+def test_the_receiver_holds_at_most_its_cap_of_a_1gb_body(
+    redis_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    secret = secrets.token_urlsafe(24)
+    port = processes.free_port()
+    env = {"T2V_BROKER_URL": redis_url, "T2V_DATABASE_URL": sqlite_url,
+           "T2V_WEBHOOK_SECRET": secret}
+    Pipeline(env, tmp_path)  # creates the schema
+    receiver = start_receiver(env, tmp_path, port)
+    url = f"http://127.0.0.1:{port}/webhook/{secret}"
+    gigabyte, chunk = 1 << 30, b"[" * (1 << 20)
+    sent = {"chunked": 0, "declared": 0}
+
+    def body(kind: str) -> Iterator[bytes]:
+        while sent[kind] < gigabyte:
+            sent[kind] += len(chunk)
+            yield chunk
+
+    def post(kind: str) -> int | None:
+        try:
+            return requests.post(url, data=body(kind), timeout=30).status_code
+        except requests.ConnectionError:
+            return None  # it stopped reading and closed: as good as the 413
+
+    class Declared(io.RawIOBase):
+        """A gigabyte with a Content-Length (requests streams it through ``read``)."""
+
+        def __len__(self) -> int:
+            return gigabyte
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, size: int = -1) -> bytes:
+            if sent["declared"] >= gigabyte:
+                return b""
+            sent["declared"] += len(chunk)
+            return chunk
+
+    def post_declared() -> int | None:
+        try:
+            return requests.post(url, data=Declared(), timeout=30,
+                                 headers={"Content-Type": "application/json"}).status_code
+        except requests.ConnectionError:
+            return None
+
+    try:
+        # Warm up: the first request of each kind loads what it needs.
+        payload = {"status": "success", "id": "1", "track_id": "nope"}
+        assert requests.post(url, json=payload, timeout=5).status_code == 200
+        assert requests.post(url, data=b"x" * 300_000, timeout=5).status_code == 413
+        before = _memory_kb(receiver.popen.pid)
+        chunked = post("chunked")  # no Content-Length: counted as it streams in
+        declared = post_declared()
+        as_text = requests.post(url, data=b"{}", timeout=5,
+                                headers={"Content-Type": "text/plain"}).status_code
+        after = _memory_kb(receiver.popen.pid)
+        alive = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code
+    finally:
+        receiver.stop()
+    # The gigabytes were on offer (uvicorn drains what the app leaves unread, in chunks)...
+    assert min(sent.values()) > 4 * (1 << 20), sent
+    # ...and the receiver held no more than its cap of either.
+    grew_kb = after["VmHWM"] - before["VmRSS"]
+    print(f"receiver peak memory grew by {grew_kb} kB for 2 x 1 GB offered")
+    assert grew_kb < 4 * 1024, f"the receiver's peak memory grew by {grew_kb} kB"
+    assert chunked in (413, None) and declared in (413, None), (chunked, declared)
+    assert as_text == 415 and alive == 200
