@@ -11,7 +11,6 @@ import random
 from functools import lru_cache
 
 import redis
-import requests
 from celery.signals import worker_init, worker_process_init
 
 from t2v_core.db import dispose_engines, get_engine
@@ -20,6 +19,7 @@ from t2v_core.records import JobStore
 from worker.celery_app import app
 from worker.limiter import AccountLimiter
 from worker.modelslab import ModelsLabClient
+from worker.pinning import pinned_session
 from worker.reconcile import reconcile
 from worker.settings import get_worker_settings
 from worker.steps import Runtime, download_step, poll_step, submit_step
@@ -40,7 +40,7 @@ def runtime() -> Runtime:
         from t2v_core.errors import ConfigError
 
         raise ConfigError("T2V_MODELSLAB_API_KEY is not set (the worker needs the account key)")
-    http = requests.Session()
+    http = pinned_session()  # downloads connect only to the addresses they vetted
     store = JobStore(get_engine(settings.database_url))
     return Runtime(
         settings=settings,

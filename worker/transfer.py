@@ -19,8 +19,10 @@ Outcomes, by what the caller should do:
     a GIF when an MP4 was asked       accepted; the real type is recorded and the key's
                                       extension follows it
 
-Never: follow a redirect without re-checking its target (redirects are followed by
-hand, at most ``max_redirects``, each hop through ``netguard.check_url``), hold the body
+Never: connect anywhere but the address that was checked (``worker.pinning``: give it a
+``pinned_session()``), follow a redirect without re-checking its target (redirects are
+followed by hand, at most ``max_redirects``, each hop through ``netguard.check_url``),
+hold the body
 in memory, or leave a temp file behind.
 """
 
@@ -50,6 +52,7 @@ from worker.netguard import (
     check_url,
     system_resolver,
 )
+from worker.pinning import pinned
 from worker.storage import Storage
 
 __all__ = [
@@ -207,19 +210,25 @@ def download_to_storage(
     allow = AllowList.parse(limits.allowed_hosts)
     current = url
     for _hop in range(limits.max_redirects + 1):
-        check_url(current, allow, resolver=resolver)
+        vetted = check_url(current, allow, resolver=resolver)
         proxied = bool(session.proxies) or bool(
             session.trust_env and requests.utils.get_environ_proxies(current)
         )
+        parts = urlsplit(current)
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
         try:
-            resp = session.get(
-                current,
-                stream=True,
-                allow_redirects=False,
-                timeout=(limits.connect_timeout, limits.read_timeout),
-                # identity: the size cap and hash apply to the bytes we store.
-                headers={"Accept": "video/mp4,image/gif,*/*;q=0.1", "Accept-Encoding": "identity"},
-            )
+            # A pinned session (``worker.pinning``) connects to the address just vetted,
+            # never to a second lookup's answer (DNS rebinding).
+            with pinned(parts.hostname or "", port, str(vetted[0]) if vetted else None):
+                resp = session.get(
+                    current,
+                    stream=True,
+                    allow_redirects=False,
+                    timeout=(limits.connect_timeout, limits.read_timeout),
+                    # identity: the size cap and hash apply to the bytes we store.
+                    headers={"Accept": "video/mp4,image/gif,*/*;q=0.1",
+                             "Accept-Encoding": "identity"},
+                )
         except requests.RequestException as exc:
             raise TransientError(
                 f"download from {urlsplit(current).hostname} failed: {type(exc).__name__}: {exc}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import socket
 import threading
 import tracemalloc
 from collections.abc import Iterator
@@ -11,13 +12,16 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import av
 import pytest
 import requests
+import urllib3.util.connection
 from PIL import Image
 
 from t2v_core.errors import PermanentError, RateLimited, TransientError
+from worker.pinning import pinned_session
 from worker.storage import LocalStorage, object_key
 from worker.transfer import (
     DownloadRefused,
@@ -168,7 +172,8 @@ def storage(tmp_path: Path) -> LocalStorage:
 
 @pytest.fixture
 def http() -> Iterator[requests.Session]:
-    with requests.Session() as session:
+    # The worker's own kind of session: connections go only where check_url vetted.
+    with pinned_session() as session:
         session.trust_env = False  # no proxy from the environment between us and loopback
         yield session
 
@@ -393,3 +398,59 @@ def test_sniff_type() -> None:
     assert sniff_type(b"GIF89a") == "gif"
     assert sniff_type(b"<html>") is None
     assert sniff_type(b"") is None
+
+
+# -- DNS rebinding: the connection goes to the address that was checked -----------------------
+@pytest.mark.parametrize("second_answer", ["127.0.0.1", "10.1.2.3", "169.254.169.254",
+                                           "fe80::1", "::ffff:127.0.0.1"])
+def test_a_name_that_rebinds_after_the_check_never_reaches_the_second_address(
+    site: Site, storage: LocalStorage, http: requests.Session, second_answer: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The check sees a public address; every later lookup of the name (the one a
+    # connection would make) answers a loopback, private, link-local or metadata address.
+    answers = iter(["93.184.216.34"])
+    asked: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return [next(answers, second_answer)]
+
+    real_getaddrinfo = socket.getaddrinfo
+
+    def system_lookup(host: Any, *args: Any, **kw: Any) -> Any:
+        if host == "video.rebind.test":  # what the OS would answer now: the server below
+            return real_getaddrinfo("127.0.0.1", *args, **kw)
+        return real_getaddrinfo(host, *args, **kw)
+
+    attempts: list[tuple[str, int]] = []
+
+    def connect(address: tuple[str, int], *args: Any, **kw: Any) -> socket.socket:
+        attempts.append(address)
+        # Where this connection would really go (a name is looked up now, as urllib3
+        # does). Never leave loopback from a test: any other address is unreachable.
+        ip = socket.getaddrinfo(address[0], address[1])[0][4][0]
+        if ip != "127.0.0.1":
+            raise OSError(f"blocked in the test: {address}")
+        return real_create_connection((ip, address[1]), *args, **kw)
+
+    real_create_connection = urllib3.util.connection.create_connection
+    monkeypatch.setattr(socket, "getaddrinfo", system_lookup)
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", connect)
+    before = len(site.hits)
+    port = urlsplit(site.base).port
+    assert port is not None
+    url = f"http://video.rebind.test:{port}/v/out.mp4"
+    with pytest.raises(TransientError):
+        download_to_storage(url, storage, "k/x.mp4", session=http,
+                            limits=TransferLimits(max_bytes=MB, connect_timeout=1,
+                                                  read_timeout=1), resolver=resolver)
+    assert asked == ["video.rebind.test"]
+    assert attempts == [("93.184.216.34", port)]  # the vetted address, and only it
+    assert len(site.hits) == before  # the loopback server never saw a request
+
+
+def test_a_pinned_session_refuses_a_connection_nobody_checked(http: requests.Session,
+                                                               site: Site) -> None:
+    with pytest.raises(DownloadRefused, match="not checked first"):
+        http.get(site.url("/v/out.mp4"), timeout=2)
