@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # Everything a Celery task runs on a worker.
 TASK_MODULES = ["tasks", "steps/runtime", "steps/submit", "steps/poll", "steps/download",
                 "steps/transitions", "steps/slots", "reconcile", "limiter", "modelslab",
-                "transfer", "storage", "probe", "policy", "netguard", "webhook", "celery_app"]
+                "transfer", "pinning", "storage", "probe", "policy", "netguard", "webhook",
+                "celery_app"]
 
 
 def _sleep_calls(path: Path) -> list[int]:
