@@ -300,7 +300,7 @@ def run_scenario(scenario: str, jobs: int, seed: int, timeout: float, concurrenc
     from sqlalchemy.pool import NullPool
 
     from t2v_core.db import make_engine
-    from t2v_core.records import JobStore
+    from t2v_core.store import JobStore
 
     logs = base
     logs.mkdir(parents=True)

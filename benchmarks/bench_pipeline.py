@@ -59,7 +59,7 @@ def run_once(jobs: int, render_mean: float, eta_noise: float, base: Path) -> dic
 
         producer.configure()
         from t2v_core.db import get_engine
-        from t2v_core.records import JobStore
+        from t2v_core.store import JobStore
 
         JobStore(get_engine(env["T2V_DATABASE_URL"])).create_schema()
         procs.append(processes.start_worker(logs, env=env, concurrency=2, loglevel="INFO"))

@@ -27,10 +27,11 @@ from producer.job import Job
 from producer.request import Text2VideoRequest
 from t2v_core.db import forget_engines, get_engine, get_tuned_engine
 from t2v_core.errors import FieldError, JobNotFound, RequestInvalid, RetryRefused
-from t2v_core.records import JobRecord, JobRow, JobStore, to_record
+from t2v_core.records import JobRecord, JobRow, to_record
 from t2v_core.retry import plan_retry
 from t2v_core.settings import Settings, get_settings
 from t2v_core.states import JobStatus
+from t2v_core.store import JobStore
 
 log = logging.getLogger(__name__)
 

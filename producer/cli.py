@@ -12,8 +12,6 @@ installed without them, ``t2v up`` says which extra brings it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import time
 import warnings
@@ -21,7 +19,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -31,11 +29,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from producer import render
 from producer.account import account_status
-from producer.api import Producer, idempotency_key_problem
+from producer.api import Producer
+from producer.batch import by_line, read_batch
 from producer.request import Text2VideoRequest, UnknownModelWarning
 from t2v_core.errors import (
     ConfigError,
-    FieldError,
     JobFailed,
     JobNotFound,
     JobTimeout,
@@ -359,114 +357,6 @@ def retry(job_ids: tuple[str, ...], parked: bool, failed: bool, since: datetime 
     _guard(as_json, action)
 
 
-#: Prefix of the keys ``t2v batch`` derives from a line's content (never an application's).
-BATCH_KEY_PREFIX = "batch:"
-
-
-class BatchLine(NamedTuple):
-    """One request of a batch file and the idempotency key it is enqueued under."""
-
-    line: int
-    request: Text2VideoRequest
-    #: The line's ``id``, else ``batch:<sha256 of its canonical JSON>``; None with no dedupe.
-    key: str | None
-    from_id: bool
-
-
-def content_key(data: Any) -> str:
-    """The key of a line without ``id``: ``batch:`` + sha256 of its canonical JSON.
-
-    ``read_batch`` appends ``:n`` for the n-th identical line of a file (n > 1), so a file
-    that asks for the same request twice still makes two jobs, and re-running it none.
-    """
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return BATCH_KEY_PREFIX + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def read_batch(path: Path, *, dedupe: bool = True) -> list[BatchLine]:
-    """Requests from a JSONL file (blank and ``#`` lines skipped); all valid, or none.
-
-    A line's ``id`` (a string) is taken out of the request and is its idempotency key;
-    a line without one is keyed by its content (``content_key``). ``dedupe=False`` keys
-    nothing (``id`` is still checked and taken out). The same ``id`` on two lines must
-    carry the same request (they are then one job).
-    Raises ``RequestInvalid`` listing every bad line as ``line N: field=value: reason``.
-    """
-    entries: list[BatchLine] = []
-    errors: list[FieldError] = []
-    lines: list[str] = []
-    seen_content: dict[str, int] = {}
-    id_lines: dict[str, BatchLine] = {}
-
-    def bad(number: int, field: str | None, value: Any, reason: str) -> None:
-        error = FieldError(field, value, reason, line=number)
-        errors.append(error)
-        lines.append(str(error))
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UnknownModelWarning)
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                bad(number, None, None, f"not valid JSON ({exc.msg})")
-                continue
-            ident: Any = None
-            has_id = isinstance(data, dict) and "id" in data
-            if has_id:
-                data = dict(data)
-                ident = data.pop("id")
-                problem = idempotency_key_problem(ident)
-                if problem:
-                    bad(number, "id", ident, problem)
-            try:
-                request = Text2VideoRequest.parse(data)
-            except RequestInvalid as exc:
-                errors.extend(e.on_line(number) for e in exc.field_errors)
-                lines.append(f"line {number}: {exc}")
-                continue
-            if has_id:
-                entry = BatchLine(number, request, ident if dedupe else None, True)
-                other = id_lines.setdefault(ident, entry) if isinstance(ident, str) else entry
-                same = other.request.to_api_payload() == request.to_api_payload()
-                if not same:
-                    bad(number, "id", ident,
-                        f"also the id of line {other.line}, with a different request")
-            else:
-                key = None
-                if dedupe:
-                    key = content_key(data)
-                    seen = seen_content[key] = seen_content.get(key, 0) + 1
-                    key = key if seen == 1 else f"{key}:{seen}"
-                entry = BatchLine(number, request, key, False)
-            entries.append(entry)
-    if len(caught) and not errors:
-        err.print(f"[yellow]note:[/] {len(caught)} request(s) name an unknown model; "
-                  "they run as wan2.2")
-    if errors:
-        raise RequestInvalid(f"{path}: nothing enqueued; " + "\n".join(lines), errors)
-    if not entries:
-        raise RequestInvalid(f"{path}: no requests in the file")
-    return entries
-
-
-def _by_line(path: Path, exc: RequestInvalid, entries: Sequence[BatchLine]) -> RequestInvalid:
-    """``enqueue_many``'s ``[i].field`` errors as the batch file's ``line N`` errors."""
-    errors: list[FieldError] = []
-    for error in exc.field_errors:
-        index, _, rest = (error.field or "").partition("].")
-        if not (index.startswith("[") and index[1:].isdigit()):
-            return exc
-        entry = entries[int(index[1:])]
-        if rest == "idempotency_key":
-            rest = "id" if entry.from_id else "content key"
-        errors.append(error.on_line(entry.line, rest))
-    lines = "\n".join(str(e) for e in errors)
-    return RequestInvalid(f"{path}: nothing enqueued; " + lines, errors)
-
-
 @cli.command(epilog=EXIT_HELP)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--timeout", type=float, help="Seconds to wait for all jobs (default 900).")
@@ -499,7 +389,7 @@ def batch(file: Path, timeout: float | None, no_wait: bool, no_dedupe: bool,
             result = producer.enqueue_many_detailed([e.request for e in entries],
                                                     idempotency_keys=keys)
         except RequestInvalid as exc:
-            raise _by_line(file, exc, entries) from None
+            raise by_line(file, exc, entries) from None
         ids = [j.id for j in result.jobs]
         distinct = list(dict.fromkeys(ids))
         new = len(result.new_ids)

@@ -3,8 +3,8 @@
 
     settings.py    ``Settings``: the `T2V_` variables both sides read (the worker extends it)
     states.py      ``JobStatus`` and the only moves allowed between states
-    records.py     the job table, ``JobRecord``/``OutputRecord`` and ``JobStore`` (every read
-                   and compare-and-set write of a job row)
+    records.py     what a job row is: the job table (``JobRow``), ``JobRecord``/``OutputRecord``
+    store.py       ``JobStore``: every read and compare-and-set write of a job row
     db.py          engines for SQLite and PostgreSQL, SQLite's write transactions
     migrate.py     Alembic migrations (``migrations/``), run once per process on first use
     errors.py      the error tree, split by what the caller does

@@ -4,7 +4,7 @@
     processing | downloading → parked → processing | downloading   (retry)
     any non-final state → failed | cancelled
 
-Moves are forward-only; the database enforces them by compare-and-set (see ``records``).
+Moves are forward-only; the database enforces them by compare-and-set (see ``store``).
 The steps back, each recorded on the row:
 - `submitting → queued`: the provider did not take the request (5xx, 429), or an answer
   that was lost is resubmitted after waiting for its webhook (``unknown_submits``);

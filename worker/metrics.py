@@ -30,8 +30,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from t2v_core.names import QUEUES
-from t2v_core.records import JobStore
 from t2v_core.states import JobStatus
+from t2v_core.store import JobStore
 from worker.limiter import AccountLimiter
 
 

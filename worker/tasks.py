@@ -15,7 +15,7 @@ from celery.signals import worker_init, worker_process_init
 
 from t2v_core.db import dispose_engines, get_engine
 from t2v_core.names import TASK_DOWNLOAD, TASK_POLL, TASK_RECONCILE, TASK_ROUTES, TASK_SUBMIT
-from t2v_core.records import JobStore
+from t2v_core.store import JobStore
 from worker.celery_app import app
 from worker.limiter import AccountLimiter
 from worker.modelslab import ModelsLabClient

@@ -39,9 +39,9 @@ from starlette.routing import Route
 from t2v_core.errors import ConfigError
 from t2v_core.names import TASK_POLL, webhook_dedupe_key
 from t2v_core.problems import ErrorKind
-from t2v_core.records import JobStore, utcnow
 from t2v_core.retry import OUTPUT_TTL
 from t2v_core.states import JobStatus
+from t2v_core.store import JobStore, utcnow
 
 log = logging.getLogger("t2v.webhook")
 

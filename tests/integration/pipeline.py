@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy.pool import NullPool
 
 from t2v_core.db import dispose_engines, make_engine
-from t2v_core.records import JobRecord, JobStore
+from t2v_core.records import JobRecord
+from t2v_core.store import JobStore
 from worker.devstack import processes
 
 # Fast clocks for tests: polls, retries and re-drives in fractions of a second.

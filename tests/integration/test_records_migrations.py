@@ -10,7 +10,8 @@ from sqlalchemy import inspect, text
 
 from t2v_core.db import make_engine
 from t2v_core.migrate import VERSION_TABLE, current_revision, head_revision, upgrade
-from t2v_core.records import Base, JobStore
+from t2v_core.records import Base
+from t2v_core.store import JobStore
 
 
 def test_migrated_schema_equals_the_models(database_url: str) -> None:

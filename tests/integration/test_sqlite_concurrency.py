@@ -46,8 +46,9 @@ from sqlalchemy.pool import NullPool
 
 from t2v_core.db import make_engine, write_transaction
 from t2v_core.migrate import VERSION_TABLE, head_revision
-from t2v_core.records import JobRow, JobStore
+from t2v_core.records import JobRow
 from t2v_core.states import JobStatus
+from t2v_core.store import JobStore
 
 ROUNDS = 50
 WORKERS = 8

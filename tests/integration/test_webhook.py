@@ -15,8 +15,8 @@ import requests
 
 from t2v_core.db import make_engine
 from t2v_core.names import TASK_POLL
-from t2v_core.records import JobStore
 from t2v_core.states import JobStatus
+from t2v_core.store import JobStore
 from tests.conftest import SimControl
 from tests.integration.pipeline import Pipeline
 from tests.integration.test_pipeline import make_env

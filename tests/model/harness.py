@@ -56,7 +56,7 @@ from requests.structures import CaseInsensitiveDict
 from sqlalchemy import delete
 
 import producer.api as api_module
-import t2v_core.records as records_module
+import t2v_core.store as store_module
 import worker.limiter as limiter_module
 from producer.api import Producer
 from t2v_core import names
@@ -70,10 +70,11 @@ from t2v_core.errors import (
     TransientError,
 )
 from t2v_core.names import TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT
-from t2v_core.records import JobRow, JobStore
+from t2v_core.records import JobRow
 from t2v_core.retry import OUTPUT_TTL, RetryRefused, plan_retry
 from t2v_core.settings import Settings
 from t2v_core.states import JobStatus
+from t2v_core.store import JobStore
 from worker import reconcile as reconcile_module
 from worker import steps
 from worker.limiter import AccountLimiter
@@ -1100,8 +1101,8 @@ class World:
     def run(self) -> Result:
         global _CURRENT_CLOCK
         _CURRENT_CLOCK = self.clock
-        saved_new_id = records_module.new_job_id
-        records_module.new_job_id = self.new_job_id
+        saved_new_id = store_module.new_job_id
+        store_module.new_job_id = self.new_job_id
         # ``Producer.retry`` plans with the wall clock (``producer.api.utcnow``), not its
         # store's clock: give it the application host's fake clock.
         saved_utcnow = getattr(api_module, "utcnow", None)
@@ -1128,7 +1129,7 @@ class World:
                         task.kill()
                     self.tasks.clear()
         finally:
-            records_module.new_job_id = saved_new_id
+            store_module.new_job_id = saved_new_id
             if saved_utcnow is not None:
                 api_module.utcnow = saved_utcnow  # type: ignore[attr-defined]
             _CURRENT_CLOCK = None

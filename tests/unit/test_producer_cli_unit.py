@@ -98,7 +98,7 @@ def test_a_missing_extra_exits_2_with_the_install_hint(monkeypatch: pytest.Monke
 def test_batch_keys_a_line_by_its_id_else_by_its_canonical_json(tmp_path: Path) -> None:
     import hashlib
 
-    from producer.cli import read_batch
+    from producer.batch import read_batch
 
     path = tmp_path / "jobs.jsonl"
     path.write_text('{"prompt": "a", "num_frames": 8}\n'

@@ -96,8 +96,8 @@ class LocalStack:
 
     def _migrate(self) -> None:
         from t2v_core.db import get_engine
-        from t2v_core.records import JobStore
         from t2v_core.settings import get_settings
+        from t2v_core.store import JobStore
 
         settings = get_settings()
         JobStore(get_engine(settings.database_url)).create_schema()

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import requests
 
-from t2v_core.records import JobStore, utcnow
+from t2v_core.store import JobStore, utcnow
 from worker.limiter import AccountLimiter
 from worker.modelslab import ModelsLabClient
 from worker.policy import PollPolicy
