@@ -11,9 +11,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # Everything a Celery task runs on a worker.
 TASK_MODULES = ["tasks", "steps/runtime", "steps/submit", "steps/poll", "steps/download",
-                "steps/transitions", "steps/slots", "reconcile", "limiter", "modelslab",
-                "transfer", "pinning", "storage", "probe", "policy", "netguard", "webhook",
+                "steps/transitions", "steps/slots", "reconcile", "limiter",
+                "modelslab/__init__", "modelslab/client", "modelslab/answers",
+                "transfer", "pinning", "storage/__init__", "storage/keys", "storage/streams",
+                "storage/local", "storage/s3", "probe", "policy", "netguard", "webhook",
                 "celery_app"]
+# Packages whose every module a task runs: each must be listed above.
+TASK_PACKAGES = ["steps", "modelslab", "storage"]
 
 
 def _sleep_calls(path: Path) -> list[int]:
@@ -32,9 +36,10 @@ def test_no_task_code_sleeps(module: str) -> None:
     assert _sleep_calls(ROOT / "worker" / f"{module}.py") == []
 
 
-def test_every_step_module_is_checked_for_sleeps() -> None:
-    steps = {f"steps/{p.stem}" for p in (ROOT / "worker" / "steps").glob("*.py")}
-    assert steps - {"steps/__init__"} <= set(TASK_MODULES)
+@pytest.mark.parametrize("package", TASK_PACKAGES)
+def test_every_module_of_a_task_package_is_checked_for_sleeps(package: str) -> None:
+    modules = {f"{package}/{p.stem}" for p in (ROOT / "worker" / package).glob("*.py")}
+    assert modules - {"steps/__init__"} <= set(TASK_MODULES)
 
 
 def test_the_checker_finds_a_sleep(tmp_path: Path) -> None:
@@ -79,6 +84,24 @@ def test_the_shared_core_and_the_client_import_no_heavier_side(
     offenders = [f"{name}: {module}" for name, module in _imports(package)
                  if module.split(".")[0] in forbidden]
     assert offenders == []
+
+
+@pytest.mark.parametrize(("path", "forbidden"), [
+    # The answer normaliser is pure: the HTTP client in modelslab/client.py does the talking.
+    ("worker/modelslab/answers.py", ("requests", "urllib3", "httpx", "http", "aiohttp")),
+])
+def test_a_pure_module_imports_no_io_library(path: str, forbidden: tuple[str, ...]) -> None:
+    tree = ast.parse((ROOT / path).read_text())
+    modules = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    modules += [n.module for n in ast.walk(tree)
+                if isinstance(n, ast.ImportFrom) and n.module and not n.level]
+    assert [m for m in modules if m.split(".")[0] in forbidden] == []
+
+
+def test_only_the_s3_backend_imports_boto3() -> None:
+    offenders = [f"{name}: {module}" for name, module in _imports("worker")
+                 if module.split(".")[0] in ("boto3", "botocore", "s3transfer")]
+    assert offenders and {o.split(":")[0] for o in offenders} == {"s3.py"}
 
 
 def test_redis_key_and_queue_names_are_spelled_only_in_names_py() -> None:
