@@ -9,8 +9,8 @@ Importing this package never imports the worker, Celery workers' code or boto3: 
 sent to workers by task name.
 """
 
-from producer.api import (
-    Producer,
+from producer.api import Producer
+from producer.default import (
     cancel,
     configure,
     enqueue,

@@ -1,33 +1,43 @@
-"""Enqueue and look up jobs: the functions application code calls.
+"""The ``Producer``: enqueue, look up, cancel and retry jobs with one set of settings.
 
 ``enqueue`` validates, writes the row `queued`, then sends ``t2v.submit`` with the job id
 only. The row comes first so a message can never name a job that does not exist, and a
 message that could not be sent loses nothing (``EnqueueError``; reconcile re-sends).
 
-The module functions use a default ``Producer`` built lazily from ``get_settings()``;
-``configure(settings=..., store=..., broker=...)`` replaces it (tests, embedding apps), or
-build a ``Producer`` of your own. Logs name job ids, never prompts (they are user data).
+What an idempotency key may be, and how ``enqueue_many`` resolves a call's keys against
+the table, is ``idempotency.py``; the module-level ``enqueue``/``get_job``/... functions and
+``configure`` (one default ``Producer`` per process) are ``default.py``.
+
+This module must never log a prompt (it is user data; logs name job ids), and must never
+send a message for a row it has not written.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from producer.broker import Broker
+from producer.idempotency import (
+    check_idempotency_key,
+    first_positions,
+    idempotency_key_problem,
+    insert_keyed,
+    jobs_by_key,
+    key_list,
+)
 from producer.job import Job
 from producer.request import Text2VideoRequest
-from t2v_core.db import forget_engines, get_engine, get_tuned_engine
+from t2v_core.db import get_engine, get_tuned_engine
 from t2v_core.errors import FieldError, JobNotFound, RequestInvalid, RetryRefused
-from t2v_core.records import JobRecord, JobRow, to_record
+from t2v_core.records import JobRecord, JobRow
 from t2v_core.retry import plan_retry
 from t2v_core.settings import Settings, get_settings
 from t2v_core.states import JobStatus
@@ -36,9 +46,6 @@ from t2v_core.store import JobStore
 log = logging.getLogger(__name__)
 
 RequestLike = Text2VideoRequest | Mapping[str, Any]
-IDEMPOTENCY_KEY_MAX = 255  # the column's length
-#: Idempotency keys looked up per query in ``enqueue_many``.
-KEY_LOOKUP_CHUNK = 500
 
 
 class ManyEnqueued(NamedTuple):
@@ -92,7 +99,7 @@ class Producer:
         req = Text2VideoRequest.parse(request)
         payload = req.to_api_payload()
         if idempotency_key is not None:
-            _check_idempotency_key(idempotency_key)
+            check_idempotency_key(idempotency_key)
         store = self._ready()
         if idempotency_key is not None:
             existing = store.get_by_idempotency_key(idempotency_key)
@@ -166,7 +173,7 @@ class Producer:
         keys: list[Any] | None = None
         if idempotency_keys is not None:
             requests = list(requests)
-            keys = _key_list(idempotency_keys, len(requests))
+            keys = key_list(idempotency_keys, len(requests))
         parsed: list[Text2VideoRequest] = []
         errors: list[FieldError] = []
         for index, item in enumerate(requests):
@@ -204,19 +211,7 @@ class Producer:
     def _enqueue_keyed(self, parsed: list[Text2VideoRequest], keys: list[str | None]
                        ) -> ManyEnqueued:
         payloads = [req.to_api_payload() for req in parsed]
-        # Each key's first position; a later position must carry the same request.
-        first: dict[str, int] = {}
-        errors: list[FieldError] = []
-        for index, key in enumerate(keys):
-            if key is None:
-                continue
-            earlier = first.setdefault(key, index)
-            if earlier != index and payloads[earlier] != payloads[index]:
-                errors.append(FieldError(f"[{index}].idempotency_key", key,
-                                         f"also the key of [{earlier}], with a different request"))
-        if errors:
-            raise RequestInvalid.listing(errors)
-
+        first = first_positions(keys, payloads)
         store = self._ready()
 
         def new_row(index: int) -> dict[str, Any]:
@@ -230,37 +225,8 @@ class Producer:
 
         keyed_rows = {key: new_row(index) for key, index in first.items()}
         unkeyed_rows = {i: new_row(i) for i, key in enumerate(keys) if key is None}
-        existing: dict[str, JobRecord] = {}
-        missing = list(first)
-        raced: IntegrityError | None = None
-        while True:
-            found = self._jobs_by_key(missing) if missing else {}
-            if raced is not None and not found:
-                # The insert failed, but not on a key someone else has since written.
-                raise raced
-            mismatched = [
-                FieldError(f"[{first[key]}].idempotency_key", key,
-                           f"already used for a different request (job {record.id})")
-                for key, record in found.items()
-                if record.request != payloads[first[key]]
-            ]
-            if mismatched:
-                mismatched.sort(key=lambda e: first[e.value])
-                raise RequestInvalid.listing(mismatched)
-            existing.update(found)
-            missing = [key for key in missing if key not in found]
-            # Keyed rows in key order: concurrent callers then take the unique index's
-            # entries in one order and wait on each other instead of deadlocking.
-            rows = [keyed_rows[key] for key in sorted(missing)] + list(unkeyed_rows.values())
-            try:
-                store.insert_many(rows)
-                break
-            except IntegrityError as exc:
-                # Another caller committed one of our keys between our read and our insert
-                # (the transaction rolled back: nothing of ours was written). Read again:
-                # every round finds at least one more key, so this ends.
-                log.info("enqueue_many: idempotency keys raced another caller; resolving again")
-                raced = exc
+        existing = insert_keyed(store, first, payloads, keyed_rows,
+                                list(unkeyed_rows.values()), lookup=self._jobs_by_key)
 
         jobs: list[Job] = []
         new_ids: list[str] = []
@@ -287,18 +253,8 @@ class Producer:
         return ManyEnqueued(jobs, new_ids)
 
     def _jobs_by_key(self, keys: Sequence[str]) -> dict[str, JobRecord]:
-        """Existing jobs of ``keys``, by key (one query per ``KEY_LOOKUP_CHUNK`` keys)."""
-        found: dict[str, JobRecord] = {}
-        table = JobRow.__table__
-        with self.store.engine.connect() as conn:
-            for start in range(0, len(keys), KEY_LOOKUP_CHUNK):
-                chunk = list(keys[start : start + KEY_LOOKUP_CHUNK])
-                stmt = select(table).where(JobRow.idempotency_key.in_(chunk))
-                for row in conn.execute(stmt).all():
-                    record = to_record(row)
-                    if record.idempotency_key is not None:
-                        found[record.idempotency_key] = record
-        return found
+        # A method, not a bare call, so a test can hold one producer's lookup to stage a race.
+        return jobs_by_key(self.store, keys)
 
     def cancel(self, job_id: str) -> bool:
         """Move a non-final job to `cancelled` (compare-and-set); False if already final.
@@ -408,111 +364,3 @@ def _engine(url: str) -> Engine:
     if make_url(url).get_backend_name() != "postgresql":
         return get_engine(url)
     return get_tuned_engine("producer", url, pool_pre_ping=False, pool_recycle=1800)
-
-
-def idempotency_key_problem(key: Any) -> str | None:
-    """Why ``key`` cannot be an idempotency key, or None if it can."""
-    if not isinstance(key, str) or not key.strip():
-        return "must be a non-blank string"
-    if len(key) > IDEMPOTENCY_KEY_MAX:
-        return f"must be at most {IDEMPOTENCY_KEY_MAX} characters"
-    return None
-
-
-def _check_idempotency_key(key: Any) -> None:
-    reason = idempotency_key_problem(key)
-    if reason:
-        # This message has always left the value out (``errors`` has it); kept word for word.
-        raise RequestInvalid.of("idempotency_key", key, reason,
-                                message=f"idempotency_key: {reason}")
-
-
-def _key_list(keys: Any, count: int) -> list[Any]:
-    """``enqueue_many``'s keys as a list, one per request, or ``RequestInvalid``."""
-    reason = None
-    if isinstance(keys, str | bytes | Mapping) or not isinstance(keys, Iterable):
-        kind = type(keys).__name__
-        reason = f"must be a sequence with one key (or None) per request, not a {kind}"
-    else:
-        keys = list(keys)
-        if len(keys) != count:
-            reason = f"must have one entry per request: {len(keys)} for {count} request(s)"
-    if reason:
-        raise RequestInvalid.of("idempotency_keys", None, reason)
-    return list(keys)
-
-
-# -- the default producer and the module-level API -------------------------------------------
-_default: Producer | None = None
-_default_lock = threading.Lock()
-
-
-def configure(
-    settings: Settings | None = None,
-    *,
-    store: JobStore | None = None,
-    broker: Broker | None = None,
-) -> Producer:
-    """Replace the default producer the module functions use; returns it."""
-    global _default
-    producer = Producer(settings, store=store, broker=broker)
-    with _default_lock:
-        old, _default = _default, producer
-    if old is not None:
-        old.close()
-    return producer
-
-
-def default_producer() -> Producer:
-    """The process-wide producer, built from ``get_settings()`` on first use."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = Producer()
-        return _default
-
-
-def _forget_after_fork() -> None:
-    # A child must not share the parent's database or broker connections.
-    global _default, _default_lock
-    _default = None
-    _default_lock = threading.Lock()
-    forget_engines()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
-
-
-def enqueue(request: RequestLike, *, idempotency_key: str | None = None) -> Job:
-    """Validate ``request``, record it `queued` and send it to the workers; see ``Producer``."""
-    return default_producer().enqueue(request, idempotency_key=idempotency_key)
-
-
-def enqueue_many(
-    requests: Iterable[RequestLike], *, idempotency_keys: Sequence[str | None] | None = None
-) -> list[Job]:
-    """Enqueue many requests in one transaction with pipelined sends, optionally one
-    idempotency key per request (all or nothing); see ``Producer.enqueue_many``."""
-    return default_producer().enqueue_many(requests, idempotency_keys=idempotency_keys)
-
-
-def get_job(job_id: str) -> Job:
-    """A handle on job ``job_id``; raises ``JobNotFound`` (a ``KeyError``) if unknown."""
-    return default_producer().get_job(job_id)
-
-
-def list_jobs(
-    status: JobStatus | str | None = None, since: datetime | None = None, limit: int = 100
-) -> list[JobRecord]:
-    """Job records newest first, filtered by ``status`` and ``since``."""
-    return default_producer().list_jobs(status=status, since=since, limit=limit)
-
-
-def cancel(job_id: str) -> bool:
-    """Cancel a non-final job; False if it already ended; ``JobNotFound`` if unknown."""
-    return default_producer().cancel(job_id)
-
-
-def retry(job_id: str) -> Job:
-    """Resume a parked or failed job from its last paid step; see ``Producer.retry``."""
-    return default_producer().retry(job_id)

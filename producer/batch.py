@@ -8,7 +8,7 @@ line is reported as ``line N: field=value: reason``. ``by_line`` maps ``enqueue_
 ``[i].field`` errors back to those line numbers.
 
 This module must never enqueue, nor touch the database or the broker: the ``batch``
-command in ``cli.py`` does that with what it returns. A key must never depend on anything
+command in ``cli_batch.py`` does that with what it returns. A key must never depend on anything
 but the line (not the file's name or place), and ``content_key`` must never change how it
 hashes: a re-run of a file would then enqueue, and pay for, every line again.
 """
@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from rich.console import Console
 
-from producer.api import idempotency_key_problem
+from producer.idempotency import idempotency_key_problem
 from producer.request import Text2VideoRequest, UnknownModelWarning
 from t2v_core.errors import FieldError, RequestInvalid
 

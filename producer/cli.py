@@ -1,130 +1,55 @@
-"""The ``t2v`` command: submit, watch and cancel jobs; start the local stack.
+"""The ``t2v`` command: the group, and the commands that submit, show, wait for, list,
+cancel and retry jobs.
 
-Every job command takes ``--json`` for machines. Exit codes (also in ``t2v --help``):
-0 succeeded (or done), 1 failed/cancelled or a service error, 2 bad usage or input
-(the bad field is named), 3 timed out waiting (the job goes on).
+Every job command takes ``--json`` for machines; exit codes, the consoles and the error
+mapping all commands share are ``cli_common.py`` (also in ``t2v --help``). ``t2v batch``
+is ``cli_batch.py``, registered here. ``up``, ``demo`` and ``simulator`` are not defined
+in the client: the group finds them through ``plugins.py`` (the ``t2v.commands`` entry
+points) when asked for one.
 
-``up``, ``demo`` and ``simulator`` are not defined here: the packages that own them register
-them under the ``t2v.commands`` entry point group (see ``pyproject.toml``), and this group
-finds them there when asked for one. The client never names ``worker`` or ``simulator``;
-installed without them, ``t2v up`` says which extra brings it.
+This module must never import ``worker`` or ``simulator``: installed without them, ``t2v
+submit`` works and ``t2v up`` says which extra brings it.
 """
 
 from __future__ import annotations
 
-import sys
-import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import EntryPoint, entry_points
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy.exc import SQLAlchemyError
 
-from producer import render
+from producer import plugins, render
 from producer.account import account_status
-from producer.api import Producer
-from producer.batch import by_line, read_batch
-from producer.request import Text2VideoRequest, UnknownModelWarning
-from t2v_core.errors import (
-    ConfigError,
-    JobFailed,
-    JobNotFound,
-    JobTimeout,
-    RequestInvalid,
-    RetryRefused,
-    T2VError,
+from producer.cli_batch import batch
+from producer.cli_common import (
+    EXIT_FAILED,
+    EXIT_HELP,
+    EXIT_OK,
+    err,
+    guard,
+    json_option,
+    make_producer,
+    out,
+    wait_timeout,
 )
-from t2v_core.records import JobRecord
+from producer.request import Text2VideoRequest, UnknownModelWarning
+from t2v_core.errors import ConfigError, RequestInvalid, RetryRefused
 from t2v_core.settings import Settings
 from t2v_core.states import JobStatus
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
-
-EXIT_HELP = """\b
-Exit codes:
-  0  succeeded (or, without waiting, done)
-  1  the job failed or was cancelled, or a service (database, broker) failed
-  2  bad usage or input: the bad field is named
-  3  timed out waiting (the job itself goes on)
-"""
-
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
-
-
-def _producer() -> Producer:
-    # Settings read afresh per invocation (the environment is the configuration).
-    # pydantic-settings fills the fields from the environment; mypy cannot see that.
-    return Producer(Settings())
-
-
-def _fail(code: int, message: str, as_json: bool, **extra: Any) -> NoReturn:
-    if as_json:
-        click.echo(render.as_json({"error": message, "exit_code": code, **extra}))
-    else:
-        err.print(f"[red]t2v:[/] {escape(message)}", soft_wrap=True)
-    sys.exit(code)
-
-
-def _guard(as_json: bool, action: Callable[[], int]) -> NoReturn:
-    """Run ``action`` and exit with its code, mapping our errors to exit codes."""
-    try:
-        code = action()
-    except RequestInvalid as exc:
-        _fail(EXIT_USAGE, str(exc), as_json, errors=exc.errors)
-    except JobNotFound as exc:
-        _fail(EXIT_USAGE, str(exc), as_json)
-    except JobTimeout as exc:
-        _finished(exc.record, as_json, str(exc))
-        sys.exit(EXIT_TIMEOUT)
-    except JobFailed as exc:
-        _finished(exc.record, as_json, str(exc))
-        sys.exit(EXIT_FAILED)
-    except (T2VError, SQLAlchemyError) as exc:
-        job = getattr(exc, "job_id", None)
-        _fail(EXIT_FAILED, f"{type(exc).__name__}: {exc}", as_json, job_id=job)
-    sys.exit(code)
-
-
-def _finished(record: JobRecord | None, as_json: bool, message: str) -> None:
-    if as_json:
-        click.echo(render.as_json(render.record_json(record) if record else {"error": message}))
-        return
-    if record is not None:
-        render.show_record(out, record)
-    err.print(f"[red]t2v:[/] {escape(message)}", soft_wrap=True)
-
-
-def _timeout(producer: Producer, timeout: float | None) -> float:
-    return producer.settings.default_wait_timeout if timeout is None else timeout
 
 
 class _Group(click.Group):
     """The commands defined here, plus those other installed packages register."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(_plugins()) | set(PLUGIN_EXTRAS))
+        return sorted(set(super().list_commands(ctx)) | plugins.names())
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         own = super().get_command(ctx, cmd_name)
-        if own is not None:
-            return own
-        entry = _plugins().get(cmd_name)
-        if entry is None:
-            return _not_installed(cmd_name, "not installed") if cmd_name in PLUGIN_EXTRAS else None
-        try:
-            target = entry.load()
-        except ImportError as exc:  # registered, but its package's dependencies are missing
-            return _not_installed(cmd_name, f"{type(exc).__name__}: {exc}")
-        return _passthrough(cmd_name, target)
+        return own if own is not None else plugins.command(cmd_name)
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         formatter.write_paragraph()
@@ -135,6 +60,9 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """t2v: text-to-video jobs through a queue. Settings come from T2V_* variables."""
+
+
+cli.add_command(batch)  # defined in cli_batch.py
 
 
 @cli.command(epilog=EXIT_HELP)
@@ -162,9 +90,9 @@ def submit(prompt: str, idempotency_key: str | None, wait: bool, timeout: float 
             request = Text2VideoRequest.parse(data)
         for w in caught:
             err.print(f"[yellow]note:[/] {escape(str(w.message))}", soft_wrap=True)
-        producer = _producer()
+        producer = make_producer()
         job = producer.enqueue(request, idempotency_key=idempotency_key)
-        record = job.wait(timeout=_timeout(producer, timeout)) if wait else job.record
+        record = job.wait(timeout=wait_timeout(producer, timeout)) if wait else job.record
         if as_json:
             click.echo(render.as_json(render.record_json(record)))
         elif wait:
@@ -173,7 +101,7 @@ def submit(prompt: str, idempotency_key: str | None, wait: bool, timeout: float 
             out.print(f"enqueued job [bold]{job.id}[/] ({record.status.value})")
         return EXIT_OK
 
-    _guard(as_json, action)
+    guard(as_json, action)
 
 
 @cli.command(epilog=EXIT_HELP)
@@ -190,14 +118,14 @@ def status(job_id: str | None, account: bool, as_json: bool) -> None:
         if job_id is None:
             raise RequestInvalid.of("JOB_ID", None, "missing",
                                     message="give a JOB_ID or --account")
-        record = _producer().load(job_id)
+        record = make_producer().load(job_id)
         if as_json:
             click.echo(render.as_json(render.record_json(record)))
         else:
             render.show_record(out, record)
         return EXIT_OK
 
-    _guard(as_json, action)
+    guard(as_json, action)
 
 
 def _account_status(as_json: bool) -> int:
@@ -237,15 +165,15 @@ def wait_cmd(job_id: str, timeout: float | None, as_json: bool) -> None:
     """Wait for job JOB_ID to finish; exit 0 succeeded, 1 failed/cancelled, 3 timed out."""
 
     def action() -> int:
-        producer = _producer()
-        record = producer.get_job(job_id).wait(timeout=_timeout(producer, timeout))
+        producer = make_producer()
+        record = producer.get_job(job_id).wait(timeout=wait_timeout(producer, timeout))
         if as_json:
             click.echo(render.as_json(render.record_json(record)))
         else:
             render.show_record(out, record)
         return EXIT_OK
 
-    _guard(as_json, action)
+    guard(as_json, action)
 
 
 _AGO = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -276,14 +204,14 @@ def list_cmd(status_: str | None, since: datetime | None, limit: int, as_json: b
     """List jobs, newest first."""
 
     def action() -> int:
-        records = _producer().list_jobs(status=status_, since=since, limit=limit)
+        records = make_producer().list_jobs(status=status_, since=since, limit=limit)
         if as_json:
             click.echo(render.as_json([render.summary_json(r) for r in records]))
         else:
             render.show_list(out, records)
         return EXIT_OK
 
-    _guard(as_json, action)
+    guard(as_json, action)
 
 
 @cli.command(epilog=EXIT_HELP)
@@ -293,7 +221,7 @@ def cancel(job_id: str, as_json: bool) -> None:
     """Cancel job JOB_ID; exit 0 if cancelled, 1 if it had already finished."""
 
     def action() -> int:
-        producer = _producer()
+        producer = make_producer()
         moved = producer.cancel(job_id)
         record = producer.load(job_id)
         if as_json:
@@ -305,7 +233,7 @@ def cancel(job_id: str, as_json: bool) -> None:
             err.print(f"job {job_id} had already finished: {record.status.value}")
         return EXIT_OK if moved else EXIT_FAILED
 
-    _guard(as_json, action)
+    guard(as_json, action)
 
 
 @cli.command(epilog=EXIT_HELP)
@@ -325,7 +253,7 @@ def retry(job_ids: tuple[str, ...], parked: bool, failed: bool, since: datetime 
     """
 
     def action() -> int:
-        producer = _producer()
+        producer = make_producer()
         if not job_ids and not (parked or failed):
             raise RequestInvalid.of("JOB_IDS", None, "missing",
                                     message="give JOB_IDs, --parked or --failed")
@@ -354,148 +282,7 @@ def retry(job_ids: tuple[str, ...], parked: bool, failed: bool, since: datetime 
             out.print(f"{len(resumed)} resumed, {len(refused)} refused")
         return EXIT_FAILED if refused else EXIT_OK
 
-    _guard(as_json, action)
-
-
-@cli.command(epilog=EXIT_HELP)
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--timeout", type=float, help="Seconds to wait for all jobs (default 900).")
-@click.option("--no-wait", is_flag=True, help="Enqueue and print the job ids only.")
-@click.option("--no-dedupe", is_flag=True,
-              help="Make every line a new job, even one enqueued before (ignores ids).")
-@json_option
-def batch(file: Path, timeout: float | None, no_wait: bool, no_dedupe: bool,
-          as_json: bool) -> None:
-    """Enqueue every request in FILE.jsonl (one JSON object a line) and wait for them.
-
-    Each line is enqueued under an idempotency key: its "id" field if it has one (a
-    string, used as is, like submit's --idempotency-key; it is not a request field),
-    else "batch:" + the sha256 of the line's canonical JSON. Re-running a file, or a
-    half-done one, enqueues only the lines not enqueued before and returns the earlier
-    jobs for the rest; the summary counts new and already there. The key does not
-    depend on the file's name or place: the same line in another file is the same job.
-    A line repeated within one file still makes a job per copy. --no-dedupe makes
-    every line a new job (to render the same requests again).
-
-    If any line is invalid, every bad line is reported with its number and nothing is
-    enqueued (exit 2). Exit 0 if all succeeded, 1 if any failed, 3 on timeout.
-    """
-
-    def action() -> int:
-        entries = read_batch(file, dedupe=not no_dedupe)
-        producer = _producer()
-        keys = None if no_dedupe else [e.key for e in entries]
-        try:
-            result = producer.enqueue_many_detailed([e.request for e in entries],
-                                                    idempotency_keys=keys)
-        except RequestInvalid as exc:
-            raise by_line(file, exc, entries) from None
-        ids = [j.id for j in result.jobs]
-        distinct = list(dict.fromkeys(ids))
-        new = len(result.new_ids)
-        existing = len(distinct) - new
-        summary = f"enqueued {new} new job(s); {existing} already there"
-        if no_wait:
-            if as_json:
-                click.echo(render.as_json({"ids": ids, "new": new, "existing": existing}))
-            else:
-                out.print(summary)
-                for job_id in ids:
-                    out.print(job_id)
-            return EXIT_OK
-        if not as_json:
-            out.print(summary)
-        records = _watch(producer, distinct, _timeout(producer, timeout), quiet=as_json)
-        final = [r for r in records if r.is_final]
-        if as_json:
-            counts: dict[str, int] = {}
-            for r in records:
-                counts[r.status.value] = counts.get(r.status.value, 0) + 1
-            click.echo(render.as_json({"counts": counts, "new": new, "existing": existing,
-                                       "jobs": [render.summary_json(r) for r in records]}))
-        else:
-            if len(records) <= 50:
-                render.show_list(out, records, title="batch")
-            render.show_counts(out, records)
-        if len(final) < len(records):
-            return EXIT_TIMEOUT
-        ok = all(r.status is JobStatus.SUCCEEDED for r in records)
-        return EXIT_OK if ok else EXIT_FAILED
-
-    _guard(as_json, action)
-
-
-def _watch(producer: Producer, ids: Sequence[str], timeout: float, quiet: bool
-           ) -> list[JobRecord]:
-    """Poll the rows of ``ids`` until all are final or time runs out, with a progress bar."""
-    deadline = time.monotonic() + timeout
-    latest: dict[str, JobRecord] = {}
-    pending = list(ids)
-    delay = 0.1
-    progress = Progress(
-        TextColumn("[bold]jobs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, disable=quiet, transient=False,
-    )
-    with progress:
-        task = progress.add_task("jobs", total=len(ids))
-        while True:
-            latest.update(producer.store.get_many(pending))
-            pending = [i for i in pending if not (i in latest and _settled(latest[i]))]
-            progress.update(task, completed=len(ids) - len(pending))
-            remaining = deadline - time.monotonic()
-            if not pending or remaining <= 0:
-                break
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 1.5, 2.0)
-    return [latest[i] for i in ids if i in latest]
-
-
-def _settled(record: JobRecord) -> bool:
-    """Final, or parked (held for ``t2v retry``): nothing more happens without someone."""
-    return record.is_final or record.status is JobStatus.PARKED
-
-
-# -- commands other packages register (entry point group ``t2v.commands``) --------------------
-PLUGIN_GROUP = "t2v.commands"
-# The commands the project's other packages bring, and the extra that installs each: named
-# here only to say what to install when one is missing.
-PLUGIN_EXTRAS = {"up": "worker", "demo": "worker", "simulator": "simulator"}
-PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True,
-               "help_option_names": []}
-
-
-def _plugins() -> dict[str, EntryPoint]:
-    """Each entry point names a ``main(argv) -> int`` whose docstring's first line is its
-    help; it parses its own arguments."""
-    return {entry.name: entry for entry in entry_points(group=PLUGIN_GROUP)}
-
-
-def _passthrough(name: str, target: Callable[[list[str]], int | None]) -> click.Command:
-    def run(args: tuple[str, ...]) -> NoReturn:
-        sys.exit(int(target(list(args)) or 0))
-
-    doc = (target.__doc__ or "").strip().splitlines()
-    return click.Command(
-        name, callback=run, context_settings=PASSTHROUGH, add_help_option=False,
-        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
-        help=(doc[0] if doc else name) + " (arguments go to it; try --help)",
-    )
-
-
-def _not_installed(name: str, why: str) -> click.Command:
-    extra = PLUGIN_EXTRAS.get(name, name)
-
-    def run(args: tuple[str, ...]) -> NoReturn:
-        hint = escape(f"pip install 't2v-queue[{extra}]' ({why})")
-        err.print(f"[red]t2v:[/] `t2v {name}` comes with the {extra} extra: {hint}",
-                  soft_wrap=True)
-        sys.exit(EXIT_USAGE)
-
-    return click.Command(
-        name, callback=run, context_settings=PASSTHROUGH, add_help_option=False,
-        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
-        help=f"(needs pip install 't2v-queue[{extra}]')",
-    )
+    guard(as_json, action)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,5 +1,5 @@
-"""Rules of the design checked on the source itself: no task sleeps, and the simulator
-shares no code with the client it tests."""
+"""Rules of the design checked on the source itself: no task sleeps, the simulator
+shares no code with the client it tests, no module over 400 lines."""
 
 from __future__ import annotations
 
@@ -128,3 +128,31 @@ def test_redis_key_and_queue_names_are_spelled_only_in_names_py() -> None:
                         and any(node.value.startswith(w) for w in wire)):
                     offenders.append(f"{package}/{path.name}:{node.lineno}: {node.value!r}")
     assert offenders == []
+
+
+MAX_MODULE_LINES = 400
+
+
+def _long_modules(root: Path, packages: tuple[str, ...], limit: int) -> list[str]:
+    """``package/path.py: N lines`` for every module of ``packages`` over ``limit`` lines."""
+    found = []
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            lines = len(path.read_text().splitlines())
+            if lines > limit:
+                found.append(f"{path.relative_to(root).as_posix()}: {lines} lines")
+    return found
+
+
+def test_every_module_is_under_400_lines() -> None:
+    # A newcomer reads a module in one sitting: one concern a file, each under 400 lines.
+    long = _long_modules(ROOT, ("t2v_core", "producer", "worker", "simulator"),
+                         MAX_MODULE_LINES)
+    assert long == [], f"over {MAX_MODULE_LINES} lines (split by concern): {long}"
+
+
+def test_the_line_counter_finds_a_long_module(tmp_path: Path) -> None:
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "short.py").write_text("x = 1\n" * 400)
+    (tmp_path / "pkg" / "sub" / "long.py").write_text("x = 1\n" * 401)
+    assert _long_modules(tmp_path, ("pkg",), 400) == ["pkg/sub/long.py: 401 lines"]

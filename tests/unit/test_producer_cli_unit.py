@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import producer.cli as cli_module
+import producer.plugins as plugins_module
 from producer.cli import cli
 
 # Point at closed ports: these tests must fail before any service is touched.
@@ -76,7 +76,7 @@ def test_passthrough_commands_hand_their_arguments_over(monkeypatch: pytest.Monk
     monkeypatch.setitem(sys.modules, "fake_t2v_plugin", plugin)
     entries = {name: EntryPoint(name, f"fake_t2v_plugin:{attr}", "t2v.commands")
                for name, attr in (("simulator", "sim"), ("up", "up"), ("demo", "demo"))}
-    monkeypatch.setattr(cli_module, "_plugins", lambda: entries)
+    monkeypatch.setattr(plugins_module, "_plugins", lambda: entries)
     assert run("simulator", "--port", "9", "--help")[0] == 0
     assert run("up", "--no-flower")[0] == 0
     assert run("demo", "a cat", "--timeout", "5")[0] == 4
@@ -89,7 +89,7 @@ def test_a_missing_extra_exits_2_with_the_install_hint(monkeypatch: pytest.Monke
     code, _, err = run("simulator")
     assert code == 2
     assert "t2v-queue[simulator]" in err
-    monkeypatch.setattr(cli_module, "_plugins", dict)  # not registered at all
+    monkeypatch.setattr(plugins_module, "_plugins", dict)  # not registered at all
     code, _, err = run("up", "--no-flower")
     assert code == 2
     assert "t2v-queue[worker]" in err
