@@ -1,0 +1,439 @@
+"""The state machine in-process: each step driven by hand, with a fake provider, a fake CDN
+and a fake clock. No Celery, no sleep, no network.
+
+Real parts: a SQLite file (``JobStore``), the account's slot line (``AccountLimiter``, its
+Lua scripts on fakeredis) and the files stored (``LocalStorage``). Fake parts: ModelsLab
+(``Provider``: answers given by the test, every call logged), the CDN (a ``requests``
+adapter serving MP4 bytes), the broker (``World.scheduled``: what the steps asked to send,
+as (task, job id, countdown)) and time (``World.clock``, moved by the test).
+
+Each test is one short story: put a job somewhere, deliver a message, look at the row, at
+the provider's call log, at what was scheduled and at the account's slots.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+import requests
+from requests.adapters import BaseAdapter
+from requests.structures import CaseInsensitiveDict
+
+from t2v_core.db import make_engine
+from t2v_core.errors import RateLimited, TransientError
+from t2v_core.names import TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT
+from t2v_core.records import JobRecord
+from t2v_core.states import JobStatus
+from t2v_core.store import JobStore
+from worker.limiter import AccountLimiter
+from worker.modelslab import ProviderResult, ProviderStatus, SubmitOutcomeUnknown
+from worker.settings import WorkerSettings
+from worker.steps import Runtime, download_step, poll_step, submit_step
+from worker.storage import LocalStorage
+
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+CDN = "cdn.inproc.test"
+MP4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + b"\x00" * 1000
+STEPS: dict[str, Callable[[Runtime, str], None]] = {
+    TASK_SUBMIT: submit_step, TASK_POLL: poll_step, TASK_DOWNLOAD: download_step,
+}
+
+# Every field the steps read, given here: nothing comes from the environment or a .env.
+SETTINGS = WorkerSettings(
+    _env_file=None,  # type: ignore[call-arg]
+    database_url="sqlite:///:memory:",
+    storage_url="./unused",
+    modelslab_api_key="sk-inproc-test",
+    download_allowed_hosts=[CDN],  # the fake CDN's name is never resolved
+    account_slots=1,  # one render at a time: a freed slot visibly wakes the next job
+    connect_timeout=5.0,
+    read_timeout=30.0,
+    poll_deadline_seconds=300.0,
+    poll_max_first_delay=900.0,
+    poll_min_delay=10.0,
+    poll_max_delay=60.0,
+    poll_backoff=1.6,
+    poll_jitter=0.2,
+    submit_unknown_wait=600.0,
+    lost_submit_hold=120.0,
+    parked_retry_base=300.0,
+    parked_retry_max=3600.0,
+    max_unknown_resubmits=1,
+    claim_lease=60.0,
+    download_claim_lease=120.0,
+    claim_slack=1.0,
+    submit_max_attempts=2,
+    transient_base_delay=2.0,
+    download_max_bytes=1 << 20,
+    download_not_found_window=120.0,
+    download_max_attempts=10,
+    probe_videos=False,
+    webhook_url=None,
+    auto_migrate=False,
+)
+
+
+# -- the fakes ------------------------------------------------------------------------------
+class Clock:
+    """Fake time: moves only when the test (or ``World.deliver``) moves it."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+Answer = ProviderResult | Exception
+
+
+class Provider:
+    """ModelsLab as the test scripts it: the next answer to each call, every call logged."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []  # ("submit", track id) | ("fetch", provider id)
+        self.submit_answers: list[Answer] = []
+        self.fetch_answers: list[Answer] = []
+
+    def submit(self, payload: dict[str, Any]) -> ProviderResult:
+        self.calls.append(("submit", str(payload["track_id"])))
+        return self._answer(self.submit_answers)
+
+    def fetch(self, provider_id: str) -> ProviderResult:
+        self.calls.append(("fetch", provider_id))
+        return self._answer(self.fetch_answers)
+
+    @staticmethod
+    def _answer(answers: list[Answer]) -> ProviderResult:
+        assert answers, "the provider was asked something the test did not expect"
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+class Cdn(BaseAdapter):
+    """The provider's CDN behind a ``requests`` adapter: a URL it has serves MP4 bytes,
+    any other answers 404."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.files: dict[str, bytes] = {}
+        self.requests: list[str] = []
+
+    def send(self, request: requests.PreparedRequest, *args: Any,
+             **kwargs: Any) -> requests.Response:
+        url = str(request.url)
+        self.requests.append(url)
+        body = self.files.get(url)
+        resp = requests.Response()
+        resp.status_code, resp.reason = (200, "OK") if body is not None else (404, "Not Found")
+        body = b"not found" if body is None else body
+        resp.headers = CaseInsensitiveDict({
+            "content-type": "video/mp4" if resp.status_code == 200 else "text/plain",
+            "content-length": str(len(body))})
+        resp.raw = io.BytesIO(body)
+        resp.url, resp.request = url, request
+        return resp
+
+    def close(self) -> None:
+        pass
+
+
+def processing(provider_id: str = "p-1", eta: float | None = 30.0) -> ProviderResult:
+    return ProviderResult(ProviderStatus.PROCESSING, provider_id, eta=eta,
+                          raw_status="processing")
+
+
+def success(provider_id: str = "p-1", *urls: str) -> ProviderResult:
+    return ProviderResult(ProviderStatus.SUCCESS, provider_id,
+                          outputs=list(urls) or [f"https://{CDN}/{provider_id}/0.mp4"],
+                          raw_status="success")
+
+
+def failed(provider_id: str = "p-1", message: str = "nsfw content") -> ProviderResult:
+    return ProviderResult(ProviderStatus.FAILED, provider_id, message=message,
+                          raw_status="failed")
+
+
+# -- the world one test runs in -------------------------------------------------------------
+@dataclass
+class World:
+    rt: Runtime
+    clock: Clock
+    provider: Provider
+    cdn: Cdn
+    limiter: AccountLimiter
+    store: JobStore
+    scheduled: list[tuple[str, str, float]]
+
+    def enqueue(self, **values: Any) -> str:
+        """A new `queued` row, as ``Producer.enqueue`` writes it (``values`` added)."""
+        row = self.store.insert_values(request={"prompt": "a red fox in the snow",
+                                                "model_id": "wan2.2"},
+                                       model_requested="wan2.2", model_effective="wan2.2")
+        self.store.insert_one({**row, **values})
+        return str(row["id"])
+
+    def job(self, job_id: str) -> JobRecord:
+        rec = self.store.get(job_id)
+        assert rec is not None
+        return rec
+
+    def take(self) -> list[tuple[str, str, float]]:
+        """What the steps scheduled since the last look (the broker's new messages)."""
+        sent, self.scheduled[:] = list(self.scheduled), []
+        return sent
+
+    def tasks(self) -> list[tuple[str, str]]:
+        """``take()`` without the countdowns."""
+        return [(task, job_id) for task, job_id, _ in self.take()]
+
+    def deliver(self) -> tuple[str, str]:
+        """The broker delivers the oldest message when its countdown is over: the clock
+        moves to then and the step runs."""
+        task, job_id, countdown = self.scheduled.pop(0)
+        self.clock.advance(countdown)
+        STEPS[task](self.rt, job_id)
+        return task, job_id
+
+    def submitted(self, provider_id: str = "p-1", eta: float = 30.0) -> str:
+        """A job the provider took, now `processing`, its first poll scheduled."""
+        job = self.enqueue()
+        self.provider.submit_answers.append(processing(provider_id, eta))
+        submit_step(self.rt, job)
+        assert self.job(job).status is JobStatus.PROCESSING
+        return job
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    clock = Clock()
+    engine = make_engine(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+    store = JobStore(engine, now=clock)
+    store.create_schema()
+    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    limiter = AccountLimiter(redis, SETTINGS.account_slots, clock=lambda: clock().timestamp())
+    limiter.rebuild([], [])  # the line as a running worker finds it: ready, empty
+    cdn = Cdn()
+    http = requests.Session()
+    http.trust_env = False
+    http.mount(f"https://{CDN}/", cdn)
+    provider = Provider()
+    scheduled: list[tuple[str, str, float]] = []
+    rt = Runtime(
+        settings=SETTINGS, store=store, client=provider,  # type: ignore[arg-type]
+        limiter=limiter, storage=LocalStorage(tmp_path / "videos"), http=http,
+        schedule=lambda task, job_id, countdown: scheduled.append((task, job_id, countdown)),
+        rng=random.Random(0), now=clock,
+    )
+    world = World(rt, clock, provider, cdn, limiter, store, scheduled)
+    yield world
+    http.close()
+    redis.close()
+    engine.dispose()
+
+
+# -- the stories ----------------------------------------------------------------------------
+def test_happy_path_from_queued_to_a_stored_video(world: World) -> None:
+    job = world.enqueue()
+    world.provider.submit_answers.append(processing("p-1", eta=30.0))
+
+    submit_step(world.rt, job)
+    rec = world.job(job)
+    assert (rec.status, rec.provider_id, rec.submit_count) == (JobStatus.PROCESSING, "p-1", 1)
+    assert world.limiter.holders() == [job]  # the provider renders it: the slot is held
+    [(task, _, first_poll)] = world.scheduled
+    assert task == TASK_POLL and 30.0 <= first_poll <= 35.0  # the first look follows the eta
+
+    world.provider.fetch_answers.append(processing("p-1"))
+    assert world.deliver() == (TASK_POLL, job)
+    assert world.job(job).poll_count == 1
+    assert [t for t, _, _ in world.scheduled] == [TASK_POLL]  # not done yet: look again
+
+    world.cdn.files[f"https://{CDN}/p-1/0.mp4"] = MP4
+    world.provider.fetch_answers.append(success("p-1"))
+    world.deliver()
+    assert world.job(job).status is JobStatus.DOWNLOADING
+    assert world.limiter.holders() == []  # the render is over: the slot is free at once
+    assert world.scheduled == [(TASK_DOWNLOAD, job, 0)]
+
+    world.deliver()
+    rec = world.job(job)
+    assert rec.status is JobStatus.SUCCEEDED and rec.error is None
+    [out] = rec.outputs
+    assert out.bytes == len(MP4) and out.content_type == "video/mp4"
+    assert Path(out.storage_uri.removeprefix("file://")).read_bytes() == MP4
+    assert world.provider.calls == [("submit", job), ("fetch", "p-1"), ("fetch", "p-1")]
+    assert world.scheduled == []
+
+
+def test_a_lost_submit_answer_is_not_sent_again(world: World) -> None:
+    job = world.enqueue()
+    world.provider.submit_answers.append(SubmitOutcomeUnknown("read timed out"))
+
+    submit_step(world.rt, job)
+    rec = world.job(job)
+    # It may have been accepted (and paid): the job stays in doubt, and says why.
+    assert rec.status is JobStatus.SUBMITTING
+    assert rec.error is not None and rec.error.startswith("submit outcome unknown")
+    assert (rec.submit_count, rec.retry_count, rec.unknown_submits) == (1, 1, 0)
+    # Reconcile may resubmit only after submit_unknown_wait (a webhook may name it first).
+    assert rec.next_check_at == T0 + timedelta(seconds=SETTINGS.submit_unknown_wait)
+    assert world.limiter.holders() == [job]  # a render may be running: the slot is kept
+
+    # The one message scheduled is the line's wake-up once the hold is over, not a resubmit.
+    [(task, _, countdown)] = world.scheduled
+    assert task == TASK_SUBMIT and countdown == SETTINGS.lost_submit_hold + 1.0
+    world.deliver()
+    assert world.provider.calls == [("submit", job)]
+    assert world.job(job).status is JobStatus.SUBMITTING
+    assert world.limiter.holders() == []  # the hold ran out: the slot is free again
+    assert world.scheduled == []
+
+
+def test_a_full_provider_queue_sends_the_job_back_without_using_up_tries(world: World) -> None:
+    job = world.enqueue()
+    full = RateLimited("HTTP 429: Maximum 1 queued requests allowed", retry_after=30.0,
+                       queue_full=True, provider_max=1)
+    world.provider.submit_answers += [full, full, full, processing("p-9")]
+
+    submit_step(world.rt, job)
+    rec = world.job(job)
+    assert rec.status is JobStatus.QUEUED and rec.error_kind is None
+    assert world.limiter.holders() == []  # nothing renders: the slot went back
+    [(task, _, countdown)] = world.scheduled
+    assert task == TASK_SUBMIT and countdown >= 30.0  # the server's Retry-After is a floor
+
+    # Three 429s in a row, with submit_max_attempts = 2: waiting for room is no failure.
+    world.deliver()
+    world.deliver()
+    assert world.job(job).status is JobStatus.QUEUED
+    world.deliver()
+    rec = world.job(job)
+    assert (rec.status, rec.provider_id) == (JobStatus.PROCESSING, "p-9")
+    assert [call for call, _ in world.provider.calls] == ["submit"] * 4
+    assert world.limiter.view().queue_full_429s == 3
+
+
+def test_a_provider_error_on_submit_does_use_up_tries(world: World) -> None:
+    job = world.enqueue()
+    world.provider.submit_answers += [TransientError("HTTP 503"), TransientError("HTTP 503")]
+
+    submit_step(world.rt, job)
+    assert world.job(job).status is JobStatus.QUEUED
+    world.deliver()
+    rec = world.job(job)
+    assert (rec.status, rec.error_kind, rec.submit_count) == (JobStatus.FAILED, "transient", 2)
+    assert world.limiter.holders() == [] and world.scheduled == []
+
+
+def test_polling_past_the_deadline_parks_the_render_and_does_not_fail_it(world: World) -> None:
+    job = world.submitted("p-1", eta=30.0)
+    world.take()
+    world.clock.advance(SETTINGS.poll_deadline_seconds + 1)
+    world.provider.fetch_answers.append(processing("p-1"))
+
+    poll_step(world.rt, job)
+    rec = world.job(job)
+    assert (rec.status, rec.error_kind, rec.park_count) == (JobStatus.PARKED, "deadline", 1)
+    assert rec.error_detail is not None and rec.error_detail["deadline_s"] == 300
+    assert world.provider.calls[-1] == ("fetch", "p-1")  # the fetch still came first
+    assert world.limiter.holders() == [job]  # it may still be rendering: the slot is kept
+    assert world.scheduled == []  # reconcile's automatic retry picks a parked job up
+
+
+def test_a_render_that_just_finished_past_the_deadline_is_still_downloaded(
+        world: World) -> None:
+    job = world.submitted("p-1")
+    world.take()
+    world.clock.advance(SETTINGS.poll_deadline_seconds + 1)
+    world.provider.fetch_answers.append(success("p-1"))
+
+    poll_step(world.rt, job)
+    assert world.job(job).status is JobStatus.DOWNLOADING
+    assert world.tasks() == [(TASK_DOWNLOAD, job)]
+
+
+def test_the_providers_failed_fails_the_job_and_frees_the_slot(world: World) -> None:
+    first = world.submitted("p-1")
+    second = world.enqueue()
+    submit_step(world.rt, second)  # one slot, and the first job holds it
+    assert world.job(second).status is JobStatus.QUEUED
+    assert world.limiter.waiting() == [second]
+    assert world.tasks() == [(TASK_POLL, first)]
+
+    world.provider.fetch_answers.append(failed("p-1", "nsfw content"))
+    world.clock.advance(40)
+    poll_step(world.rt, first)
+    rec = world.job(first)
+    assert (rec.status, rec.error_kind) == (JobStatus.FAILED, "generation_failed")
+    assert rec.error == "nsfw content"
+    assert world.limiter.holders() == []
+    assert world.tasks() == [(TASK_SUBMIT, second)]  # the freed slot wakes the next in line
+
+
+def test_a_duplicate_poll_message_does_nothing(world: World) -> None:
+    job = world.submitted("p-1")
+    [(task, _, countdown)] = world.take()
+    world.clock.advance(countdown)
+    world.provider.fetch_answers.append(processing("p-1"))
+
+    poll_step(world.rt, job)
+    poll_step(world.rt, job)  # the same message, delivered twice
+    assert world.provider.calls.count(("fetch", "p-1")) == 1
+    assert world.job(job).poll_count == 1
+    assert world.tasks() == [(TASK_POLL, job)]
+
+
+def test_a_link_that_404s_past_the_window_parks_link_missing(world: World) -> None:
+    job = world.submitted("p-1")
+    world.take()
+    world.clock.advance(40)
+    world.provider.fetch_answers.append(success("p-1"))  # the CDN never gets the file
+    poll_step(world.rt, job)
+    assert world.tasks() == [(TASK_DOWNLOAD, job)]
+
+    download_step(world.rt, job)
+    assert world.job(job).status is JobStatus.DOWNLOADING  # CDN links appear late: retried
+    assert world.tasks() == [(TASK_DOWNLOAD, job)]
+
+    world.clock.advance(SETTINGS.download_not_found_window)
+    download_step(world.rt, job)  # still 404, now past the window
+    rec = world.job(job)
+    assert (rec.status, rec.error_kind) == (JobStatus.PARKED, "link_missing")
+    assert rec.download_attempts == 2 and len(world.cdn.requests) == 2
+    assert world.scheduled == [] and world.limiter.holders() == []
+    assert [call for call, _ in world.provider.calls] == ["submit", "fetch"]  # nothing more
+
+
+def test_a_second_copy_of_the_submit_message_sends_nothing(world: World) -> None:
+    job = world.submitted("p-1")
+    world.take()
+
+    submit_step(world.rt, job)  # redelivered after the provider answered
+    assert world.provider.calls == [("submit", job)]
+    assert world.job(job).status is JobStatus.PROCESSING
+    assert world.scheduled == [] and world.limiter.holders() == [job]
+
+
+def test_a_queued_job_whose_render_is_known_is_polled_never_submitted(world: World) -> None:
+    # Queued again while the provider already named its render (a webhook adopted it).
+    job = world.enqueue(provider_id="p-7")
+
+    submit_step(world.rt, job)
+    rec = world.job(job)
+    assert (rec.status, rec.provider_id) == (JobStatus.PROCESSING, "p-7")
+    assert world.provider.calls == []
+    assert world.take() == [(TASK_POLL, job, 0)]
