@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from t2v_core.names import (
     RECONCILE_LOCK_KEY,
@@ -44,6 +44,8 @@ from worker.steps.transitions import fail, park, poll_known_render, resume
 log = logging.getLogger("t2v.reconcile")
 
 REDRIVES_TTL = 86400
+# A worker may stall this long mid-request (GC, a busy database) beyond its timeouts.
+REQUEST_MARGIN = 30.0
 
 _STEP_FOR = {
     JobStatus.QUEUED: TASK_SUBMIT,
@@ -91,7 +93,14 @@ def reconcile(rt: Runtime, *, lock_seconds: float = 120.0) -> ReconcileReport:
 def _redrive_overdue(rt: Runtime, report: ReconcileReport) -> None:
     cutoff = rt.now() - timedelta(seconds=rt.settings.reconcile_grace)
     # Jobs in flight first: a backlog of jobs waiting for a slot must never starve them.
-    in_flight = [s for s in ACTIVE_STATES if s not in (JobStatus.QUEUED, JobStatus.PARKED)]
+    in_flight = [s for s in ACTIVE_STATES
+                 if s not in (JobStatus.QUEUED, JobStatus.PARKED, JobStatus.SUBMITTING)]
+    for rec in rt.store.overdue(rt.now(), statuses=[JobStatus.SUBMITTING]):
+        # Not after the re-drive grace: a lost answer waits `submit_unknown_wait`, as the
+        # settings say, and never less than one whole request (so one in flight is not
+        # taken for lost).
+        if rt.now() >= unknown_submit_due(rt, rec):
+            _resolve_unknown_submit(rt, rec, report)
     for rec in rt.store.overdue(rt.now(), statuses=[JobStatus.PARKED]):
         # A parked render's backoff is over: fetch or download it again (or let it go
         # once the provider no longer keeps its output).
@@ -102,14 +111,21 @@ def _redrive_overdue(rt: Runtime, report: ReconcileReport) -> None:
         _redrive(rt, rec, report)
     for statuses in (in_flight, [JobStatus.QUEUED]):
         for rec in rt.store.overdue(cutoff, statuses=statuses):
-            if rec.status is JobStatus.SUBMITTING:
-                _resolve_unknown_submit(rt, rec, report)
-            elif rec.status is JobStatus.QUEUED and rt.limiter.is_waiting(rec.id):
+            if rec.status is JobStatus.QUEUED and rt.limiter.is_waiting(rec.id):
                 # Waiting in line for an account slot is not being stuck.
                 rt.store.update_if(rec.id, [JobStatus.QUEUED], next_check_at=rt.now()
                                    + timedelta(seconds=WAITING_RECHECK_SECONDS))
             else:
                 _redrive(rt, rec, report)
+
+
+def unknown_submit_due(rt: Runtime, rec: JobRecord) -> datetime:
+    """When a job still `submitting` is taken for a lost answer: ``submit_unknown_wait``
+    after it was sent (its ``next_check_at``), and not before the request itself, with a
+    stalled worker's margin, must have ended."""
+    started = rec.submitting_at or rec.updated_at
+    request = rt.settings.connect_timeout + rt.settings.read_timeout + REQUEST_MARGIN
+    return max(rec.next_check_at or started, started + timedelta(seconds=request))
 
 
 def _resolve_unknown_submit(rt: Runtime, rec: JobRecord, report: ReconcileReport) -> None:

@@ -685,6 +685,7 @@ class Peek(NamedTuple):
     poll_count: int
     download_attempts: int
     retry_count: int
+    submitting_at: float | None
 
     @property
     def cancelled_rendering(self) -> bool:
@@ -725,11 +726,11 @@ class Bench:
             return {}
         marks = ",".join("?" * len(job_ids))
         columns = ("id, status, next_check_at, provider_id, submit_count, downloading_at, "
-                   "poll_count, download_attempts, retry_count")
+                   "poll_count, download_attempts, retry_count, submitting_at")
         query = f"SELECT {columns} FROM t2v_jobs WHERE id IN ({marks})"  # noqa: S608 - only ?s
         cur = self.raw.execute(query, job_ids)
         return {row[0]: Peek(JobStatus(row[1]), _epoch(row[2]), row[3], row[4],
-                             row[5] is not None, row[6], row[7], row[8])
+                             row[5] is not None, row[6], row[7], row[8], _epoch(row[9]))
                 for row in cur.fetchall()}
 
     def reset(self) -> None:
@@ -1381,7 +1382,11 @@ class World:
             if rec.status is JobStatus.PARKED:
                 times.append(t)
             elif rec.status is JobStatus.SUBMITTING:
-                times.append(t + grace)
+                # reconcile.unknown_submit_due: the wait, and never before the request ended.
+                sent = rec.submitting_at if rec.submitting_at is not None else t
+                request = (float(self.settings.connect_timeout) + float(self.settings.read_timeout)
+                           + reconcile_module.REQUEST_MARGIN)
+                times.append(max(t, sent + request))
             elif not rec.status.is_final or rec.cancelled_rendering:
                 key = names.redrive_key(job_id, rec.status.value, rec.submit_count
                                         + rec.poll_count + rec.download_attempts
