@@ -4,6 +4,7 @@ shares no code with the client it tests, no module over 400 lines."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,38 @@ def test_the_shared_core_and_the_client_import_no_heavier_side(
     offenders = [f"{name}: {module}" for name, module in _imports(package)
                  if module.split(".")[0] in forbidden]
     assert offenders == []
+
+
+MODULE_PATH = re.compile(r"^(worker|simulator)(\.\w+)+(:\w+)?$|^(worker|simulator):\w+$")
+
+
+def _module_strings(package: str) -> list[str]:
+    """String constants in ``package`` that name a module of the worker or the simulator
+    (``"worker.devstack.stack"``, ``"simulator:main"``): an import by string."""
+    found = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                    and MODULE_PATH.match(node.value)):
+                found.append(f"{path.name}:{node.lineno}: {node.value!r}")
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if name in ("import_module", "__import__"):
+                    found.append(f"{path.name}:{node.lineno}: {name}(...)")
+    return found
+
+
+@pytest.mark.parametrize("package", ["t2v_core", "producer"])
+def test_the_client_names_no_worker_or_simulator_module_by_string(package: str) -> None:
+    # `t2v up` and friends come from entry points the worker and simulator register
+    # (pyproject.toml), not from importlib strings in the client.
+    assert _module_strings(package) == []
+
+
+def test_the_string_check_finds_an_import_by_string(tmp_path: Path) -> None:
+    assert MODULE_PATH.match("worker.devstack.stack") and MODULE_PATH.match("simulator:main")
+    assert not MODULE_PATH.match("worker") and not MODULE_PATH.match("t2v-queue[worker]")
 
 
 @pytest.mark.parametrize(("path", "forbidden"), [
