@@ -4,9 +4,10 @@
     python scripts/check-lock.py [--python .venv/bin/python] [--freeze FILE] requirements.lock
 
 Every `name==version` pin of the lock must be installed at exactly that version, and nothing
-else may be installed, except the project itself (an editable install, left out with
-`--exclude-editable`) and pip, setuptools and wheel when the lock does not pin them: those
-come with the venv (ensurepip), not from the lock, and are reported but not counted.
+else may be installed, except the project itself (named by the pyproject.toml beside the
+lock; `make` installs it editable, the image from its directory) and pip, setuptools and
+wheel when the lock does not pin them: those come with the venv (ensurepip), not from the
+lock, and are reported but not counted.
 `--freeze FILE` reads a saved `pip freeze --all` instead of running one.
 """
 
@@ -16,6 +17,7 @@ import argparse
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 BOOTSTRAP = {"pip", "setuptools", "wheel"}
@@ -47,13 +49,23 @@ def read_lock(path: Path) -> dict[str, str]:
     return pins
 
 
-def read_freeze(lines: list[str]) -> tuple[dict[str, str], list[str]]:
+def project_name(lock: Path) -> str | None:
+    pyproject = lock.resolve().parent / "pyproject.toml"
+    if not pyproject.is_file():
+        return None
+    name = tomllib.loads(pyproject.read_text()).get("project", {}).get("name")
+    return canonical(name) if name else None
+
+
+def read_freeze(lines: list[str], project: str | None) -> tuple[dict[str, str], list[str]]:
     installed: dict[str, str] = {}
     unpinned: list[str] = []
     for line in lines:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
+        if project and canonical(re.split(r"[=@ ]", line, maxsplit=1)[0]) == project:
+            continue  # the project itself: installed from the work tree, never from the lock
         if "==" in line and " @ " not in line:
             name, version = line.split("==", 1)
             installed[canonical(name)] = version
@@ -75,7 +87,7 @@ def main() -> int:
     else:
         cmd = [args.python, "-m", "pip", "freeze", "--all", "--exclude-editable"]
         lines = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()
-    installed, unpinned = read_freeze(lines)
+    installed, unpinned = read_freeze(lines, project_name(args.lock))
 
     problems: list[str] = []
     ignored: list[str] = []
