@@ -2,14 +2,19 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# What `make setup` installs: exactly the versions (and sha256 hashes) in requirements.lock;
+# requirements-image.lock is the same pins for the extras ops/Dockerfile installs.
+LOCK := requirements.lock
+IMAGE_LOCK := requirements-image.lock
+TOOLS := $(VENV)-tools
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo up test test-unit test-integration lint bench clean
+.PHONY: setup demo up test test-unit test-integration lint bench clean lock check-lock audit
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps -e .
 	@bash scripts/ensure-ffmpeg.sh
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
@@ -41,5 +46,34 @@ bench: $(STAMP)  ## benchmarks; figures land in benchmarks/results/
 	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/bench_money.py
 
+# pip-tools and pip-audit live in their own venv: they are not part of the locked set.
+$(TOOLS)/.ok:
+	@test -x $(TOOLS)/bin/python || $(PY) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install -q 'pip-tools>=7.4,<8' 'pip-audit>=2.7,<3'
+	@touch $@
+
+# Re-resolve pyproject.toml's ranges to the newest versions and hash them (needs the package
+# index). The image lock starts from the dev lock's pins, so the two agree on every version.
+lock: $(TOOLS)/.ok  ## refresh requirements.lock and requirements-image.lock (needs the index)
+	CUSTOM_COMPILE_COMMAND="make lock" $(TOOLS)/bin/pip-compile -q --upgrade --generate-hashes \
+	  --extra dev --strip-extras --unsafe-package t2v-queue --no-emit-index-url \
+	  --no-emit-find-links --output-file $(LOCK) pyproject.toml
+	@# the dev extra names the project itself (t2v-queue[postgres,...]): it is installed
+	@# from the work tree with --no-deps, never from the lock
+	sed -i '/^# WARNING: The following packages were not pinned/,/^# t2v-queue$$/d' $(LOCK)
+	sed -i -e :a -e '/^\n*$$/{$$d;N;ba' -e '}' $(LOCK)
+	cp $(LOCK) $(IMAGE_LOCK)
+	CUSTOM_COMPILE_COMMAND="make lock" $(TOOLS)/bin/pip-compile -q --generate-hashes \
+	  --extra worker --extra postgres --extra simulator --strip-extras \
+	  --unsafe-package t2v-queue --no-emit-index-url --no-emit-find-links \
+	  --output-file $(IMAGE_LOCK) pyproject.toml
+
+check-lock: $(STAMP)  ## the venv holds exactly the locked versions (pip freeze against the lock)
+	$(BIN)/python scripts/check-lock.py --python $(BIN)/python $(LOCK)
+
+audit: $(TOOLS)/.ok  ## known vulnerabilities in the locked sets (needs the vulnerability database)
+	$(TOOLS)/bin/pip-audit --strict --require-hashes --disable-pip -r $(LOCK)
+	$(TOOLS)/bin/pip-audit --strict --require-hashes --disable-pip -r $(IMAGE_LOCK)
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache

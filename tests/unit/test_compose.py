@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "ops" / "Dockerfile"
 PYPROJECT = REPO / "pyproject.toml"
+DEV_LOCK = REPO / "requirements.lock"
 
 API_KEY_VAR = "T2V_MODELSLAB_API_KEY"
 ALL_QUEUES = {
@@ -369,6 +370,8 @@ def check_dockerfile(dockerfile: str) -> list[str]:
     for group in installs:
         problems += [f"extra {e!r} not in pyproject" for e in group.split(",")
                      if e.strip() not in extras]
+    problems += check_dockerfile_lock(dockerfile, [e.strip() for g in installs
+                                                   for e in g.split(",") if e.strip() in extras])
     copied = set()
     for line in dockerfile.splitlines():
         parts = line.split()
@@ -386,6 +389,88 @@ def check_dockerfile(dockerfile: str) -> list[str]:
         problems.append("the image runs as root")
     if re.search(r"^(ENV|ARG)\s+[^\n]*(API_KEY|SECRET|PASSWORD)", dockerfile, re.M):
         problems.append("a secret is baked into the image")
+    return problems
+
+
+def check_dockerfile_lock(dockerfile: str, extras: list[str],
+                          read: Callable[[str], str] | None = None) -> list[str]:
+    """The image installs its dependencies from a hashed lock, then the project with --no-deps.
+
+    ``read`` returns a lock's text by its path in the repository (the real file by default).
+    """
+    read = read or (lambda path: (REPO / path).read_text())
+    problems = []
+    locks = re.findall(r"pip install\s[^\n&;]*?--require-hashes\s[^\n&;]*?-r\s+(\S+)", dockerfile)
+    if not locks:
+        problems.append("the Dockerfile installs no lock with `pip install --require-hashes -r`")
+    project = [m.start() for m in re.finditer(r"pip install[^\n]*?\s'?\.(\[|'|\s|$)",
+                                              dockerfile, re.M)]
+    for line in re.findall(r"pip install[^\n]*?\s'?\.(?:\[[^\]]*\])?'?(?:\s|$)", dockerfile):
+        if "--no-deps" not in line:
+            problems.append(f"the project is installed with its dependencies: {line.strip()!r}")
+    copied = {p for line in dockerfile.splitlines() if line.startswith("COPY ")
+              for p in line.split()[1:-1]}
+    for lock in locks:
+        if lock not in copied and "." not in copied:
+            problems.append(f"{lock} is installed but not copied into the image")
+        if project and dockerfile.find(f"-r {lock}") > min(project):
+            problems.append(f"{lock} is installed after the project")
+        try:
+            text = read(lock)
+        except FileNotFoundError:
+            problems.append(f"{lock} does not exist")
+            continue
+        problems += [f"{lock}: {p}" for p in check_lock_covers(text, extras)]
+    return problems
+
+
+def _pins(lock_text: str) -> tuple[dict[str, str], list[str]]:
+    """name -> version of a pip-compile --generate-hashes lock, and its unhashed pins."""
+    pins: dict[str, str] = {}
+    unhashed = []
+    for block in re.split(r"\n(?=\S)", lock_text):
+        head = block.split("\\", 1)[0].strip()
+        if not head or head.startswith("#"):
+            continue
+        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", head)
+        if not m:
+            unhashed.append(head)
+            continue
+        pins[_canonical(m.group(1))] = m.group(2)
+        if "--hash=sha256:" not in block:
+            unhashed.append(head)
+    return pins, unhashed
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def check_lock_covers(lock_text: str, extras: list[str]) -> list[str]:
+    """Every requirement of the project and of ``extras`` is pinned, hashed and in range."""
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads(PYPROJECT.read_text())["project"]
+    pins, unhashed = _pins(lock_text)
+    problems = [f"not a hashed `name==version` pin: {p!r}" for p in unhashed]
+    todo = [(r, None) for r in pyproject["dependencies"]]
+    todo += [(r, e) for e in extras for r in pyproject["optional-dependencies"].get(e, [])]
+    seen: set[str] = set()
+    while todo:
+        spec, extra = todo.pop()
+        req = Requirement(spec)
+        if req.marker and not req.marker.evaluate({"extra": extra or ""}):
+            continue
+        name = _canonical(req.name)
+        if name == _canonical(pyproject["name"]):  # t2v-queue[postgres,...]: its own extras
+            todo += [(r, e) for e in req.extras if e not in seen
+                     for r in pyproject["optional-dependencies"][e]]
+            seen |= req.extras
+            continue
+        if name not in pins:
+            problems.append(f"{req.name} ({spec}) is not pinned")
+        elif not req.specifier.contains(pins[name], prereleases=True):
+            problems.append(f"{req.name}=={pins[name]} is outside pyproject's {spec!r}")
     return problems
 
 
@@ -517,9 +602,60 @@ def test_check_rejects_broken_compose(compose: dict[str, Any], name: str) -> Non
         ("COPY pyproject.toml README.md ./", "COPY pyproject.toml ./"),
         ("USER t2v", "USER root"),
         ("ENV PYTHONUNBUFFERED=1", "ENV T2V_MODELSLAB_API_KEY=sk-1 PYTHONUNBUFFERED=1"),
+        # the lock: installed with hashes, copied, before the project, which adds nothing
+        ("pip install --require-hashes -r requirements-image.lock",
+         "pip install -r requirements-image.lock"),
+        ("RUN pip install --require-hashes -r requirements-image.lock\n", ""),
+        ("COPY requirements-image.lock ./\n", ""),
+        ("pip install --no-deps '.[", "pip install '.["),
+        ("requirements-image.lock", "requirements-missing.lock"),
+        # the image's lock made without an extra the Dockerfile names
+        ("'.[worker,postgres,simulator]'", "'.[worker,postgres,simulator,dev]'"),
     ],
 )
 def test_check_rejects_broken_dockerfile(old: str, new: str) -> None:
     text = DOCKERFILE.read_text()
     assert old in text
     assert check_dockerfile(text.replace(old, new))
+
+
+def test_check_rejects_project_installed_before_the_lock() -> None:
+    text = DOCKERFILE.read_text()
+    lock_run = "RUN pip install --require-hashes -r requirements-image.lock\n"
+    moved = text.replace(lock_run, "").replace("USER t2v", lock_run + "USER t2v")
+    assert moved != text
+    assert "installed after the project" in "\n".join(check_dockerfile(moved))
+
+
+def _image_lock() -> str:
+    return (REPO / "requirements-image.lock").read_text()
+
+
+@pytest.mark.parametrize(
+    ("name", "mutate"),
+    [
+        ("a pin dropped", lambda t: re.sub(r"\nboto3==.*?(?=\n\S)", "", t, flags=re.S)),
+        ("a version outside the range", lambda t: re.sub(r"\ncelery==\S+", "\ncelery==4.4.7", t)),
+        ("a pin without hashes", lambda t: re.sub(r"(\nrequests==\S+) \\\n(\s+--hash=\S+( \\)?\n)+",
+                                                  r"\1\n", t)),
+        ("a range instead of a pin", lambda t: t.replace("\nclick==", "\nclick>=")),
+    ],
+)
+def test_check_rejects_broken_lock(name: str, mutate: Callable[[str], str]) -> None:
+    text = _image_lock()
+    broken = mutate(text)
+    assert broken != text, name
+    assert check_lock_covers(text, ["worker", "postgres", "simulator"]) == []
+    assert check_lock_covers(broken, ["worker", "postgres", "simulator"]), name
+
+
+def test_locks_pin_every_requirement_with_hashes() -> None:
+    assert check_lock_covers(DEV_LOCK.read_text(), ["dev"]) == []
+
+
+def test_image_lock_agrees_with_the_dev_lock() -> None:
+    """`make lock` makes the image's lock from the dev lock: the same version of everything."""
+    image, _ = _pins(_image_lock())
+    dev, _ = _pins(DEV_LOCK.read_text())
+    assert image and set(image) <= set(dev)
+    assert {n: v for n, v in image.items() if dev[n] != v} == {}
