@@ -32,6 +32,7 @@ checks the world after every event and at the end. See README.md beside this fil
 
 from __future__ import annotations
 
+import _thread
 import hashlib
 import io
 import logging
@@ -702,6 +703,42 @@ def _epoch(value: str | None) -> float | None:
 
 
 # -- the shared real parts of one process -------------------------------------------------------
+class _DirectConnection(fakeredis.FakeRedisConnection):
+    """fakeredis' connection, minus the wire: a command's arguments go to the fake server's
+    command processing as the list of byte strings the RESP parser would have made of them
+    (no packing into RESP and parsing back). The server's reply comes back as before."""
+
+    def send_command(self, *args: Any, **kwargs: Any) -> None:
+        if not self._sock:
+            self.connect()
+        sock: Any = self._sock
+        if not sock._server.connected or sock._killed:
+            raise self._connection_error_class("FakeRedis is emulating a connection error.")
+        # What ``PythonRespSerializer.pack`` does to the arguments.
+        name = args[0]
+        if isinstance(name, str):
+            args = tuple(name.encode().split()) + args[1:]
+        elif b" " in name:
+            args = tuple(name.split()) + args[1:]
+        encode = self.encoder.encode
+        sock._process_command([bytes(encode(a)) for a in args])  # type: ignore[no-untyped-call]
+
+
+class _DirectRedis(fakeredis.FakeRedis):
+    """A fakeredis client that sends each command on one connection of its own, without
+    redis-py's pool and retry wrapping (nothing here can fail to connect; a command's
+    error is raised as before). Pipelines still take connections from the pool."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(connection_class=_DirectConnection, **kwargs)
+        self._direct: Any = self.connection_pool.get_connection()
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        conn = self._direct
+        conn.send_command(*args, **options)
+        return self.parse_response(conn, args[0], **options)  # type: ignore[no-untyped-call]
+
+
 class Bench:
     """A SQLite file with the schema and a fakeredis server, reused by every schedule of a
     process (rows deleted and Redis flushed between schedules)."""
@@ -713,7 +750,7 @@ class Bench:
         self.raw = sqlite3.connect(directory / "model.sqlite3", isolation_level=None,
                                    check_same_thread=False)
         server = fakeredis.FakeServer()
-        self.redis = fakeredis.FakeRedis(server=server)
+        self.redis = _DirectRedis(server=server)
         self.redis.ping()
         self.db = server.dbs[0]
         self.api_key = "sk-model-" + hashlib.sha256(str(directory).encode()).hexdigest()[:24]
@@ -741,9 +778,46 @@ class Bench:
 
 
 # -- tasks: steps in flight, interleaved at their writes ----------------------------------------
+class _Runner:
+    """A thread that runs tasks' bodies, one task at a time, reused across tasks and
+    schedules (starting a thread per step cost more than the step's hand-offs).
+
+    The hand-off is a pair of bare locks used as binary semaphores (a ``_thread`` lock may
+    be released by another thread): ``go`` lets the runner's task run, ``back`` hands
+    control back to the world's thread. Exactly one side runs at any moment."""
+
+    _idle: list[_Runner] = []
+
+    def __init__(self) -> None:
+        self.go = _thread.allocate_lock()
+        self.go.acquire()
+        self.back = _thread.allocate_lock()
+        self.back.acquire()
+        self.task: Task | None = None
+        threading.Thread(target=self._loop, name="model runner", daemon=True).start()
+
+    @classmethod
+    def take(cls, task: Task) -> _Runner:
+        runner = cls._idle.pop() if cls._idle else cls()
+        runner.task = task
+        return runner
+
+    def _loop(self) -> None:
+        while True:
+            self.go.acquire()
+            task = self.task
+            assert task is not None
+            try:
+                task._run()
+            finally:
+                self.task = None
+                _Runner._idle.append(self)  # before ``back``: the world's thread waits on it
+                self.back.release()
+
+
 class Task:
-    """One step in flight, on its own thread. Only one task runs at a time: the world lets
-    it run (``advance``) until its next write point, where it hands control back
+    """One step in flight, on a thread of its own. Only one task runs at a time: the world
+    lets it run (``advance``) until its next write point, where it hands control back
     (``pause``), so steps interleave between any two writes, in an order the seed picks."""
 
     def __init__(self, world: World, label: str, body: Callable[[Task], None],
@@ -756,20 +830,8 @@ class Task:
         self.done = False
         self.killed = False
         self.error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        if threaded:  # else it runs to its end in the world's thread at the first advance
-            self._go = threading.Semaphore(0)
-            self._back = threading.Semaphore(0)
-            self._thread = threading.Thread(target=self._main, name=f"model {label}",
-                                            daemon=True)
-            self._thread.start()
-
-    def _main(self) -> None:
-        self._go.acquire()
-        try:
-            self._run()
-        finally:
-            self._back.release()
+        # Else it runs to its end in the world's thread at the first advance.
+        self._runner: _Runner | None = _Runner.take(self) if threaded else None
 
     def _run(self) -> None:
         try:
@@ -783,26 +845,30 @@ class Task:
     def advance(self) -> None:
         self.world.current = self
         try:
-            if self._thread is None:
+            runner = self._runner
+            if runner is None:
                 self._run()
             else:
-                self._go.release()
-                self._back.acquire()
+                runner.go.release()
+                runner.back.acquire()
         finally:
             self.world.current = None
 
     def pause(self) -> None:
-        assert self._thread is not None
-        self._back.release()
-        self._go.acquire()
+        runner = self._runner
+        assert runner is not None
+        runner.back.release()
+        runner.go.acquire()
         if self.killed:
             raise Crash("the schedule is over")
 
     def kill(self) -> None:
+        """The schedule is over: ``Crash`` at the task's write point. A body that writes
+        again on its way out (a ``finally``) stays paused at that write for good, and its
+        runner is not reused."""
         self.killed = True
-        if not self.done and self._thread is not None:
+        if not self.done and self._runner is not None:
             self.advance()
-            self._thread.join(timeout=5)
 
 
 # -- the world ----------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def _chunk(seeds: list[int], skip: frozenset[str],
 
 
 def run_many(base_seed: int, count: int, *, workers: int = 2,
-             skip: frozenset[str] = frozenset(), chunk: int = 25,
+             skip: frozenset[str] = frozenset(), chunk: int = 10,
              verbose: bool = False) -> Summary:
     """``count`` schedules from ``base_seed`` in ``workers`` processes; ``verbose``: every
     write of every step in the traces (for replaying a few seeds)."""
