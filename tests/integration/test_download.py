@@ -454,3 +454,66 @@ def test_a_pinned_session_refuses_a_connection_nobody_checked(http: requests.Ses
                                                                site: Site) -> None:
     with pytest.raises(DownloadRefused, match="not checked first"):
         http.get(site.url("/v/out.mp4"), timeout=2)
+
+
+@pytest.fixture
+def tls_site(tmp_path: Path) -> Iterator[tuple[str, int, str, list[str]]]:
+    """An HTTPS server on loopback with a certificate for ``video.pinned.test`` only (from
+    a test CA). Yields (host name, port, CA bundle path, SNI names it was asked for)."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("video.pinned.test")
+    server_names: list[str] = []
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    context.sni_callback = lambda sock, name, ctx: server_names.append(name or "")
+    ca_path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    body = make_mp4()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield "video.pinned.test", server.server_address[1], str(ca_path), server_names
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_https_to_a_pinned_address_still_checks_the_name(
+    tls_site: tuple[str, int, str, list[str]], storage: LocalStorage,
+    http: requests.Session,
+) -> None:
+    # The name resolves (for the check) to loopback, allowed here; the connection goes to
+    # that address without a DNS lookup of its own (the name exists nowhere else), and TLS
+    # sends the name (SNI) and checks the certificate against it.
+    host, port, ca_path, server_names = tls_site
+    http.verify = ca_path
+    limits = TransferLimits(max_bytes=MB, allowed_hosts=("127.0.0.1",), connect_timeout=2,
+                            read_timeout=5)
+    result = download_to_storage(f"https://{host}:{port}/v/out.mp4", storage, "k/t.mp4",
+                                 session=http, limits=limits,
+                                 resolver=lambda name, _port: ["127.0.0.1"])
+    assert result.kind == "mp4" and result.bytes > 0
+    assert server_names == [host]
+    # A name the certificate does not cover is refused by the TLS check, pinned or not.
+    with pytest.raises(TransientError, match="SSL|certificate"):
+        download_to_storage(f"https://other.pinned.test:{port}/v/out.mp4", storage,
+                            "k/u.mp4", session=http, limits=limits,
+                            resolver=lambda name, _port: ["127.0.0.1"])
