@@ -160,6 +160,12 @@ def create_app(
         if not job_id:
             return JSONResponse({"ok": True, "action": "no track_id"})
         mark = webhook_dedupe_key(job_id, str(provider_id), status)
+        if not mark.isascii():
+            try:
+                mark.encode("utf-8")
+            except UnicodeEncodeError:  # a "\ud800" escape: no Redis key, no row has it
+                return JSONResponse({"detail": "track_id, id and status must be valid "
+                                     "Unicode text"}, status_code=400)
         fresh = await run_in_threadpool(redis.set, mark, 1, nx=True, ex=DEDUPE_TTL)
         if not fresh:
             return JSONResponse({"ok": True, "action": "duplicate"})
