@@ -36,6 +36,10 @@ test-unit: $(STAMP)
 model: $(STAMP)  ## the model test with a long budget: MODEL_SCHEDULES (10000) from T2V_MODEL_SEED
 	T2V_MODEL_SCHEDULES=$(or $(MODEL_SCHEDULES),10000) $(BIN)/python -m pytest tests/model -q -p no:cacheprovider -k model_schedules $(PYTEST_ARGS)
 
+.PHONY: fuzz
+fuzz: $(STAMP)  ## fuzz every parser of outside input: FUZZ_SCALE (20) x the CI budget, seed T2V_FUZZ_SEED (random unless set)
+	T2V_FUZZ_PROFILE=fuzz T2V_FUZZ_SCALE=$(or $(FUZZ_SCALE),20) $(BIN)/python -m pytest tests/fuzz -q -p no:cacheprovider $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check t2v_core producer worker simulator tests benchmarks
 	$(BIN)/mypy

@@ -75,15 +75,20 @@ def read_batch(path: Path, *, dedupe: bool = True) -> list[BatchLine]:
         errors.append(error)
         lines.append(str(error))
 
+    text = _read_text(path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnknownModelWarning)
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(text.splitlines(), 1):
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as exc:
                 bad(number, None, None, f"not valid JSON ({exc.msg})")
+                continue
+            except (ValueError, RecursionError) as exc:  # a 5,000-digit number; [[[[...
+                why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                bad(number, None, None, f"not valid JSON ({why[:80]})")
                 continue
             ident: Any = None
             has_id = isinstance(data, dict) and "id" in data
@@ -122,6 +127,18 @@ def read_batch(path: Path, *, dedupe: bool = True) -> list[BatchLine]:
     if not entries:
         raise RequestInvalid(f"{path}: no requests in the file")
     return entries
+
+
+def _read_text(path: Path) -> str:
+    """The file as text, or ``RequestInvalid`` naming the line of its first non-UTF-8 byte."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start].decode("utf-8")
+        line = len((before + "x").splitlines())  # the line the bad byte is on
+        error = FieldError(None, None, f"not UTF-8 text (byte {exc.start + 1})", line=line)
+        raise RequestInvalid(f"{path}: nothing enqueued; {error}", [error]) from None
 
 
 def by_line(path: Path, exc: RequestInvalid, entries: Sequence[BatchLine]) -> RequestInvalid:

@@ -119,6 +119,7 @@ class Text2VideoRequest(BaseModel):
         # At run time every construction path raises RequestInvalid; type checkers still
         # see pydantic's typed __init__.
         def __init__(self, **data: Any) -> None:
+            _refuse_lone_surrogates(data)
             try:
                 super().__init__(**data)
             except ValidationError as exc:
@@ -126,6 +127,8 @@ class Text2VideoRequest(BaseModel):
 
     @classmethod
     def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
+        if isinstance(obj, Mapping):
+            _refuse_lone_surrogates(obj)
         try:
             return super().model_validate(obj, *args, **kwargs)
         except ValidationError as exc:
@@ -199,6 +202,34 @@ def effective_model(model_id: str) -> str:
     """``model_id`` as ModelsLab runs it: a known model (canonical case) or ``wan2.2``."""
     wanted = model_id.strip().lower()
     return wanted if wanted in KNOWN_MODELS else DEFAULT_MODEL
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """True if a string in ``value`` (nested to any depth, read without recursion) holds
+    a lone surrogate."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            if any("\ud800" <= ch <= "\udfff" for ch in item):
+                return True
+        elif isinstance(item, Mapping):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list | tuple):
+            todo.extend(item)
+    return False
+
+
+def _refuse_lone_surrogates(data: Mapping[str, Any]) -> None:
+    """``RequestInvalid`` for text no UTF-8 can carry (JSON's ``"\\ud800"``): pydantic
+    cannot even report it (it raises ``UnicodeEncodeError``), nor can it be stored or sent.
+    The value is not shown: printing it would fail the same way."""
+    errors = [FieldError(str(k), None, "must be valid Unicode text (has a lone surrogate)")
+              for k, v in data.items()
+              if not _has_lone_surrogate(k) and _has_lone_surrogate(v)]
+    if errors:
+        raise RequestInvalid.listing(errors)
 
 
 # -- error formatting ---------------------------------------------------------------------

@@ -31,6 +31,9 @@ Resolver = Callable[[str, int], Iterable[str]]
 
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Not globally reachable (IANA special-purpose registry) yet ``is_global`` on Python < 3.12.4:
+# 192.0.0.0/24 beyond its /29 (192.0.0.9 and .10, anycast, are refused too: harmless).
+_NOT_GLOBAL = (ipaddress.ip_network("192.0.0.0/24"),)
 
 
 class DownloadRefused(PermanentError):
@@ -60,7 +63,7 @@ def address_problem(ip: IPAddress | str) -> str | None:
     for reason, hit in checks:
         if hit:
             return reason
-    if not addr.is_global:
+    if not addr.is_global or any(addr in net for net in _NOT_GLOBAL):
         return "not globally routable"
     return None
 
@@ -131,11 +134,14 @@ def check_url(
     allow = (
         allowed_hosts if isinstance(allowed_hosts, AllowList) else AllowList.parse(allowed_hosts)
     )
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:  # "http://[::1/", "http://[zz]/": no host anyone can reach
+        raise DownloadRefused(f"download refused: malformed URL ({exc})") from None
     scheme = parts.scheme.lower()
     if scheme not in ALLOWED_SCHEMES:
         raise DownloadRefused(f"download refused: scheme {scheme or '(none)'!r} is not http(s)")
-    host = parts.hostname
     if not host:
         raise DownloadRefused("download refused: URL has no host")
     try:
@@ -158,7 +164,10 @@ def check_url(
             # connection would fail anyway, so the caller sees the same TransientError
             # path as a refused connection. Refusing here would turn a blip permanent.
             raise TransientError(f"cannot resolve download host {host!r}: {exc}") from None
-        addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in resolved]
+        try:
+            addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in resolved]
+        except ValueError as exc:  # nothing we can vet: never connect to it
+            raise DownloadRefused(f"download refused: {host!r} resolved to {exc}") from None
         if not addresses:
             raise TransientError(f"download host {host!r} resolved to no address")
     for addr in addresses:

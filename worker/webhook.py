@@ -42,6 +42,7 @@ from t2v_core.problems import ErrorKind
 from t2v_core.retry import OUTPUT_TTL
 from t2v_core.states import JobStatus
 from t2v_core.store import JobStore, utcnow
+from worker.modelslab.answers import as_id
 
 log = logging.getLogger("t2v.webhook")
 
@@ -104,9 +105,10 @@ def _refuse_by_headers(request: Request) -> JSONResponse | None:
     is not JSON."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        # isdigit() alone accepts "²"; a 5,000-digit number is over int()'s limit.
+        if not (declared.isascii() and declared.isdigit()):
             return JSONResponse({"detail": "bad Content-Length"}, status_code=400)
-        if int(declared) > MAX_BODY:
+        if len(declared.lstrip("0")) > len(str(MAX_BODY)) or int(declared) > MAX_BODY:
             return JSONResponse({"detail": f"body over {MAX_BODY} bytes"}, status_code=413)
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind and kind != "application/json" and not kind.endswith("+json"):
@@ -148,14 +150,22 @@ def create_app(
             payload = json.loads(body)
             if not isinstance(payload, dict):
                 raise ValueError("not an object")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: [[[[... nested too deep
             return JSONResponse({"detail": "body must be a JSON object"}, status_code=400)
         job_id = str(payload.get("track_id") or "")
-        provider_id = str(payload.get("id") or "") or None
+        # Read like a submit answer's id (12.0 is "12"; an object or a bool is no id), so
+        # a lost submit adopts the id a fetch will find.
+        provider_id = as_id(payload.get("id"))
         status = str(payload.get("status") or "")
         if not job_id:
             return JSONResponse({"ok": True, "action": "no track_id"})
         mark = webhook_dedupe_key(job_id, str(provider_id), status)
+        if not mark.isascii():
+            try:
+                mark.encode("utf-8")
+            except UnicodeEncodeError:  # a "\ud800" escape: no Redis key, no row has it
+                return JSONResponse({"detail": "track_id, id and status must be valid "
+                                     "Unicode text"}, status_code=400)
         fresh = await run_in_threadpool(redis.set, mark, 1, nx=True, ex=DEDUPE_TTL)
         if not fresh:
             return JSONResponse({"ok": True, "action": "duplicate"})

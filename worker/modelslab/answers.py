@@ -42,6 +42,7 @@ __all__ = [
     "ProviderResult",
     "ProviderStatus",
     "SubmitOutcomeUnknown",
+    "as_id",
     "flatten_message",
     "parse_response",
     "scrub",
@@ -49,6 +50,8 @@ __all__ = [
 
 # How much of an unexpected body goes into an error message.
 _SNIPPET = 200
+# How deep ``flatten_message`` reads a message ([[[[...]]]] 900 deep must not recurse).
+_MESSAGE_DEPTH = 16
 # The legacy spam filter asks for 30 s; a queue-limit 429 without a hint waits this long.
 SPAM_FILTER_WAIT = 30.0
 
@@ -101,20 +104,21 @@ def _snippet(body: bytes, secret: str | None) -> str:
     return text[:_SNIPPET] + ("..." if len(text) > _SNIPPET else "")
 
 
-def flatten_message(value: Any) -> str | None:
-    """One readable line from a string, a list, or an object of field errors."""
-    if value is None:
+def flatten_message(value: Any, _depth: int = 0) -> str | None:
+    """One readable line from a string, a list, or an object of field errors (what is
+    nested deeper than ``_MESSAGE_DEPTH`` levels is left out)."""
+    if value is None or _depth > _MESSAGE_DEPTH:
         return None
     if isinstance(value, str):
         return value.strip() or None
     if isinstance(value, Mapping):
         parts = []
         for name, errs in value.items():
-            text = flatten_message(errs)
+            text = flatten_message(errs, _depth + 1)
             parts.append(f"{name}: {text}" if text else str(name))
         return "; ".join(parts) or None
     if isinstance(value, list | tuple):
-        texts = [t for t in (flatten_message(v) for v in value) if t]
+        texts = [t for t in (flatten_message(v, _depth + 1) for v in value) if t]
         return " ".join(texts) or None
     return str(value)
 
@@ -124,12 +128,14 @@ def _as_float(value: Any) -> float | None:
         return None
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a 400-digit integer
         return None
     return number if math.isfinite(number) and number >= 0 else None
 
 
-def _as_id(value: Any) -> str | None:
+def as_id(value: Any) -> str | None:
+    """An id as ModelsLab means it: an integer (``12``, ``12.0``) or non-blank string,
+    trimmed; None for anything else (null, a bool, a list, an object)."""
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, float) and value.is_integer():
@@ -246,7 +252,7 @@ def parse_response(
     clock = time.time() if now is None else now
     try:
         decoded: Any = json.loads(body) if body.strip() else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[... deep
         decoded = None
     data: Mapping[str, Any] | None = decoded if isinstance(decoded, Mapping) else None
 
@@ -271,8 +277,8 @@ def parse_response(
 
     raw_meta = data.get("meta")
     meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
-    provider_id = _as_id(data.get("id")) or _as_id(meta.get("id"))
-    track_id = _as_id(data.get("track_id")) or _as_id(meta.get("track_id"))
+    provider_id = as_id(data.get("id")) or as_id(meta.get("id"))
+    track_id = as_id(data.get("track_id")) or as_id(meta.get("track_id"))
     eta = _as_float(data.get("eta"))
     generation_time = _as_float(data.get("generationTime", data.get("generation_time")))
     future_links = _urls(data.get("future_links"))

@@ -153,13 +153,15 @@ class ModelsLabClient:
                 resp.headers,
                 secret=secret,
             )
-        except RateLimited:
-            raise
         except TransientError as exc:
             # A gateway timeout/bad gateway, or a 2xx we cannot read, may come after the
             # origin queued (and charged) the job: for a submit that is "outcome unknown",
-            # never "not taken". A plain 500/503 is the origin refusing: not taken.
-            if submit and (resp.status_code in _MAYBE_TAKEN or 200 <= resp.status_code < 300):
+            # never "not taken". A plain 500/503 is the origin refusing: not taken. A
+            # gateway's page that says "rate limit" or "too many" is not the origin's 429
+            # either; a 2xx `status: "error"` rate limit is the origin's own refusal.
+            gateway = resp.status_code in _MAYBE_TAKEN
+            unread_2xx = 200 <= resp.status_code < 300 and not isinstance(exc, RateLimited)
+            if submit and (gateway or unread_2xx):
                 raise SubmitOutcomeUnknown(
                     f"ModelsLab submit answered HTTP {resp.status_code} ({exc}); "
                     "it may have been accepted"
