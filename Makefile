@@ -40,8 +40,9 @@ model: $(STAMP)  ## the model test with a long budget: MODEL_SCHEDULES (10000) f
 fuzz: $(STAMP)  ## fuzz every parser of outside input: FUZZ_SCALE (20) x the CI budget, seed T2V_FUZZ_SEED (random unless set)
 	T2V_FUZZ_PROFILE=fuzz T2V_FUZZ_SCALE=$(or $(FUZZ_SCALE),20) $(BIN)/python -m pytest tests/fuzz -q -p no:cacheprovider $(PYTEST_ARGS)
 
-lint: $(STAMP)
-	$(BIN)/ruff check t2v_core producer worker simulator tests benchmarks
+lint: $(STAMP)  ## ruff (lint and format), mypy strict
+	$(BIN)/ruff check t2v_core producer worker simulator tests benchmarks scripts
+	$(BIN)/ruff format --check t2v_core producer worker simulator tests benchmarks scripts
 	$(BIN)/mypy
 
 bench: $(STAMP)  ## benchmarks; figures land in benchmarks/results/

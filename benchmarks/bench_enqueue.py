@@ -64,8 +64,7 @@ def bare_apply_async(n: int, flush: redis.Redis) -> dict[str, float]:
 
 
 def producer_figures(database_url: str, n: int, flush: redis.Redis) -> dict[str, Any]:
-    producer = Producer(Settings(database_url=database_url, broker_url=REDIS,
-                                 _env_file=None))  # type: ignore[call-arg]
+    producer = Producer(Settings(database_url=database_url, broker_url=REDIS, _env_file=None))  # type: ignore[call-arg]
     producer.enqueue({"prompt": "warm-up"})  # migrations and connections out of the timing
     requests = [{"prompt": f"A cat walking across a sunny room, take {i}"} for i in range(n)]
     flush.flushdb()
@@ -96,8 +95,11 @@ def main() -> None:
     results: dict[str, Any] = {
         "command": " ".join(["python", "benchmarks/bench_enqueue.py", *sys.argv[1:]]),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "redis": REDIS,
         "targets": {"enqueue": 1000, "enqueue_many": 5000},
     }

@@ -79,8 +79,15 @@ FAULTS: dict[str, Any] = {
 }
 SIM_ARGS = ["--queue-limit", str(SLOTS), "--render-mean", "2.5", "--render-spread", "0.3"]
 FINAL_OR_PARKED = {"succeeded", "failed", "cancelled", "parked"}
-STAMPS = ("submitting_at", "processing_at", "downloading_at", "succeeded_at", "failed_at",
-          "cancelled_at", "parked_at")
+STAMPS = (
+    "submitting_at",
+    "processing_at",
+    "downloading_at",
+    "succeeded_at",
+    "failed_at",
+    "cancelled_at",
+    "parked_at",
+)
 
 
 def worker_env(base: Path, redis_url: str, sim_url: str, webhook_url: str | None) -> dict[str, str]:
@@ -150,8 +157,12 @@ def _ts(value: Any) -> float | None:
 
 
 # -- interval arithmetic ------------------------------------------------------------------
-def slot_use(waits: list[tuple[float, float]], renders: list[tuple[float, float]],
-             accepted: list[float], t0: float) -> dict[str, Any]:
+def slot_use(
+    waits: list[tuple[float, float]],
+    renders: list[tuple[float, float]],
+    accepted: list[float],
+    t0: float,
+) -> dict[str, Any]:
     """Over the time at least one job waited: the busy share of the account's slots, the
     longest stretch with no submission accepted, the longest with a slot free."""
     waits = [(a, b) for a, b in waits if b > a]
@@ -189,8 +200,10 @@ def slot_use(waits: list[tuple[float, float]], renders: list[tuple[float, float]
         "available_slot_s": round(SLOTS * waiting_s, 2),
         "slot_use": round(busy_s / (SLOTS * waiting_s), 4) if waiting_s else None,
         "longest_wait_without_accepted_submit_s": round(no_accept[1] - no_accept[0], 2),
-        "longest_wait_without_accepted_submit_at_s": [round(no_accept[0] - t0, 2),
-                                                      round(no_accept[1] - t0, 2)],
+        "longest_wait_without_accepted_submit_at_s": [
+            round(no_accept[0] - t0, 2),
+            round(no_accept[1] - t0, 2),
+        ],
         "longest_wait_with_a_free_slot_s": round(free[1] - free[0], 2),
         "longest_wait_with_a_free_slot_at_s": [round(free[0] - t0, 2), round(free[1] - t0, 2)],
     }
@@ -206,8 +219,15 @@ class Chaos(threading.Thread):
     The thread lives until the run ends: the children it spawns get SIGTERM when the thread
     that started them exits (``PR_SET_PDEATHSIG`` is per thread)."""
 
-    def __init__(self, scenario: str, holder: dict[str, Any], logs: Path, env: dict[str, str],
-                 concurrency: int, t0: float) -> None:
+    def __init__(
+        self,
+        scenario: str,
+        holder: dict[str, Any],
+        logs: Path,
+        env: dict[str, str],
+        concurrency: int,
+        t0: float,
+    ) -> None:
         super().__init__(daemon=True)
         self.scenario, self.holder, self.logs, self.env = scenario, holder, logs, env
         self.concurrency, self.t0 = concurrency, t0
@@ -228,18 +248,28 @@ class Chaos(threading.Thread):
                 killed = time.time()
                 next_kill += KILL_EVERY
                 ready = self._new_worker("gen")
-                self.events.append({"at_s": round(killed - self.t0, 2), "event": "SIGKILL",
-                                    "killed_at": killed,
-                                    "next_ready_after_s": round(ready - killed, 2)})
+                self.events.append(
+                    {
+                        "at_s": round(killed - self.t0, 2),
+                        "event": "SIGKILL",
+                        "killed_at": killed,
+                        "next_ready_after_s": round(ready - killed, 2),
+                    }
+                )
             elif not worker.alive():
                 code = worker.popen.returncode
                 error = _last_error(worker)
                 died = time.time()
                 ready = self._new_worker("crashed")
-                self.events.append({"at_s": round(died - self.t0, 2),
-                                    "event": "worker exited by itself; restarted",
-                                    "exit_code": code, "last_error": error,
-                                    "next_ready_after_s": round(ready - died, 2)})
+                self.events.append(
+                    {
+                        "at_s": round(died - self.t0, 2),
+                        "event": "worker exited by itself; restarted",
+                        "exit_code": code,
+                        "last_error": error,
+                        "next_ready_after_s": round(ready - died, 2),
+                    }
+                )
             if not redis_done and time.time() >= self.t0 + REDIS_RESTART_AT:
                 redis_done = True
                 self._restart_redis()
@@ -254,11 +284,13 @@ class Chaos(threading.Thread):
         for _ in range(3):
             try:
                 self.holder["worker"] = processes.start_worker(
-                    self.logs, env=self.env, concurrency=self.concurrency, beat=True)
+                    self.logs, env=self.env, concurrency=self.concurrency, beat=True
+                )
                 break
             except Exception as exc:  # noqa: BLE001 - note it, try again
-                self.events.append({"at_s": self._at(), "event": "worker start failed",
-                                    "error": str(exc)[:300]})
+                self.events.append(
+                    {"at_s": self._at(), "event": "worker start failed", "error": str(exc)[:300]}
+                )
         return time.time()
 
     def _restart_redis(self) -> None:
@@ -269,15 +301,24 @@ class Chaos(threading.Thread):
         down = time.time()
         (self.logs / "dump.rdb").unlink(missing_ok=True)  # started empty, whatever it did
         self.holder["redis"] = processes.start_redis(self.logs, port=port)
-        self.events.append({"at_s": round(down - self.t0, 2), "event": "redis stopped",
-                            "keys_before": keys_before})
-        self.events.append({"at_s": self._at(), "event": "redis started empty",
-                            "keys_after": _redis_dbsize(redis.url)})
+        self.events.append(
+            {"at_s": round(down - self.t0, 2), "event": "redis stopped", "keys_before": keys_before}
+        )
+        self.events.append(
+            {
+                "at_s": self._at(),
+                "event": "redis started empty",
+                "keys_after": _redis_dbsize(redis.url),
+            }
+        )
 
 
 def _last_error(proc: processes.ManagedProcess) -> str:
-    lines = [ln for ln in proc.tail(400).splitlines()
-             if "CRITICAL" in ln or "Unrecoverable" in ln or "Error:" in ln]
+    lines = [
+        ln
+        for ln in proc.tail(400).splitlines()
+        if "CRITICAL" in ln or "Unrecoverable" in ln or "Error:" in ln
+    ]
     return (lines[-1] if lines else proc.tail(3))[:400]
 
 
@@ -295,8 +336,9 @@ def _redis_dbsize(url: str) -> int | None:
 
 
 # -- one scenario ---------------------------------------------------------------------------
-def run_scenario(scenario: str, jobs: int, seed: int, timeout: float, concurrency: int,
-                 base: Path) -> dict[str, Any]:
+def run_scenario(
+    scenario: str, jobs: int, seed: int, timeout: float, concurrency: int, base: Path
+) -> dict[str, Any]:
     from sqlalchemy.pool import NullPool
 
     from t2v_core.db import make_engine
@@ -309,8 +351,9 @@ def run_scenario(scenario: str, jobs: int, seed: int, timeout: float, concurrenc
     chaos: Chaos | None = None
     try:
         holder["redis"] = processes.start_redis(logs)
-        sim = processes.start_simulator(logs, keys=[KEY], args=[
-            *SIM_ARGS, "--seed", str(seed), "--faults", json.dumps(FAULTS)])
+        sim = processes.start_simulator(
+            logs, keys=[KEY], args=[*SIM_ARGS, "--seed", str(seed), "--faults", json.dumps(FAULTS)]
+        )
         procs.append(sim)
         webhook_url = None
         if scenario == "webhooks":
@@ -322,17 +365,25 @@ def run_scenario(scenario: str, jobs: int, seed: int, timeout: float, concurrenc
         store.create_schema()
         if webhook_url:
             receiver = processes.spawn(
-                "webhook", [sys.executable, "-m", "worker.webhook", "--port", str(port)],
-                env=env, log_dir=logs)
+                "webhook",
+                [sys.executable, "-m", "worker.webhook", "--port", str(port)],
+                env=env,
+                log_dir=logs,
+            )
             procs.append(receiver)
             processes.wait_for_port("127.0.0.1", port, 30, receiver)
-        holder["worker"] = processes.start_worker(logs, env=env, concurrency=concurrency,
-                                                   beat=True)
-        handles = producer.enqueue_many([
-            producer.Text2VideoRequest(prompt=f"money {scenario} {i}: a kite over dunes",
-                                       num_frames=8, width=128, height=128)
-            for i in range(jobs)
-        ])
+        holder["worker"] = processes.start_worker(logs, env=env, concurrency=concurrency, beat=True)
+        handles = producer.enqueue_many(
+            [
+                producer.Text2VideoRequest(
+                    prompt=f"money {scenario} {i}: a kite over dunes",
+                    num_frames=8,
+                    width=128,
+                    height=128,
+                )
+                for i in range(jobs)
+            ]
+        )
         t0 = time.time()
         ids = [h.id for h in handles]
         chaos = Chaos(scenario, holder, logs, env, concurrency, t0)
@@ -347,7 +398,8 @@ def run_scenario(scenario: str, jobs: int, seed: int, timeout: float, concurrenc
                 watch = watches.setdefault(job_id, Watch(created=float(rec.created_at.timestamp())))
                 watch.see(rec, now)
             if len(records) == len(ids) and all(
-                    r.status.value in FINAL_OR_PARKED for r in records.values()):
+                r.status.value in FINAL_OR_PARKED for r in records.values()
+            ):
                 settled_at = now
                 break
             time.sleep(0.25)
@@ -365,14 +417,33 @@ def run_scenario(scenario: str, jobs: int, seed: int, timeout: float, concurrenc
                 holder[name].stop()
         for proc in reversed(procs):
             proc.stop()
-    return analyse(scenario, ids, records, watches, stats, t0, settled_at, end,
-                   chaos.events if chaos else [], logs)
+    return analyse(
+        scenario,
+        ids,
+        records,
+        watches,
+        stats,
+        t0,
+        settled_at,
+        end,
+        chaos.events if chaos else [],
+        logs,
+    )
 
 
 # -- judging one run ------------------------------------------------------------------------
-def analyse(scenario: str, ids: list[str], records: dict[str, Any], watches: dict[str, Watch],
-            stats: dict[str, Any], t0: float, settled_at: float | None, end: float,
-            events: list[dict[str, Any]], logs: Path) -> dict[str, Any]:
+def analyse(
+    scenario: str,
+    ids: list[str],
+    records: dict[str, Any],
+    watches: dict[str, Watch],
+    stats: dict[str, Any],
+    t0: float,
+    settled_at: float | None,
+    end: float,
+    events: list[dict[str, Any]],
+    logs: Path,
+) -> dict[str, Any]:
     sim_jobs: dict[str, list[dict[str, Any]]] = {}
     for pid, job in stats["jobs"].items():
         sim_jobs.setdefault(str(job["track_id"]), []).append({**job, "id": pid})
@@ -391,8 +462,10 @@ def analyse(scenario: str, ids: list[str], records: dict[str, Any], watches: dic
     for job_id in ids:
         rec = records.get(job_id)
         renders = sim_jobs.get(job_id, [])
-        used = next((r for r in renders if rec is not None and r["id"] == rec.provider_id),
-                    renders[-1] if renders else None)
+        used = next(
+            (r for r in renders if rec is not None and r["id"] == rec.provider_id),
+            renders[-1] if renders else None,
+        )
         if used is None:
             want, want_kind = "no render at the provider", None
         elif used["status"] == "failed":
@@ -406,7 +479,9 @@ def analyse(scenario: str, ids: list[str], records: dict[str, Any], watches: dic
         expected_counts[want] += 1
         got = rec.status.value if rec is not None else "missing"
         facts = {
-            "job": job_id, "expected": want, "status": got,
+            "job": job_id,
+            "expected": want,
+            "status": got,
             "error_kind": rec.error_kind if rec else None,
             "error": (rec.error or "")[:300] if rec else None,
             "provider_id": rec.provider_id if rec else None,
@@ -429,33 +504,40 @@ def analyse(scenario: str, ids: list[str], records: dict[str, Any], watches: dic
             after_clean = []
             for prev in renders[:-1]:
                 if prev["answer_lost"] is None:
-                    near_kill = any(prev["submitted_at"] - READ_TIMEOUT - 1 <= k
-                                    <= prev["submitted_at"] + 5 for k in kills)
-                    after_clean.append({"render": prev["id"], "worker_killed_meanwhile":
-                                        near_kill})
-            paid_twice.append({
-                **facts,
-                "recorded": bool(rec is not None
-                                 and (rec.unknown_submits >= 1 or rec.submit_count >= 2)),
-                "answer_lost_before_an_extra_payment": all(
-                    r["answer_lost"] is not None for r in renders[:-1]),
-                "lost_after_create": lost_after.get(job_id, 0),
-                "after_clean_answer": after_clean,
-                "render_times_s": [round(r["submitted_at"] - t0, 2) for r in renders],
-            })
+                    near_kill = any(
+                        prev["submitted_at"] - READ_TIMEOUT - 1 <= k <= prev["submitted_at"] + 5
+                        for k in kills
+                    )
+                    after_clean.append({"render": prev["id"], "worker_killed_meanwhile": near_kill})
+            paid_twice.append(
+                {
+                    **facts,
+                    "recorded": bool(
+                        rec is not None and (rec.unknown_submits >= 1 or rec.submit_count >= 2)
+                    ),
+                    "answer_lost_before_an_extra_payment": all(
+                        r["answer_lost"] is not None for r in renders[:-1]
+                    ),
+                    "lost_after_create": lost_after.get(job_id, 0),
+                    "after_clean_answer": after_clean,
+                    "render_times_s": [round(r["submitted_at"] - t0, 2) for r in renders],
+                }
+            )
 
     # Slot use. Busy: each render at the provider (submitted_at..ready_at). Waiting: from
     # the table, created_at .. first submitting_at (and, second figure, every spell back in
     # `queued` too: resubmits after a lost answer, a 429, a 5xx).
-    renders_iv = [(j["submitted_at"], min(j["ready_at"], end) if j["status"] != "processing"
-                   else end) for j in stats["jobs"].values()]
+    renders_iv = [
+        (j["submitted_at"], min(j["ready_at"], end) if j["status"] != "processing" else end)
+        for j in stats["jobs"].values()
+    ]
     accepted = [j["submitted_at"] for j in stats["jobs"].values()]
     first_waits = [(w.created, w.first_submitting or end) for w in watches.values()]
-    all_waits = [(a, b if b is not None else end) for w in watches.values()
-                 for a, b in w.spells.items()]
+    all_waits = [
+        (a, b if b is not None else end) for w in watches.values() for a, b in w.spells.items()
+    ]
     states = Counter(r.status.value for r in records.values())
-    kinds = Counter(f"{r.status.value}/{r.error_kind}" for r in records.values()
-                    if r.error_kind)
+    kinds = Counter(f"{r.status.value}/{r.error_kind}" for r in records.values() if r.error_kind)
     injected = {k: v for k, v in stats["injected"].items() if v}
     total_paid = sum(paid.get(i, 0) for i in ids)
     return {
@@ -474,15 +556,18 @@ def analyse(scenario: str, ids: list[str], records: dict[str, Any], watches: dic
             "extra_paid": total_paid - sum(1 for i in ids if paid.get(i, 0) >= 1),
             "jobs_by_times_paid": dict(sorted(Counter(paid.get(i, 0) for i in ids).items())),
             "jobs_paid_twice_or_more": len(paid_twice),
-            "paid_twice_after_a_clean_answer": sum(bool(p["after_clean_answer"])
-                                                   for p in paid_twice),
+            "paid_twice_after_a_clean_answer": sum(
+                bool(p["after_clean_answer"]) for p in paid_twice
+            ),
             "paid_twice_after_a_clean_answer_not_explained_by_a_kill": sum(
                 any(not c["worker_killed_meanwhile"] for c in p["after_clean_answer"])
-                for p in paid_twice),
+                for p in paid_twice
+            ),
             "extra_paid_not_recorded": sum(not p["recorded"] for p in paid_twice),
             "paid_but_not_used": [p["job"] for p in paid_twice],
-            "failed_after_paying": [v["job"] for v in violations
-                                    if v["status"] == "failed" and v["paid"] >= 1],
+            "failed_after_paying": [
+                v["job"] for v in violations if v["status"] == "failed" and v["paid"] >= 1
+            ],
             "paid_twice": paid_twice,
         },
         "provider": {
@@ -527,8 +612,11 @@ LOG_MARKS = {
 
 
 def log_counts(logs: Path) -> dict[str, int]:
-    text = "\n".join(p.read_text(errors="replace") for p in sorted(logs.glob("*.log"))
-                     if p.name.startswith(("worker", "webhook")))
+    text = "\n".join(
+        p.read_text(errors="replace")
+        for p in sorted(logs.glob("*.log"))
+        if p.name.startswith(("worker", "webhook"))
+    )
     return {name: len(re.findall(pattern, text)) for name, pattern in LOG_MARKS.items()}
 
 
@@ -538,11 +626,20 @@ def code_version() -> str:
     import subprocess
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                                capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "producer", "worker",
-                                "simulator"], cwd=ROOT, text=True, capture_output=True,
-                               check=True).stdout.split("\n")
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            text=True,
+            capture_output=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "producer", "worker", "simulator"],
+            cwd=ROOT,
+            text=True,
+            capture_output=True,
+            check=True,
+        ).stdout.split("\n")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     changed = [line[3:] for line in dirty if line.strip()]
@@ -550,47 +647,85 @@ def code_version() -> str:
 
 
 def table(runs: Iterable[dict[str, Any]]) -> str:
-    head = ("scenario", "settled", "wall s", "succ/fail/park/other", "correct", "other kind",
-            "violations", "paid", "extra", "2x", "2x clean", "unrec", "slot use",
-            "no-accept s", "free-slot s", "429", "crashes")
+    head = (
+        "scenario",
+        "settled",
+        "wall s",
+        "succ/fail/park/other",
+        "correct",
+        "other kind",
+        "violations",
+        "paid",
+        "extra",
+        "2x",
+        "2x clean",
+        "unrec",
+        "slot use",
+        "no-accept s",
+        "free-slot s",
+        "429",
+        "crashes",
+    )
     rows = [head]
     for r in runs:
         st = r["states"]
         other = r["jobs"] - st.get("succeeded", 0) - st.get("failed", 0) - st.get("parked", 0)
         m, su = r["money"], r["slot_use_first_wait"]
-        rows.append((
-            r["scenario"], "yes" if r["settled"] else "NO", f"{r['wall_s_to_settle']:.0f}",
-            f"{st.get('succeeded', 0)}/{st.get('failed', 0)}/{st.get('parked', 0)}/{other}",
-            str(r["verdicts"].get("correct", 0)),
-            str(r["verdicts"].get("correct_state_other_error_kind", 0)),
-            str(r["verdicts"].get("violation", 0)), str(m["paid_generations"]),
-            str(m["extra_paid"]), str(m["jobs_paid_twice_or_more"]),
-            str(m["paid_twice_after_a_clean_answer"]), str(m["extra_paid_not_recorded"]),
-            "-" if su["slot_use"] is None else f"{su['slot_use']:.2f}",
-            f"{su['longest_wait_without_accepted_submit_s']:.0f}",
-            f"{su['longest_wait_with_a_free_slot_s']:.0f}", str(r["provider"]["http_429"]),
-            str(r["worker_exits_by_itself"]),
-        ))
+        rows.append(
+            (
+                r["scenario"],
+                "yes" if r["settled"] else "NO",
+                f"{r['wall_s_to_settle']:.0f}",
+                f"{st.get('succeeded', 0)}/{st.get('failed', 0)}/{st.get('parked', 0)}/{other}",
+                str(r["verdicts"].get("correct", 0)),
+                str(r["verdicts"].get("correct_state_other_error_kind", 0)),
+                str(r["verdicts"].get("violation", 0)),
+                str(m["paid_generations"]),
+                str(m["extra_paid"]),
+                str(m["jobs_paid_twice_or_more"]),
+                str(m["paid_twice_after_a_clean_answer"]),
+                str(m["extra_paid_not_recorded"]),
+                "-" if su["slot_use"] is None else f"{su['slot_use']:.2f}",
+                f"{su['longest_wait_without_accepted_submit_s']:.0f}",
+                f"{su['longest_wait_with_a_free_slot_s']:.0f}",
+                str(r["provider"]["http_429"]),
+                str(r["worker_exits_by_itself"]),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
-                     for row in rows)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenario", action="append", choices=SCENARIOS,
-                        help="repeatable; default: all four")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--scenario", action="append", choices=SCENARIOS, help="repeatable; default: all four"
+    )
     parser.add_argument("--jobs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=8, help="the simulator's seed")
-    parser.add_argument("--timeout", type=float, default=600.0,
-                        help="seconds to wait for every job to settle (default 600)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait for every job to settle (default 600)",
+    )
     parser.add_argument("--concurrency", type=int, default=4, help="worker processes")
-    parser.add_argument("--logs", type=Path, default=None,
-                        help="keep every log here (default: a new directory under /tmp)")
-    parser.add_argument("--code-label", default=None,
-                        help="what code ran, for the result (default: git commit and the"
-                             " changed files under producer/ worker/ simulator/)")
+    parser.add_argument(
+        "--logs",
+        type=Path,
+        default=None,
+        help="keep every log here (default: a new directory under /tmp)",
+    )
+    parser.add_argument(
+        "--code-label",
+        default=None,
+        help="what code ran, for the result (default: git commit and the"
+        " changed files under producer/ worker/ simulator/)",
+    )
     args = parser.parse_args()
     scenarios = list(dict.fromkeys(args.scenario or SCENARIOS))
     logs = args.logs or Path(tempfile.mkdtemp(prefix="t2v-bench-money-"))
@@ -598,46 +733,51 @@ def main() -> int:
     runs = []
     for scenario in scenarios:
         print(f"== {scenario} ...", flush=True)
-        run = run_scenario(scenario, args.jobs, args.seed, args.timeout, args.concurrency,
-                           logs / scenario)
+        run = run_scenario(
+            scenario, args.jobs, args.seed, args.timeout, args.concurrency, logs / scenario
+        )
         print(table([run]), flush=True)
         runs.append(run)
-    env = worker_env(Path("<run dir>"), "redis://127.0.0.1:<private port>/0",
-                     "http://127.0.0.1:<port>", None)
+    env = worker_env(
+        Path("<run dir>"), "redis://127.0.0.1:<private port>/0", "http://127.0.0.1:<port>", None
+    )
     env.pop("T2V_MODELSLAB_API_KEY")
     result = {
         "benchmark": "money and liveness under lost answers, webhooks, worker kills, Redis loss"
-                     " (issue 8)",
+        " (issue 8)",
         "command": shlex.join(["python", "benchmarks/bench_money.py", *sys.argv[1:]]),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "code": args.code_label or code_version(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "setup": {
             "simulator_args": [*SIM_ARGS, "--seed", str(args.seed)],
             "faults": FAULTS,
             "fault_notes": "submit answers: lost_before_create_share of every submit, then "
-                           "lost_after_create_share of the rest that were accepted, so about "
-                           "7.5 % + 7.5 % of submit answers are lost; fetch answers: "
-                           "fetch_5xx_share (HTML 500/502/503 on fetch only)",
+            "lost_after_create_share of the rest that were accepted, so about "
+            "7.5 % + 7.5 % of submit answers are lost; fetch answers: "
+            "fetch_5xx_share (HTML 500/502/503 on fetch only)",
             "worker_env": env,
             "worker": f"one `celery -A worker worker -B` (prefork, concurrency "
-                      f"{args.concurrency}); other settings at their defaults",
+            f"{args.concurrency}); other settings at their defaults",
             "database": "SQLite file per scenario",
             "redis": "a private redis-server per scenario (own port, no persistence)",
             "storage": "local files",
             "kill": f"SIGKILL of the worker's process group every {KILL_EVERY:.0f} s of wall "
-                    "time from the enqueue, a new worker started at once (same beat schedule "
-                    "file, as a host's disk)",
+            "time from the enqueue, a new worker started at once (same beat schedule "
+            "file, as a host's disk)",
             "redis_restart": f"redis-server stopped (SIGTERM) {REDIS_RESTART_AT:.0f} s after "
-                             "the enqueue and started empty on the same port",
+            "the enqueue and started empty on the same port",
             "kill_and_redis_restart_use_webhooks": False,
             "requests": "8 frames, 128x128, mp4",
             "timeout_s": args.timeout,
             "slot_use": "over the time at least one job waited (created_at .. first "
-                        "submitting_at; `all_waits` also counts every later spell in queued): "
-                        "integral of min(5, renders at the provider) dt / (5 x that time); "
-                        "renders are the simulator's submitted_at .. ready_at",
+            "submitting_at; `all_waits` also counts every later spell in queued): "
+            "integral of min(5, renders at the provider) dt / (5 x that time); "
+            "renders are the simulator's submitted_at .. ready_at",
         },
         "scenarios": {r["scenario"]: r for r in runs},
     }

@@ -39,9 +39,20 @@ def run_once(jobs: int, render_mean: float, eta_noise: float, base: Path) -> dic
     try:
         redis = processes.start_redis(logs)
         procs.append(redis)
-        sim = processes.start_simulator(logs, keys=[KEY], args=[
-            "--render-mean", str(render_mean), "--render-spread", "0.4",
-            "--eta-noise", str(eta_noise), "--seed", "11"])
+        sim = processes.start_simulator(
+            logs,
+            keys=[KEY],
+            args=[
+                "--render-mean",
+                str(render_mean),
+                "--render-spread",
+                "0.4",
+                "--eta-noise",
+                str(eta_noise),
+                "--seed",
+                "11",
+            ],
+        )
         procs.append(sim)
         env = {
             "T2V_BROKER_URL": redis.url,
@@ -64,11 +75,17 @@ def run_once(jobs: int, render_mean: float, eta_noise: float, base: Path) -> dic
         JobStore(get_engine(env["T2V_DATABASE_URL"])).create_schema()
         procs.append(processes.start_worker(logs, env=env, concurrency=2, loglevel="INFO"))
         started = time.monotonic()
-        handles = producer.enqueue_many([
-            producer.Text2VideoRequest(prompt=f"benchmark {i}: waves under a pier at dusk",
-                                       num_frames=16, width=256, height=256)
-            for i in range(jobs)
-        ])
+        handles = producer.enqueue_many(
+            [
+                producer.Text2VideoRequest(
+                    prompt=f"benchmark {i}: waves under a pier at dusk",
+                    num_frames=16,
+                    width=256,
+                    height=256,
+                )
+                for i in range(jobs)
+            ]
+        )
         records = [h.wait(timeout=60 + jobs * render_mean * 3) for h in handles]
         elapsed = time.monotonic() - started
         stats = requests.get(f"{sim.url}/_sim/stats", timeout=5).json()
@@ -85,10 +102,13 @@ def run_once(jobs: int, render_mean: float, eta_noise: float, base: Path) -> dic
         "eta_noise": eta_noise,
         "succeeded": sum(r.status.value == "succeeded" for r in records),
         "elapsed_s": round(elapsed, 2),
-        "fetches_per_job": {"median": statistics.median(fetches), "max": max(fetches),
-                            "mean": round(statistics.mean(fetches), 2), "total": sum(fetches)},
-        "naive_5s_loop_fetches_per_job": {"median": statistics.median(naive),
-                                          "total": sum(naive)},
+        "fetches_per_job": {
+            "median": statistics.median(fetches),
+            "max": max(fetches),
+            "mean": round(statistics.mean(fetches), 2),
+            "total": sum(fetches),
+        },
+        "naive_5s_loop_fetches_per_job": {"median": statistics.median(naive), "total": sum(naive)},
         "submits_total": stats["submits"]["total"],
     }
 
@@ -105,8 +125,11 @@ def main() -> int:
     result = {
         "benchmark": "pipeline fetch calls per job vs the docs' 5 s loop",
         "command": "python benchmarks/bench_pipeline.py " + " ".join(sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "runs": runs,
         "documented_eta_960s_naive_fetches": math.ceil(960 / 5) + 1,
     }

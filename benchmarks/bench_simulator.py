@@ -35,12 +35,30 @@ TARGET = 1000.0
 
 
 def start_simulator(media_dir: str) -> tuple[subprocess.Popen[str], str, int]:
-    argv = [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", "0",
-            "--keys", KEY, "--render-mean", "0.05", "--render-spread", "0",
-            "--queue-limit", "100000", "--media-dir", media_dir,
-            "--faults", json.dumps({"never_finish_share": 0.5})]
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "simulator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--keys",
+        KEY,
+        "--render-mean",
+        "0.05",
+        "--render-spread",
+        "0",
+        "--queue-limit",
+        "100000",
+        "--media-dir",
+        media_dir,
+        "--faults",
+        json.dumps({"never_finish_share": 0.5}),
+    ]
+    proc = subprocess.Popen(
+        argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     found: list[str] = []
 
     def read() -> None:
@@ -59,16 +77,22 @@ def start_simulator(media_dir: str) -> tuple[subprocess.Popen[str], str, int]:
     return proc, "127.0.0.1", int(found[0])
 
 
-def call(conn: http.client.HTTPConnection, method: str, path: str,
-         body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                 headers={"Content-Type": "application/json"})
+def call(
+    conn: http.client.HTTPConnection, method: str, path: str, body: dict[str, Any] | None = None
+) -> tuple[int, Any]:
+    conn.request(
+        method,
+        path,
+        body=json.dumps(body) if body is not None else None,
+        headers={"Content-Type": "application/json"},
+    )
     response = conn.getresponse()
     return response.status, json.loads(response.read())
 
 
-def client(port: int, ids: list[int], seconds: float, max_requests: int,
-           start: Any, out: Any) -> None:
+def client(
+    port: int, ids: list[int], seconds: float, max_requests: int, start: Any, out: Any
+) -> None:
     """One keep-alive connection polling the ids round-robin until time or count runs out."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     payload = json.dumps({"key": KEY}).encode()
@@ -83,16 +107,23 @@ def client(port: int, ids: list[int], seconds: float, max_requests: int,
         t0 = time.perf_counter()
         if t0 >= deadline:
             break
-        conn.request("POST", f"/api/v6/video/fetch/{ids[n % len(ids)]}", body=payload,
-                     headers=headers)
+        conn.request(
+            "POST", f"/api/v6/video/fetch/{ids[n % len(ids)]}", body=payload, headers=headers
+        )
         response = conn.getresponse()
         response.read()
         latencies.append(time.perf_counter() - t0)
         if response.status != 200:
             errors += 1
         n += 1
-    out.put({"requests": n, "errors": errors, "elapsed": time.perf_counter() - began,
-             "latencies": latencies})
+    out.put(
+        {
+            "requests": n,
+            "errors": errors,
+            "elapsed": time.perf_counter() - began,
+            "latencies": latencies,
+        }
+    )
     conn.close()
 
 
@@ -105,8 +136,12 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpus": os.cpu_count(), "cpu_model": model, "platform": platform.platform(),
-            "python": platform.python_version()}
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
 
 
 def main() -> int:
@@ -123,17 +158,30 @@ def main() -> int:
             conn = http.client.HTTPConnection(host, port, timeout=30)
             ids = []
             for i in range(args.jobs):
-                status, body = call(conn, "POST", "/api/v6/video/text2video", {
-                    "key": KEY, "prompt": f"benchmark job {i}", "track_id": f"b{i}",
-                    "width": 32, "height": 32, "num_frames": 2, "output_type": "mp4"})
+                status, body = call(
+                    conn,
+                    "POST",
+                    "/api/v6/video/text2video",
+                    {
+                        "key": KEY,
+                        "prompt": f"benchmark job {i}",
+                        "track_id": f"b{i}",
+                        "width": 32,
+                        "height": 32,
+                        "num_frames": 2,
+                        "output_type": "mp4",
+                    },
+                )
                 assert status == 200, body
                 ids.append(int(body["id"]))
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:  # let the finishing half finish
                 _s, stats = call(conn, "GET", "/_sim/stats")
                 states = [j["status"] for j in stats["jobs"].values()]
-                if states.count("success") + states.count("processing") == len(ids) and \
-                        states.count("success") >= len(ids) // 4:
+                if (
+                    states.count("success") + states.count("processing") == len(ids)
+                    and states.count("success") >= len(ids) // 4
+                ):
                     time.sleep(0.5)
                     break
                 time.sleep(0.1)
@@ -142,9 +190,12 @@ def main() -> int:
 
             ctx = multiprocessing.get_context("spawn")
             start, out = ctx.Event(), ctx.Queue()
-            workers = [ctx.Process(target=client, args=(port, ids, args.seconds,
-                                                        args.max_requests, start, out))
-                       for _ in range(args.clients)]
+            workers = [
+                ctx.Process(
+                    target=client, args=(port, ids, args.seconds, args.max_requests, start, out)
+                )
+                for _ in range(args.clients)
+            ]
             for w in workers:
                 w.start()
             time.sleep(1.0)  # let every client connect and wait at the gate
@@ -175,21 +226,37 @@ def main() -> int:
         "server_counted": served,
         "seconds": round(elapsed, 3),
         "clients": args.clients,
-        "jobs": {"total": len(ids), "success": states.count("success"),
-                 "processing": states.count("processing")},
-        "latency_ms": {"p50": round(statistics.median(latencies) * 1000, 3),
-                       "p99": round(latencies[int(len(latencies) * 0.99)] * 1000, 3),
-                       "max": round(latencies[-1] * 1000, 3)},
-        "command": " ".join([".venv/bin/python", "benchmarks/bench_simulator.py",
-                             *sys.argv[1:]]),
+        "jobs": {
+            "total": len(ids),
+            "success": states.count("success"),
+            "processing": states.count("processing"),
+        },
+        "latency_ms": {
+            "p50": round(statistics.median(latencies) * 1000, 3),
+            "p99": round(latencies[int(len(latencies) * 0.99)] * 1000, 3),
+            "max": round(latencies[-1] * 1000, 3),
+        },
+        "command": " ".join([".venv/bin/python", "benchmarks/bench_simulator.py", *sys.argv[1:]]),
         "server": "python -m simulator (starlette + uvicorn, uvloop/httptools when installed)",
         "machine": machine(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("fetches_per_second", "requests", "errors",
-                                             "server_counted", "latency_ms")}))
+    print(
+        json.dumps(
+            {
+                k: result[k]
+                for k in (
+                    "fetches_per_second",
+                    "requests",
+                    "errors",
+                    "server_counted",
+                    "latency_ms",
+                )
+            }
+        )
+    )
     print(f"wrote {RESULT.relative_to(REPO)}")
     return 0 if rate >= TARGET and errors == 0 else 1
 

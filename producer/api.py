@@ -205,11 +205,13 @@ class Producer:
         ids = [row["id"] for row in rows]
         log.info("enqueued %d jobs (%s .. %s)", len(ids), ids[0], ids[-1])
         self.broker.send_submit(ids)
-        return ManyEnqueued([Job(row["id"], self, JobRecord.model_validate(row)) for row in rows],
-                            ids)
+        return ManyEnqueued(
+            [Job(row["id"], self, JobRecord.model_validate(row)) for row in rows], ids
+        )
 
-    def _enqueue_keyed(self, parsed: list[Text2VideoRequest], keys: list[str | None]
-                       ) -> ManyEnqueued:
+    def _enqueue_keyed(
+        self, parsed: list[Text2VideoRequest], keys: list[str | None]
+    ) -> ManyEnqueued:
         payloads = [req.to_api_payload() for req in parsed]
         first = first_positions(keys, payloads)
         store = self._ready()
@@ -225,8 +227,14 @@ class Producer:
 
         keyed_rows = {key: new_row(index) for key, index in first.items()}
         unkeyed_rows = {i: new_row(i) for i, key in enumerate(keys) if key is None}
-        existing = insert_keyed(store, first, payloads, keyed_rows,
-                                list(unkeyed_rows.values()), lookup=self._jobs_by_key)
+        existing = insert_keyed(
+            store,
+            first,
+            payloads,
+            keyed_rows,
+            list(unkeyed_rows.values()),
+            lookup=self._jobs_by_key,
+        )
 
         jobs: list[Job] = []
         new_ids: list[str] = []
@@ -247,8 +255,11 @@ class Producer:
                     job = Job(row["id"], self, JobRecord.model_validate(row))
                 by_key[key] = job
             jobs.append(job)
-        log.info("enqueued %d jobs; %d idempotency key(s) matched existing jobs, nothing sent "
-                 "for them", len(new_ids), len(existing))
+        log.info(
+            "enqueued %d jobs; %d idempotency key(s) matched existing jobs, nothing sent for them",
+            len(new_ids),
+            len(existing),
+        )
         self.broker.send_submit(new_ids)
         return ManyEnqueued(jobs, new_ids)
 
@@ -286,10 +297,17 @@ class Producer:
         record = store.get(job_id)
         if record is None:
             raise JobNotFound(job_id)
-        plan = plan_retry(record, now=store.now(),
-                          deadline_seconds=self.settings.poll_deadline_seconds)
-        if not store.transition(job_id, plan.to, expect=[plan.expect], error=plan.note,
-                                retry_count=JobRow.retry_count + 1, **plan.values):
+        plan = plan_retry(
+            record, now=store.now(), deadline_seconds=self.settings.poll_deadline_seconds
+        )
+        if not store.transition(
+            job_id,
+            plan.to,
+            expect=[plan.expect],
+            error=plan.note,
+            retry_count=JobRow.retry_count + 1,
+            **plan.values,
+        ):
             now = store.get(job_id)
             state = now.status.value if now else "gone"
             raise RetryRefused(f"job {job_id} moved on meanwhile (now {state})", job_id)

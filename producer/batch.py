@@ -109,8 +109,12 @@ def read_batch(path: Path, *, dedupe: bool = True) -> list[BatchLine]:
                 other = id_lines.setdefault(ident, entry) if isinstance(ident, str) else entry
                 same = other.request.to_api_payload() == request.to_api_payload()
                 if not same:
-                    bad(number, "id", ident,
-                        f"also the id of line {other.line}, with a different request")
+                    bad(
+                        number,
+                        "id",
+                        ident,
+                        f"also the id of line {other.line}, with a different request",
+                    )
             else:
                 key = None
                 if dedupe:
@@ -120,8 +124,9 @@ def read_batch(path: Path, *, dedupe: bool = True) -> list[BatchLine]:
                 entry = BatchLine(number, request, key, False)
             entries.append(entry)
     if len(caught) and not errors:
-        err.print(f"[yellow]note:[/] {len(caught)} request(s) name an unknown model; "
-                  "they run as wan2.2")
+        err.print(
+            f"[yellow]note:[/] {len(caught)} request(s) name an unknown model; they run as wan2.2"
+        )
     if errors:
         raise RequestInvalid(f"{path}: nothing enqueued; " + "\n".join(lines), errors)
     if not entries:

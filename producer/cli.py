@@ -79,8 +79,14 @@ cli.add_command(batch)  # defined in cli_batch.py
 @click.option("--wait", is_flag=True, help="Wait for the job to finish.")
 @click.option("--timeout", type=float, help="Seconds --wait waits (default 900).")
 @json_option
-def submit(prompt: str, idempotency_key: str | None, wait: bool, timeout: float | None,
-           as_json: bool, **fields: Any) -> None:
+def submit(
+    prompt: str,
+    idempotency_key: str | None,
+    wait: bool,
+    timeout: float | None,
+    as_json: bool,
+    **fields: Any,
+) -> None:
     """Enqueue one video for PROMPT; print its job id (or, with --wait, its result)."""
     data = {"prompt": prompt, **{k: v for k, v in fields.items() if v is not None}}
 
@@ -106,8 +112,11 @@ def submit(prompt: str, idempotency_key: str | None, wait: bool, timeout: float 
 
 @cli.command(epilog=EXIT_HELP)
 @click.argument("job_id", required=False)
-@click.option("--account", is_flag=True,
-              help="Show the account's slots: limit configured and in use, jobs waiting.")
+@click.option(
+    "--account",
+    is_flag=True,
+    help="Show the account's slots: limit configured and in use, jobs waiting.",
+)
 @json_option
 def status(job_id: str | None, account: bool, as_json: bool) -> None:
     """Show job JOB_ID's record (or, with --account, the account's slots)."""
@@ -116,8 +125,7 @@ def status(job_id: str | None, account: bool, as_json: bool) -> None:
         if account:
             return _account_status(as_json)
         if job_id is None:
-            raise RequestInvalid.of("JOB_ID", None, "missing",
-                                    message="give a JOB_ID or --account")
+            raise RequestInvalid.of("JOB_ID", None, "missing", message="give a JOB_ID or --account")
         record = make_producer().load(job_id)
         if as_json:
             click.echo(render.as_json(render.record_json(record)))
@@ -132,8 +140,11 @@ def _account_status(as_json: bool) -> int:
     import redis
 
     settings = Settings()
-    client = redis.Redis.from_url(settings.broker_url, socket_timeout=settings.broker_send_timeout,
-                                  socket_connect_timeout=settings.broker_send_timeout)
+    client = redis.Redis.from_url(
+        settings.broker_url,
+        socket_timeout=settings.broker_send_timeout,
+        socket_connect_timeout=settings.broker_send_timeout,
+    )
     try:
         view = account_status(client).as_dict()
     except redis.RedisError as exc:
@@ -141,14 +152,18 @@ def _account_status(as_json: bool) -> int:
     finally:
         client.close()
     view["configured_limit"] = settings.account_slots
-    view["limit_in_use"] = min(settings.account_slots,
-                               view["effective_limit"] or settings.account_slots)
+    view["limit_in_use"] = min(
+        settings.account_slots, view["effective_limit"] or settings.account_slots
+    )
     if as_json:
         click.echo(render.as_json(view))
         return EXIT_OK
-    learned = ("" if view["effective_limit"] is None else
-               f" (lowered from {settings.account_slots}: the provider said 'Maximum "
-               f"{view['provider_max']}' while we held fewer; it grows back step by step)")
+    learned = (
+        ""
+        if view["effective_limit"] is None
+        else f" (lowered from {settings.account_slots}: the provider said 'Maximum "
+        f"{view['provider_max']}' while we held fewer; it grows back step by step)"
+    )
     out.print(f"account slots: {view['slots_in_use']} in use of {view['limit_in_use']}{learned}")
     out.print(f"jobs waiting for a slot: {view['jobs_waiting']}")
     out.print(f"429s for a full provider queue: {view['queue_full_429s']}")
@@ -179,8 +194,9 @@ def wait_cmd(job_id: str, timeout: float | None, as_json: bool) -> None:
 _AGO = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _parse_since(_ctx: click.Context, _param: click.Parameter, value: str | None
-                 ) -> datetime | None:
+def _parse_since(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> datetime | None:
     if value is None:
         return None
     amount, unit = value[:-1], value[-1:].lower()
@@ -225,8 +241,9 @@ def cancel(job_id: str, as_json: bool) -> None:
         moved = producer.cancel(job_id)
         record = producer.load(job_id)
         if as_json:
-            click.echo(render.as_json({"id": job_id, "cancelled": moved,
-                                       "status": record.status.value}))
+            click.echo(
+                render.as_json({"id": job_id, "cancelled": moved, "status": record.status.value})
+            )
         elif moved:
             out.print(f"cancelled job [bold]{job_id}[/]")
         else:
@@ -240,11 +257,15 @@ def cancel(job_id: str, as_json: bool) -> None:
 @click.argument("job_ids", nargs=-1)
 @click.option("--parked", "parked", is_flag=True, help="Retry every parked job.")
 @click.option("--failed", "failed", is_flag=True, help="Retry every failed job that can be.")
-@click.option("--since", callback=_parse_since,
-              help="With --parked/--failed: only jobs created since (1h, 30m, ISO time).")
+@click.option(
+    "--since",
+    callback=_parse_since,
+    help="With --parked/--failed: only jobs created since (1h, 30m, ISO time).",
+)
 @json_option
-def retry(job_ids: tuple[str, ...], parked: bool, failed: bool, since: datetime | None,
-          as_json: bool) -> None:
+def retry(
+    job_ids: tuple[str, ...], parked: bool, failed: bool, since: datetime | None, as_json: bool
+) -> None:
     """Resume parked (or failed) jobs from their last paid step.
 
     A job with a provider id is fetched (or downloaded) again, never resubmitted; a job is
@@ -255,8 +276,9 @@ def retry(job_ids: tuple[str, ...], parked: bool, failed: bool, since: datetime 
     def action() -> int:
         producer = make_producer()
         if not job_ids and not (parked or failed):
-            raise RequestInvalid.of("JOB_IDS", None, "missing",
-                                    message="give JOB_IDs, --parked or --failed")
+            raise RequestInvalid.of(
+                "JOB_IDS", None, "missing", message="give JOB_IDs, --parked or --failed"
+            )
         resumed: list[str] = []
         refused: list[RetryRefused] = []
         for job_id in job_ids:
@@ -270,10 +292,14 @@ def retry(job_ids: tuple[str, ...], parked: bool, failed: bool, since: datetime 
             resumed += [job.id for job in jobs]
             refused += more
         if as_json:
-            click.echo(render.as_json({
-                "resumed": resumed,
-                "refused": [{"id": why.job_id, "reason": str(why)} for why in refused],
-            }))
+            click.echo(
+                render.as_json(
+                    {
+                        "resumed": resumed,
+                        "refused": [{"id": why.job_id, "reason": str(why)} for why in refused],
+                    }
+                )
+            )
         else:
             for job_id in resumed:
                 out.print(f"resumed job [bold]{job_id}[/]")

@@ -43,11 +43,13 @@ from t2v_core.states import JobStatus
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--timeout", type=float, help="Seconds to wait for all jobs (default 900).")
 @click.option("--no-wait", is_flag=True, help="Enqueue and print the job ids only.")
-@click.option("--no-dedupe", is_flag=True,
-              help="Make every line a new job, even one enqueued before (ignores ids).")
+@click.option(
+    "--no-dedupe",
+    is_flag=True,
+    help="Make every line a new job, even one enqueued before (ignores ids).",
+)
 @json_option
-def batch(file: Path, timeout: float | None, no_wait: bool, no_dedupe: bool,
-          as_json: bool) -> None:
+def batch(file: Path, timeout: float | None, no_wait: bool, no_dedupe: bool, as_json: bool) -> None:
     """Enqueue every request in FILE.jsonl (one JSON object a line) and wait for them.
 
     Each line is enqueued under an idempotency key: its "id" field if it has one (a
@@ -68,8 +70,9 @@ def batch(file: Path, timeout: float | None, no_wait: bool, no_dedupe: bool,
         producer = make_producer()
         keys = None if no_dedupe else [e.key for e in entries]
         try:
-            result = producer.enqueue_many_detailed([e.request for e in entries],
-                                                    idempotency_keys=keys)
+            result = producer.enqueue_many_detailed(
+                [e.request for e in entries], idempotency_keys=keys
+            )
         except RequestInvalid as exc:
             raise by_line(file, exc, entries) from None
         ids = [j.id for j in result.jobs]
@@ -93,8 +96,16 @@ def batch(file: Path, timeout: float | None, no_wait: bool, no_dedupe: bool,
             counts: dict[str, int] = {}
             for r in records:
                 counts[r.status.value] = counts.get(r.status.value, 0) + 1
-            click.echo(render.as_json({"counts": counts, "new": new, "existing": existing,
-                                       "jobs": [render.summary_json(r) for r in records]}))
+            click.echo(
+                render.as_json(
+                    {
+                        "counts": counts,
+                        "new": new,
+                        "existing": existing,
+                        "jobs": [render.summary_json(r) for r in records],
+                    }
+                )
+            )
         else:
             if len(records) <= 50:
                 render.show_list(out, records, title="batch")
@@ -107,16 +118,20 @@ def batch(file: Path, timeout: float | None, no_wait: bool, no_dedupe: bool,
     guard(as_json, action)
 
 
-def _watch(producer: Producer, ids: Sequence[str], timeout: float, quiet: bool
-           ) -> list[JobRecord]:
+def _watch(producer: Producer, ids: Sequence[str], timeout: float, quiet: bool) -> list[JobRecord]:
     """Poll the rows of ``ids`` until all are final or time runs out, with a progress bar."""
     deadline = time.monotonic() + timeout
     latest: dict[str, JobRecord] = {}
     pending = list(ids)
     delay = 0.1
     progress = Progress(
-        TextColumn("[bold]jobs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, disable=quiet, transient=False,
+        TextColumn("[bold]jobs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet,
+        transient=False,
     )
     with progress:
         task = progress.add_task("jobs", total=len(ids))

@@ -48,8 +48,9 @@ def check_idempotency_key(key: Any) -> None:
     reason = idempotency_key_problem(key)
     if reason:
         # This message has always left the value out (``errors`` has it); kept word for word.
-        raise RequestInvalid.of("idempotency_key", key, reason,
-                                message=f"idempotency_key: {reason}")
+        raise RequestInvalid.of(
+            "idempotency_key", key, reason, message=f"idempotency_key: {reason}"
+        )
 
 
 def key_list(keys: Any, count: int) -> list[Any]:
@@ -67,8 +68,9 @@ def key_list(keys: Any, count: int) -> list[Any]:
     return list(keys)
 
 
-def first_positions(keys: Sequence[str | None], payloads: Sequence[dict[str, Any]]
-                    ) -> dict[str, int]:
+def first_positions(
+    keys: Sequence[str | None], payloads: Sequence[dict[str, Any]]
+) -> dict[str, int]:
     """Each key's first position in the call; a later position must carry the same request
     (else ``RequestInvalid`` naming every such position)."""
     first: dict[str, int] = {}
@@ -78,8 +80,13 @@ def first_positions(keys: Sequence[str | None], payloads: Sequence[dict[str, Any
             continue
         earlier = first.setdefault(key, index)
         if earlier != index and payloads[earlier] != payloads[index]:
-            errors.append(FieldError(f"[{index}].idempotency_key", key,
-                                     f"also the key of [{earlier}], with a different request"))
+            errors.append(
+                FieldError(
+                    f"[{index}].idempotency_key",
+                    key,
+                    f"also the key of [{earlier}], with a different request",
+                )
+            )
     if errors:
         raise RequestInvalid.listing(errors)
     return first
@@ -124,8 +131,11 @@ def insert_keyed(
             # The insert failed, but not on a key someone else has since written.
             raise raced
         mismatched = [
-            FieldError(f"[{first[key]}].idempotency_key", key,
-                       f"already used for a different request (job {record.id})")
+            FieldError(
+                f"[{first[key]}].idempotency_key",
+                key,
+                f"already used for a different request (job {record.id})",
+            )
             for key, record in found.items()
             if record.request != payloads[first[key]]
         ]

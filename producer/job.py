@@ -30,9 +30,7 @@ class RecordSource(Protocol):
 class Job:
     """One job. ``record`` is the last snapshot read; ``status``/``outputs`` read afresh."""
 
-    def __init__(
-        self, job_id: str, source: RecordSource, record: JobRecord | None = None
-    ) -> None:
+    def __init__(self, job_id: str, source: RecordSource, record: JobRecord | None = None) -> None:
         self._id = job_id
         self._source = source
         self._record = record
@@ -69,7 +67,10 @@ class Job:
         return self.refresh().outputs
 
     def wait(
-        self, timeout: float | None = None, *, poll_start: float = POLL_START,
+        self,
+        timeout: float | None = None,
+        *,
+        poll_start: float = POLL_START,
         poll_max: float = POLL_MAX,
     ) -> JobRecord:
         """Block until the job is final and return its record if it ``succeeded``.
@@ -98,4 +99,3 @@ class Job:
                 )
             self.sleep(min(delay, remaining))
             delay = min(delay * 2, poll_max)
-

@@ -26,8 +26,7 @@ PLUGIN_GROUP = "t2v.commands"
 # The commands the project's other packages bring, and the extra that installs each: named
 # here only to say what to install when one is missing.
 PLUGIN_EXTRAS = {"up": "worker", "demo": "worker", "simulator": "simulator"}
-PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True,
-               "help_option_names": []}
+PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
 
 
 def names() -> set[str]:
@@ -60,7 +59,10 @@ def _passthrough(name: str, target: Callable[[list[str]], int | None]) -> click.
 
     doc = (target.__doc__ or "").strip().splitlines()
     return click.Command(
-        name, callback=run, context_settings=PASSTHROUGH, add_help_option=False,
+        name,
+        callback=run,
+        context_settings=PASSTHROUGH,
+        add_help_option=False,
         params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
         help=(doc[0] if doc else name) + " (arguments go to it; try --help)",
     )
@@ -71,12 +73,14 @@ def _not_installed(name: str, why: str) -> click.Command:
 
     def run(args: tuple[str, ...]) -> NoReturn:
         hint = escape(f"pip install 't2v-queue[{extra}]' ({why})")
-        err.print(f"[red]t2v:[/] `t2v {name}` comes with the {extra} extra: {hint}",
-                  soft_wrap=True)
+        err.print(f"[red]t2v:[/] `t2v {name}` comes with the {extra} extra: {hint}", soft_wrap=True)
         sys.exit(EXIT_USAGE)
 
     return click.Command(
-        name, callback=run, context_settings=PASSTHROUGH, add_help_option=False,
+        name,
+        callback=run,
+        context_settings=PASSTHROUGH,
+        add_help_option=False,
         params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
         help=f"(needs pip install 't2v-queue[{extra}]')",
     )

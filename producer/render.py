@@ -74,14 +74,22 @@ def show_record(console: Console, record: JobRecord) -> None:
     if record.eta_seconds is not None:
         rows.append(("provider eta", f"{record.eta_seconds:g}s"))
     rows.append(
-        ("attempts", f"submits {record.submit_count}, polls {record.poll_count}, "
-         f"downloads {record.download_attempts}")
+        (
+            "attempts",
+            f"submits {record.submit_count}, polls {record.poll_count}, "
+            f"downloads {record.download_attempts}",
+        )
     )
     if record.error:
         rows.append(("error", f"[red]{escape(record.error)}[/]"))
     for out in record.outputs:
-        rows.append((f"output {out.index}", f"{escape(out.storage_uri)}\n{out.bytes} bytes, "
-                     f"{out.content_type}, sha256 {out.sha256}"))
+        rows.append(
+            (
+                f"output {out.index}",
+                f"{escape(out.storage_uri)}\n{out.bytes} bytes, "
+                f"{out.content_type}, sha256 {out.sha256}",
+            )
+        )
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in record.timings.items())
     if timings:
         rows.append(("timings", timings))
@@ -97,8 +105,11 @@ def show_list(console: Console, records: Sequence[JobRecord], title: str | None 
     for r in records:
         detail = r.outputs[0].storage_uri if r.outputs else (r.error or "")
         table.add_row(
-            r.id, _status(r.status), r.model_effective,
-            r.created_at.isoformat(timespec="seconds"), escape(detail),
+            r.id,
+            _status(r.status),
+            r.model_effective,
+            r.created_at.isoformat(timespec="seconds"),
+            escape(detail),
         )
     console.print(table)
 

@@ -147,7 +147,9 @@ class Text2VideoRequest(BaseModel):
             return data
         if not isinstance(data, Mapping):
             raise RequestInvalid.of(
-                "request", None, "must be a JSON object",
+                "request",
+                None,
+                "must be a JSON object",
                 message=f"request: must be a JSON object, not {type(data).__name__}",
             )
         return cls.model_validate(dict(data))
@@ -225,9 +227,11 @@ def _refuse_lone_surrogates(data: Mapping[str, Any]) -> None:
     """``RequestInvalid`` for text no UTF-8 can carry (JSON's ``"\\ud800"``): pydantic
     cannot even report it (it raises ``UnicodeEncodeError``), nor can it be stored or sent.
     The value is not shown: printing it would fail the same way."""
-    errors = [FieldError(str(k), None, "must be valid Unicode text (has a lone surrogate)")
-              for k, v in data.items()
-              if not _has_lone_surrogate(k) and _has_lone_surrogate(v)]
+    errors = [
+        FieldError(str(k), None, "must be valid Unicode text (has a lone surrogate)")
+        for k, v in data.items()
+        if not _has_lone_surrogate(k) and _has_lone_surrogate(v)
+    ]
     if errors:
         raise RequestInvalid.listing(errors)
 

@@ -68,7 +68,9 @@ API = "https://api.walk.test/api/v6"
 ETA = 30.0
 MP4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + b"\x00" * 4096
 STEPS: dict[str, Callable[[Any, str], None]] = {
-    TASK_SUBMIT: submit_step, TASK_POLL: poll_step, TASK_DOWNLOAD: download_step,
+    TASK_SUBMIT: submit_step,
+    TASK_POLL: poll_step,
+    TASK_DOWNLOAD: download_step,
 }
 
 
@@ -81,12 +83,14 @@ class Clock:
         return self.now
 
 
-def _response(request: requests.PreparedRequest, code: int, body: bytes,
-              content_type: str) -> requests.Response:
+def _response(
+    request: requests.PreparedRequest, code: int, body: bytes, content_type: str
+) -> requests.Response:
     resp = requests.Response()
     resp.status_code = code
-    resp.headers = CaseInsensitiveDict({"content-type": content_type,
-                                        "content-length": str(len(body))})
+    resp.headers = CaseInsensitiveDict(
+        {"content-type": content_type, "content-length": str(len(body))}
+    )
     resp.raw = io.BytesIO(body)
     resp.url, resp.request = str(request.url), request
     return resp
@@ -101,8 +105,9 @@ class Api(BaseAdapter):
         self.clock, self.cdn = clock, cdn
         self.done_at: dict[str, datetime] = {}
 
-    def send(self, request: requests.PreparedRequest, *args: Any,
-             **kwargs: Any) -> requests.Response:
+    def send(
+        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
+    ) -> requests.Response:
         path = str(request.url).removeprefix(API)
         if path == "/video/text2video":
             provider_id = f"r{len(self.done_at) + 1}"
@@ -111,10 +116,15 @@ class Api(BaseAdapter):
             answer: dict[str, Any] = {"status": "processing", "id": provider_id, "eta": ETA}
         else:
             provider_id = path.rsplit("/", 1)[-1]
-            answer = ({"status": "processing", "id": provider_id, "eta": ETA}
-                      if self.clock() < self.done_at[provider_id] else
-                      {"status": "success", "id": provider_id,
-                       "output": [f"https://{CDN}/{provider_id}/0.mp4"]})
+            answer = (
+                {"status": "processing", "id": provider_id, "eta": ETA}
+                if self.clock() < self.done_at[provider_id]
+                else {
+                    "status": "success",
+                    "id": provider_id,
+                    "output": [f"https://{CDN}/{provider_id}/0.mp4"],
+                }
+            )
         return _response(request, 200, json.dumps(answer).encode(), "application/json")
 
     def close(self) -> None:
@@ -126,8 +136,9 @@ class Cdn(BaseAdapter):
         super().__init__()
         self.files: dict[str, bytes] = {}
 
-    def send(self, request: requests.PreparedRequest, *args: Any,
-             **kwargs: Any) -> requests.Response:
+    def send(
+        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
+    ) -> requests.Response:
         body = self.files.get(str(request.url))
         if body is None:
             return _response(request, 404, b"not found", "text/plain")
@@ -195,10 +206,17 @@ def walk_one(directory: Path, record: Walk | None) -> str:
     store.create_schema()
     redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     settings = WorkerSettings(
-        _env_file=None, database_url="sqlite:///:memory:", storage_url=str(directory),
-        modelslab_api_key="sk-walk", download_allowed_hosts=[CDN], account_slots=5,
-        poll_deadline_seconds=600.0, lost_submit_hold=120.0, probe_videos=False,
-        webhook_url=None, auto_migrate=False,
+        _env_file=None,
+        database_url="sqlite:///:memory:",
+        storage_url=str(directory),
+        modelslab_api_key="sk-walk",
+        download_allowed_hosts=[CDN],
+        account_slots=5,
+        poll_deadline_seconds=600.0,
+        lost_submit_hold=120.0,
+        probe_videos=False,
+        webhook_url=None,
+        auto_migrate=False,
     )
     limiter = AccountLimiter(redis, settings.account_slots, clock=lambda: clock().timestamp())
     limiter.rebuild([], [])  # the line as a running worker finds it
@@ -211,12 +229,26 @@ def walk_one(directory: Path, record: Walk | None) -> str:
     api.mount(API, Api(clock, cdn))
     client = ModelsLabClient(API, "sk-walk", session=api)
     broker = Broker(clock)
-    rt = Runtime(settings=settings, store=store, client=client,
-                 limiter=limiter, storage=LocalStorage(directory / "videos"), http=http,
-                 schedule=broker.schedule, rng=random.Random(0), now=clock)
-    app = Producer(Settings(_env_file=None, database_url="sqlite:///:memory:",  # type: ignore[call-arg]
-                            auto_migrate=False),
-                   store=store, broker=broker)  # type: ignore[arg-type]
+    rt = Runtime(
+        settings=settings,
+        store=store,
+        client=client,
+        limiter=limiter,
+        storage=LocalStorage(directory / "videos"),
+        http=http,
+        schedule=broker.schedule,
+        rng=random.Random(0),
+        now=clock,
+    )
+    app = Producer(
+        Settings(
+            _env_file=None,
+            database_url="sqlite:///:memory:",  # type: ignore[call-arg]
+            auto_migrate=False,
+        ),
+        store=store,
+        broker=broker,
+    )  # type: ignore[arg-type]
 
     if record is not None:
         sys.setprofile(record.profile)
@@ -241,8 +273,9 @@ def walk_one(directory: Path, record: Walk | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", action="store_true",
-                        help="list each entry with the first function entered there")
+    parser.add_argument(
+        "--calls", action="store_true", help="list each entry with the first function entered there"
+    )
     parser.add_argument("--cold", action="store_true", help="no warm-up job first")
     args = parser.parse_args(argv)
     walk = Walk()
@@ -263,9 +296,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    {n:3d}  {module}" + (f"  ({function})" if args.calls else ""))
     visits = Counter(walk.modules)
     steps = dict.fromkeys(step for step, _, _ in walk.entries)
-    print("per step: " + ", ".join(
-        f"{step} {len({m for s, m, _ in walk.entries if s == step})} modules / "
-        f"{sum(1 for s, _, _ in walk.entries if s == step)} entries" for step in steps))
+    print(
+        "per step: "
+        + ", ".join(
+            f"{step} {len({m for s, m, _ in walk.entries if s == step})} modules / "
+            f"{sum(1 for s, _, _ in walk.entries if s == step)} entries"
+            for step in steps
+        )
+    )
     print("entries per module: " + ", ".join(f"{m} {n}" for m, n in visits.most_common()))
     print(f"python calls into project modules: {walk.calls}")
     print(f"sequence length: {len(walk.modules)}")

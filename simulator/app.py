@@ -124,8 +124,12 @@ class Api:
             return shapes.html_5xx(self.faults.rng.choice((500, 502, 503)))
         if self.faults.roll("fetch_401_share"):
             self.stats.inject("fetch_401")
-            return shapes.json_response(shapes.error_body(
-                "Invalid API key", legacy_messege=bool(self.faults["legacy_messege"])), 401)
+            return shapes.json_response(
+                shapes.error_body(
+                    "Invalid API key", legacy_messege=bool(self.faults["legacy_messege"])
+                ),
+                401,
+            )
         return None
 
     def _answer(self, obj: Any, status_code: int = 200) -> Response:
@@ -135,14 +139,18 @@ class Api:
         return shapes.json_response(obj, status_code, truncate=truncate)
 
     def _error(self, code: int, message: str | dict[str, list[str]], **extra: Any) -> Response:
-        body = shapes.error_body(message, legacy_messege=bool(self.faults["legacy_messege"]),
-                                 **extra)
+        body = shapes.error_body(
+            message, legacy_messege=bool(self.faults["legacy_messege"]), **extra
+        )
         return self._answer(body, 200 if self.faults["error_as_200"] else code)
 
     def _rate_limited(self) -> Response:
-        return self._error(429, "Rate limit exceeded. Maximum "
-                           f"{self.engine.config.queue_limit} queued requests allowed.",
-                           retry_after=int(self.faults["retry_after"]))
+        return self._error(
+            429,
+            "Rate limit exceeded. Maximum "
+            f"{self.engine.config.queue_limit} queued requests allowed.",
+            retry_after=int(self.faults["retry_after"]),
+        )
 
     # -- ModelsLab routes ---------------------------------------------------------------
     async def submit(self, request: Request) -> Response:
@@ -186,12 +194,17 @@ class Api:
         base = self.engine.base_url
         if job.status == "success":
             answer = shapes.submit_success(
-                job.id, job.generation_time, [job.output_url], [job.proxy_url], job.meta,
-                [job.output_url])
+                job.id,
+                job.generation_time,
+                [job.output_url],
+                [job.proxy_url],
+                job.meta,
+                [job.output_url],
+            )
         else:
             answer = shapes.submit_processing(
-                job.id, job.eta, f"{base}/api/v6/video/fetch/{job.id}", job.meta,
-                [job.output_url])
+                job.id, job.eta, f"{base}/api/v6/video/fetch/{job.id}", job.meta, [job.output_url]
+            )
         lost = self.faults.lost_after_create()
         if lost is None:
             return self._answer(answer)
@@ -228,8 +241,9 @@ class Api:
         token, _, ext = name.partition(".")
         job = self.engine.files.get(token)
         kind = request.path_params["kind"]
-        if job is not None and (ext != job.request.output_type
-                                or kind not in ("video_generations", "proxy")):
+        if job is not None and (
+            ext != job.request.output_type or kind not in ("video_generations", "proxy")
+        ):
             job = None
         self.stats.downloads.count(job.key if job else None, job.track_id if job else None)
         if job is None or job.status != "success" or job.result is None:
@@ -240,8 +254,12 @@ class Api:
         if job.bad_link:  # forever: the link answers, but never with the video
             self.stats.inject("bad_link")
             return shapes.bad_link_page()
-        return FileResponse(job.result.path, media_type=_MEDIA_TYPES[ext],
-                            filename=f"{token}.{ext}", content_disposition_type="inline")
+        return FileResponse(
+            job.result.path,
+            media_type=_MEDIA_TYPES[ext],
+            filename=f"{token}.{ext}",
+            content_disposition_type="inline",
+        )
 
     # -- /_sim admin ----------------------------------------------------------------------
     async def health(self, request: Request) -> Response:

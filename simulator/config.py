@@ -68,8 +68,9 @@ def _truthy(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
-def parse_config(argv: Sequence[str] | None = None,
-                 environ: Mapping[str, str] | None = None) -> SimConfig:
+def parse_config(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> SimConfig:
     """Build the config from ``argv`` (flags) over ``environ`` (``SIM_*``) over defaults."""
     env = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(
@@ -78,8 +79,9 @@ def parse_config(argv: Sequence[str] | None = None,
         epilog="Every flag can also be set as SIM_<FLAG>, e.g. SIM_KEYS, SIM_RENDER_MEAN.",
     )
     for flag, (conv, help_text) in _FLAGS.items():
-        parser.add_argument(f"--{flag}", type=conv, default=None,
-                            help=f"{help_text} [env {_env_name(flag)}]")
+        parser.add_argument(
+            f"--{flag}", type=conv, default=None, help=f"{help_text} [env {_env_name(flag)}]"
+        )
     ns = vars(parser.parse_args(list(argv) if argv is not None else None))
     values: dict[str, Any] = {}
     for flag, (conv, _help) in _FLAGS.items():

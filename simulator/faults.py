@@ -43,14 +43,22 @@ DEFAULT_FAULTS: dict[str, Any] = {
 
 LOST_MODES = ("cut", "slow", "reset")
 
-_SHARES = ("http_500_share", "truncated_json_share", "slow_share", "fail_share",
-           "never_finish_share", "lost_after_create_share", "lost_before_create_share",
-           "fetch_401_share", "fetch_5xx_share", "bad_link_share")
+_SHARES = (
+    "http_500_share",
+    "truncated_json_share",
+    "slow_share",
+    "fail_share",
+    "never_finish_share",
+    "lost_after_create_share",
+    "lost_before_create_share",
+    "fetch_401_share",
+    "fetch_5xx_share",
+    "bad_link_share",
+)
 _SECONDS = ("slow_seconds", "link_404_seconds", "spam_window_seconds", "lost_slow_seconds")
 _COUNTS = ("webhook_deliveries", "rate_limit_next", "retry_after", "external_holders")
 _CHOICES: dict[str, tuple[str, ...]] = {"lost_after_create_mode": (*LOST_MODES, "mixed")}
-_FLAGS = ("credits_exhausted", "premium_required", "error_as_200", "legacy_messege",
-          "spam_filter")
+_FLAGS = ("credits_exhausted", "premium_required", "error_as_200", "legacy_messege", "spam_filter")
 
 
 def validate_faults(faults: Any) -> dict[str, Any]:

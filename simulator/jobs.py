@@ -65,12 +65,20 @@ class Job:
     def snapshot(self) -> dict[str, Any]:
         outputs = []
         if self.result is not None:
-            outputs.append({"url": self.output_url, "sha256": self.result.sha256,
-                            "bytes": self.result.bytes})
-        return {"track_id": self.track_id, "status": self.status,
-                "submitted_at": self.submitted_at, "ready_at": self.ready_at, "eta": self.eta,
-                "key": self.key, "answer_lost": self.answer_lost, "bad_link": self.bad_link,
-                "outputs": outputs}
+            outputs.append(
+                {"url": self.output_url, "sha256": self.result.sha256, "bytes": self.result.bytes}
+            )
+        return {
+            "track_id": self.track_id,
+            "status": self.status,
+            "submitted_at": self.submitted_at,
+            "ready_at": self.ready_at,
+            "eta": self.eta,
+            "key": self.key,
+            "answer_lost": self.answer_lost,
+            "bad_link": self.bad_link,
+            "outputs": outputs,
+        }
 
 
 class Engine:
@@ -153,15 +161,31 @@ class Engine:
         token = secrets.token_hex(16)
         ext = request.output_type
         now = time.time()
-        meta = {**request.echo, "id": str(job_id), "track_id": request.track_id,
-                "webhook": request.webhook, "model_id": request.model_id,
-                "width": request.width, "height": request.height,
-                "num_frames": request.num_frames, "fps": request.fps, "output_type": ext}
+        meta = {
+            **request.echo,
+            "id": str(job_id),
+            "track_id": request.track_id,
+            "webhook": request.webhook,
+            "model_id": request.model_id,
+            "width": request.width,
+            "height": request.height,
+            "num_frames": request.num_frames,
+            "fps": request.fps,
+            "output_type": ext,
+        }
         job = Job(
-            id=job_id, key=key, request=request, meta=meta, outcome=outcome, eta=eta,
-            submitted_at=now, ready_at=now + seconds, token=token,
+            id=job_id,
+            key=key,
+            request=request,
+            meta=meta,
+            outcome=outcome,
+            eta=eta,
+            submitted_at=now,
+            ready_at=now + seconds,
+            token=token,
             output_url=f"{self.base_url}/files/video_generations/{token}.{ext}",
-            proxy_url=f"{self.base_url}/files/proxy/{token}.{ext}", bad_link=bad_link,
+            proxy_url=f"{self.base_url}/files/proxy/{token}.{ext}",
+            bad_link=bad_link,
         )
         self.jobs[job_id] = job
         self.files[token] = job
@@ -176,9 +200,16 @@ class Engine:
 
     def _spec(self, job: Job) -> RenderSpec:
         r = job.request
-        return RenderSpec(prompt=r.prompt, seed=r.seed, width=r.width, height=r.height,
-                          num_frames=r.num_frames, fps=r.fps, output_type=r.output_type,
-                          model_id=r.model_id)
+        return RenderSpec(
+            prompt=r.prompt,
+            seed=r.seed,
+            width=r.width,
+            height=r.height,
+            num_frames=r.num_frames,
+            fps=r.fps,
+            output_type=r.output_type,
+            model_id=r.model_id,
+        )
 
     async def _run(self, job: Job, seconds: float) -> None:
         if job.outcome == "never":
@@ -197,13 +228,18 @@ class Engine:
             job.outcome = "failed"
         self._end(job, "failed")
         if job.request.webhook:
-            await self._webhook(job.request.webhook,
-                                shapes.webhook_failed(job.id, job.track_id))
+            await self._webhook(job.request.webhook, shapes.webhook_failed(job.id, job.track_id))
 
-    async def _finish_success(self, job: Job, *, instant: bool = False,
-                              rendering: asyncio.Future[RenderResult] | None = None) -> None:
-        job.result = await (rendering if rendering is not None
-                            else self.pool.render(self._spec(job)))
+    async def _finish_success(
+        self,
+        job: Job,
+        *,
+        instant: bool = False,
+        rendering: asyncio.Future[RenderResult] | None = None,
+    ) -> None:
+        job.result = await (
+            rendering if rendering is not None else self.pool.render(self._spec(job))
+        )
         now = time.time()
         job.ready_at = max(job.ready_at, now)
         job.generation_time = round(job.ready_at - job.submitted_at, 2)
@@ -212,8 +248,9 @@ class Engine:
         job.status = "success"
         job.success_at = time.monotonic()
         if job.request.webhook:
-            payload = shapes.webhook_success(job.id, [job.output_url], job.generation_time,
-                                             job.track_id, job.meta)
+            payload = shapes.webhook_success(
+                job.id, [job.output_url], job.generation_time, job.track_id, job.meta
+            )
             coro = self._webhook(job.request.webhook, payload)
             if instant:
                 asyncio.get_running_loop().create_task(coro)
@@ -235,8 +272,9 @@ class Engine:
     def link_blocked(self, job: Job) -> bool:
         """True while a finished job's files still answer 404 (the ``link_404_seconds`` fault)."""
         delay = float(self.faults["link_404_seconds"])
-        return (delay > 0 and job.success_at is not None
-                and time.monotonic() - job.success_at < delay)
+        return (
+            delay > 0 and job.success_at is not None and time.monotonic() - job.success_at < delay
+        )
 
     def jobs_snapshot(self) -> dict[str, Any]:
         return {str(job_id): job.snapshot() for job_id, job in self.jobs.items()}

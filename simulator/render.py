@@ -95,8 +95,12 @@ def _palette(spec: RenderSpec) -> list[tuple[int, int, int]]:
     return [(digest[i], digest[i + 1], digest[i + 2]) for i in range(0, 18, 3)]
 
 
-def _wrap(text: str, draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
-          width: int) -> list[str]:
+def _wrap(
+    text: str,
+    draw: ImageDraw.ImageDraw,
+    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
+    width: int,
+) -> list[str]:
     lines: list[str] = []
     line = ""
     for word in text.split():
@@ -142,8 +146,10 @@ def draw_frames(spec: RenderSpec) -> list[Image.Image]:
         d.rectangle([bx, h - r, bx + r, h - 1], fill=colours[3])
         angle = 2 * math.pi * phase
         px, py = w * 0.8, h * 0.25
-        tri = [(px + r * math.cos(angle + k * 2.094), py + r * math.sin(angle + k * 2.094))
-               for k in range(3)]
+        tri = [
+            (px + r * math.cos(angle + k * 2.094), py + r * math.sin(angle + k * 2.094))
+            for k in range(3)
+        ]
         d.polygon(tri, fill=colours[4])
         y = size // 2
         for line in lines:
@@ -188,6 +194,12 @@ def gif_delays_ms(fps: int, count: int) -> list[int]:
 def _write_gif(frames: list[Image.Image], fps: int, path: str) -> None:
     quantised = [f.quantize(colors=128, method=Image.Quantize.FASTOCTREE) for f in frames]
     quantised[0].save(
-        path, format="GIF", save_all=True, append_images=quantised[1:],
-        duration=gif_delays_ms(fps, len(frames)), loop=0, optimize=False, disposal=1,
+        path,
+        format="GIF",
+        save_all=True,
+        append_images=quantised[1:],
+        duration=gif_delays_ms(fps, len(frames)),
+        loop=0,
+        optimize=False,
+        disposal=1,
     )

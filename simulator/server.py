@@ -50,8 +50,13 @@ def serve(config: SimConfig) -> int:
     app = create_app(config)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     uv_config = uvicorn.Config(
-        app, log_level="warning", access_log=config.access_log, lifespan="on",
-        loop="auto", http="auto", timeout_keep_alive=30,
+        app,
+        log_level="warning",
+        access_log=config.access_log,
+        lifespan="on",
+        loop="auto",
+        http="auto",
+        timeout_keep_alive=30,
     )
     host = f"[{config.host}]" if ":" in config.host else config.host
     server = _AnnouncingServer(uv_config, f"simulator listening on http://{host}:{port}")

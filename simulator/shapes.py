@@ -16,11 +16,15 @@ from starlette.responses import Response
 
 SUBMIT_TIP = "Your image is processing in background, you can get this image using fetch API"
 SUBMIT_MESSAGE = "Try to fetch request after seconds estimated"
-FETCH_TIP = ("Get 20x faster image generation using enterprise plan. Click here : "
-             "https://modelslab.com/enterprise")
+FETCH_TIP = (
+    "Get 20x faster image generation using enterprise plan. Click here : "
+    "https://modelslab.com/enterprise"
+)
 FAILED = {"status": "failed", "id": "", "message": "Failed, Try Again", "output": ""}
-SPAM_TIPS = ("you are sending same request multiple times, spam filter is enabled, "
-             "please wait for 30 seconds...")
+SPAM_TIPS = (
+    "you are sending same request multiple times, spam filter is enabled, "
+    "please wait for 30 seconds..."
+)
 
 _HTML_5XX = {
     500: "500 Internal Server Error",
@@ -42,29 +46,35 @@ def json_response(obj: Any, status_code: int = 200, *, truncate: bool = False) -
 
 def html_5xx(code: int) -> Response:
     title = _HTML_5XX[code]
-    page = (f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
-            f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n"
-            "</body>\r\n</html>\r\n")
+    page = (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+        "</body>\r\n</html>\r\n"
+    )
     return Response(page, status_code=code, media_type="text/html")
 
 
 # What a bad_link output serves: a 200 HTML page (a CDN landing page), never the video.
-BAD_LINK_PAGE = ("<!DOCTYPE html>\r\n<html>\r\n<head><title>ModelsLab</title></head>\r\n"
-                 "<body>\r\n<h1>This file is not available</h1>\r\n"
-                 "<p>Please check back later.</p>\r\n</body>\r\n</html>\r\n")
+BAD_LINK_PAGE = (
+    "<!DOCTYPE html>\r\n<html>\r\n<head><title>ModelsLab</title></head>\r\n"
+    "<body>\r\n<h1>This file is not available</h1>\r\n"
+    "<p>Please check back later.</p>\r\n</body>\r\n</html>\r\n"
+)
 
 
 def bad_link_page() -> Response:
     return Response(BAD_LINK_PAGE, status_code=200, media_type="text/html")
 
 
-def error_body(message: str | dict[str, list[str]], *, legacy_messege: bool,
-               **extra: Any) -> dict[str, Any]:
+def error_body(
+    message: str | dict[str, list[str]], *, legacy_messege: bool, **extra: Any
+) -> dict[str, Any]:
     return {"status": "error", ("messege" if legacy_messege else "message"): message, **extra}
 
 
-def submit_processing(job_id: int, eta: int, fetch_url: str, meta: dict[str, Any],
-                      future_links: list[str]) -> dict[str, Any]:
+def submit_processing(
+    job_id: int, eta: int, fetch_url: str, meta: dict[str, Any], future_links: list[str]
+) -> dict[str, Any]:
     return {
         "status": "processing",
         "tip": SUBMIT_TIP,
@@ -78,8 +88,14 @@ def submit_processing(job_id: int, eta: int, fetch_url: str, meta: dict[str, Any
     }
 
 
-def submit_success(job_id: int, generation_time: float, output: list[str], proxy: list[str],
-                   meta: dict[str, Any], future_links: list[str]) -> dict[str, Any]:
+def submit_success(
+    job_id: int,
+    generation_time: float,
+    output: list[str],
+    proxy: list[str],
+    meta: dict[str, Any],
+    future_links: list[str],
+) -> dict[str, Any]:
     return {
         "status": "success",
         "generationTime": generation_time,
@@ -92,20 +108,30 @@ def submit_success(job_id: int, generation_time: float, output: list[str], proxy
 
 
 def fetch_processing() -> dict[str, Any]:
-    return {"status": "processing", "message": "try again later.", "output": "",
-            "tip": FETCH_TIP}
+    return {"status": "processing", "message": "try again later.", "output": "", "tip": FETCH_TIP}
 
 
 def fetch_success(job_id: int, output: list[str], proxy: list[str]) -> dict[str, Any]:
     return {"status": "success", "id": job_id, "output": output, "proxy_links": proxy}
 
 
-def webhook_success(job_id: int, output: list[str], generation_time: float, track_id: Any,
-                    meta: dict[str, Any]) -> dict[str, Any]:
-    return {"status": "success", "id": str(job_id), "output": output,
-            "generationTime": generation_time, "track_id": track_id, "meta": meta}
+def webhook_success(
+    job_id: int, output: list[str], generation_time: float, track_id: Any, meta: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "status": "success",
+        "id": str(job_id),
+        "output": output,
+        "generationTime": generation_time,
+        "track_id": track_id,
+        "meta": meta,
+    }
 
 
 def webhook_failed(job_id: int, track_id: Any) -> dict[str, Any]:
-    return {"status": "failed", "id": str(job_id),
-            "message": "Processing failed: simulated generation failure", "track_id": track_id}
+    return {
+        "status": "failed",
+        "id": str(job_id),
+        "message": "Processing failed: simulated generation failure",
+        "track_id": track_id,
+    }

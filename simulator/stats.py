@@ -12,11 +12,27 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-INJECTED = ("http_500", "truncated_json", "slow", "link_404", "rate_limited", "webhooks_sent",
-            "webhooks_failed", "queue_limited", "spam_filtered", "credits_exhausted",
-            "premium_required", "queue_limited_external", "lost_after_create_cut",
-            "lost_after_create_slow", "lost_after_create_reset", "lost_before_create",
-            "fetch_401", "fetch_5xx", "bad_link")
+INJECTED = (
+    "http_500",
+    "truncated_json",
+    "slow",
+    "link_404",
+    "rate_limited",
+    "webhooks_sent",
+    "webhooks_failed",
+    "queue_limited",
+    "spam_filtered",
+    "credits_exhausted",
+    "premium_required",
+    "queue_limited_external",
+    "lost_after_create_cut",
+    "lost_after_create_slow",
+    "lost_after_create_reset",
+    "lost_before_create",
+    "fetch_401",
+    "fetch_5xx",
+    "bad_link",
+)
 
 
 class RouteCounter:
@@ -35,8 +51,11 @@ class RouteCounter:
             self.by_track_id[str(track_id)] += 1
 
     def snapshot(self) -> dict[str, Any]:
-        return {"total": self.total, "by_key": dict(self.by_key),
-                "by_track_id": dict(self.by_track_id)}
+        return {
+            "total": self.total,
+            "by_key": dict(self.by_key),
+            "by_track_id": dict(self.by_track_id),
+        }
 
 
 class Stats:
@@ -73,8 +92,10 @@ class Stats:
             "fetches": self.fetches.snapshot(),
             "downloads": self.downloads.snapshot(),
             "created": self.created.snapshot(),
-            "lost_after_create": {**self.lost_after_create.snapshot(),
-                                  "by_mode": dict(self.lost_modes)},
+            "lost_after_create": {
+                **self.lost_after_create.snapshot(),
+                "by_mode": dict(self.lost_modes),
+            },
             "lost_before_create": self.lost_before_create.snapshot(),
             "jobs": jobs,
             "injected": dict(self.injected),

@@ -79,8 +79,9 @@ def _is_num(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _check_number(name: str, value: Any, kind: str, lo: float | None,
-                  hi: float | None) -> str | None:
+def _check_number(
+    name: str, value: Any, kind: str, lo: float | None, hi: float | None
+) -> str | None:
     if kind == "int" and not _is_int(value):
         return f"The {_label(name)} must be an integer."
     if kind == "num" and not _is_num(value):

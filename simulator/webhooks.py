@@ -21,7 +21,9 @@ _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 def post_once(url: str, payload: dict[str, Any], timeout: float = TIMEOUT_SECONDS) -> int:
     """POST ``payload``; return the HTTP status (raises on connection errors)."""
     request = urllib.request.Request(  # noqa: S310 - http(s) only, checked by validation
-        url, data=json.dumps(payload).encode(), method="POST",
+        url,
+        data=json.dumps(payload).encode(),
+        method="POST",
         headers={"Content-Type": "application/json", "User-Agent": "t2v-simulator/0.1"},
     )
     with _opener.open(request, timeout=timeout) as response:
@@ -29,8 +31,9 @@ def post_once(url: str, payload: dict[str, Any], timeout: float = TIMEOUT_SECOND
         return int(response.status)
 
 
-async def deliver(url: str, payload: dict[str, Any], times: int,
-                  on_result: Callable[[bool], None]) -> None:
+async def deliver(
+    url: str, payload: dict[str, Any], times: int, on_result: Callable[[bool], None]
+) -> None:
     """Deliver ``times`` times; ``on_result(ok)`` after each attempt. Never raises."""
     for _ in range(max(0, times)):
         try:

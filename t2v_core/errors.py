@@ -89,8 +89,9 @@ class RequestInvalid(T2VError, ValueError):
         self.errors: list[dict[str, Any]] = [e.as_dict() for e in self.field_errors]
 
     @classmethod
-    def of(cls, field: str | None, value: Any, reason: str, *,
-           message: str | None = None) -> RequestInvalid:
+    def of(
+        cls, field: str | None, value: Any, reason: str, *, message: str | None = None
+    ) -> RequestInvalid:
         """One bad field; the message is the error's ``str()`` unless ``message`` is given."""
         error = FieldError(field, value, reason)
         return cls(str(error) if message is None else message, [error])

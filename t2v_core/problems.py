@@ -53,10 +53,17 @@ class ErrorKind(StrEnum):
 
 
 # Kinds that end a job as `failed`; every other kind parks a paid render.
-FAILING_KINDS = frozenset({
-    ErrorKind.GENERATION_FAILED, ErrorKind.PERMANENT, ErrorKind.TRANSIENT,
-    ErrorKind.SUBMIT_UNKNOWN, ErrorKind.STUCK, ErrorKind.OUTPUT_EXPIRED, ErrorKind.CANCELLED,
-})
+FAILING_KINDS = frozenset(
+    {
+        ErrorKind.GENERATION_FAILED,
+        ErrorKind.PERMANENT,
+        ErrorKind.TRANSIENT,
+        ErrorKind.SUBMIT_UNKNOWN,
+        ErrorKind.STUCK,
+        ErrorKind.OUTPUT_EXPIRED,
+        ErrorKind.CANCELLED,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -75,8 +82,11 @@ class Problem:
 
     def row_values(self) -> dict[str, Any]:
         """The row's ``error``, ``error_kind`` and ``error_detail``."""
-        return {"error": self.message[:MAX_MESSAGE], "error_kind": self.kind.value,
-                "error_detail": self.detail or None}
+        return {
+            "error": self.message[:MAX_MESSAGE],
+            "error_kind": self.kind.value,
+            "error_detail": self.detail or None,
+        }
 
     def __str__(self) -> str:
         return f"{self.kind.value}: {self.message}"

@@ -173,9 +173,7 @@ class JobRecord(BaseModel):
             ("downloading", self.downloading_at, self.succeeded_at),
             ("total", self.created_at, self.succeeded_at or self.failed_at or self.cancelled_at),
         ]
-        return {
-            name: (end - start).total_seconds() for name, start, end in marks if start and end
-        }
+        return {name: (end - start).total_seconds() for name, start, end in marks if start and end}
 
 
 def _as_aware(value: datetime | None) -> datetime | None:

@@ -56,33 +56,48 @@ def plan_retry(rec: JobRecord, *, now: datetime, deadline_seconds: float) -> Ret
         if expiry is not None and now >= expiry:
             raise RetryRefused(
                 f"job {rec.id}: the provider no longer keeps its output (24 h after "
-                f"{(expiry - OUTPUT_TTL).isoformat()})", rec.id)
+                f"{(expiry - OUTPUT_TTL).isoformat()})",
+                rec.id,
+            )
         if rec.source_urls:
             return RetryPlan(
-                to=JobStatus.DOWNLOADING, task=TASK_DOWNLOAD, expect=status,
+                to=JobStatus.DOWNLOADING,
+                task=TASK_DOWNLOAD,
+                expect=status,
                 note=f"retry: downloading the paid output again ({rec.error_kind})",
                 values={"download_attempts": 0, "next_check_at": now},
             )
         if rec.provider_id:
             return RetryPlan(
-                to=JobStatus.PROCESSING, task=TASK_POLL, expect=status,
+                to=JobStatus.PROCESSING,
+                task=TASK_POLL,
+                expect=status,
                 note=f"retry: fetching provider job {rec.provider_id} again ({rec.error_kind})",
-                values={"next_check_at": now,
-                        "deadline_at": now + timedelta(seconds=deadline_seconds)},
+                values={
+                    "next_check_at": now,
+                    "deadline_at": now + timedelta(seconds=deadline_seconds),
+                },
             )
-        raise RetryRefused(f"job {rec.id} is {status.value} without a provider id or output",
-                           rec.id)
+        raise RetryRefused(
+            f"job {rec.id} is {status.value} without a provider id or output", rec.id
+        )
     if status is JobStatus.FAILED:
         if rec.provider_id:
             raise RetryRefused(
                 f"job {rec.id}: the provider ended render {rec.provider_id} as failed; a "
-                "retry would pay for a new render: enqueue a new job instead", rec.id)
+                "retry would pay for a new render: enqueue a new job instead",
+                rec.id,
+            )
         if rec.error_kind in MAYBE_PAID:
             raise RetryRefused(
                 f"job {rec.id}: the answers to its submits were lost and may have been paid "
-                "for; enqueue a new job if you want to pay for another render", rec.id)
+                "for; enqueue a new job if you want to pay for another render",
+                rec.id,
+            )
         return RetryPlan(
-            to=JobStatus.QUEUED, task=TASK_SUBMIT, expect=status,
+            to=JobStatus.QUEUED,
+            task=TASK_SUBMIT,
+            expect=status,
             note=f"retry: submitting again; the provider never took it ({rec.error_kind})",
             values={"next_check_at": now + timedelta(seconds=60), "deadline_at": None},
         )

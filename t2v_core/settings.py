@@ -45,7 +45,8 @@ class Settings(BaseSettings):
     )
     account_slots: int = Field(5, ge=1, description="queued requests the account allows (5/10/15)")
     poll_deadline_seconds: float = Field(
-        1800.0, gt=0,
+        1800.0,
+        gt=0,
         description="a render still processing after this is parked (held for retry); also"
         " the new deadline of a retried one",
     )
@@ -59,7 +60,7 @@ class Settings(BaseSettings):
         # A relative SQLite path needs its directory; create it so a fresh clone just works.
         prefix = "sqlite:///"
         if value.startswith(prefix) and value != "sqlite:///:memory:":
-            path = Path(value[len(prefix):])
+            path = Path(value[len(prefix) :])
             path.parent.mkdir(parents=True, exist_ok=True)
         return value
 

@@ -114,10 +114,20 @@ class JobStore:
         """Jobs the account's slot line is rebuilt from after Redis lost it: those that may
         be at the provider (submitting, processing, cancelled or parked while rendering) and those
         waiting to be submitted (queued), oldest first. Narrow rows, read in chunks."""
-        cols = (JobRow.id, JobRow.status, JobRow.created_at, JobRow.submitting_at,
-                JobRow.deadline_at, JobRow.eta_seconds, JobRow.next_check_at)
-        at_provider = [JobStatus.QUEUED.value, JobStatus.SUBMITTING.value,
-                       JobStatus.PROCESSING.value]
+        cols = (
+            JobRow.id,
+            JobRow.status,
+            JobRow.created_at,
+            JobRow.submitting_at,
+            JobRow.deadline_at,
+            JobRow.eta_seconds,
+            JobRow.next_check_at,
+        )
+        at_provider = [
+            JobStatus.QUEUED.value,
+            JobStatus.SUBMITTING.value,
+            JobStatus.PROCESSING.value,
+        ]
         stmt = (
             select(*cols)
             .where(
@@ -137,7 +147,8 @@ class JobStore:
             result = conn.execution_options(stream_results=True, max_row_buffer=chunk)
             for row in result.execute(stmt):
                 yield LineMember(
-                    id=row.id, status=JobStatus(row.status),
+                    id=row.id,
+                    status=JobStatus(row.status),
                     created_at=_as_aware(row.created_at),  # type: ignore[arg-type]
                     submitting_at=_as_aware(row.submitting_at),
                     deadline_at=_as_aware(row.deadline_at),
@@ -145,12 +156,15 @@ class JobStore:
                     next_check_at=_as_aware(row.next_check_at),
                 )
 
-    def cancelled_rendering_due(
-        self, now: datetime, limit: int = 500
-    ) -> builtins.list[JobRecord]:
+    def cancelled_rendering_due(self, now: datetime, limit: int = 500) -> builtins.list[JobRecord]:
         """Cancelled jobs the provider may still be rendering whose quiet poll is overdue."""
-        return self._due(now, limit, JobRow.status == JobStatus.CANCELLED.value,
-                         JobRow.provider_id.is_not(None), JobRow.downloading_at.is_(None))
+        return self._due(
+            now,
+            limit,
+            JobRow.status == JobStatus.CANCELLED.value,
+            JobRow.provider_id.is_not(None),
+            JobRow.downloading_at.is_(None),
+        )
 
     def get_many(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
         """Records of ``job_ids`` that exist, by id (one query per 500 ids)."""
@@ -243,8 +257,7 @@ class JobStore:
         if expect is not None:
             allowed &= {JobStatus(s) for s in expect}
         now = self.now()
-        values = {"status": to.value, _STAMP[to]: now, "updated_at": now,
-                  **_with_detail(values)}
+        values = {"status": to.value, _STAMP[to]: now, "updated_at": now, **_with_detail(values)}
         stmt = (
             update(JobRow)
             .where(JobRow.id == job_id)

@@ -126,9 +126,18 @@ def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[processes.Ma
     """A real `python -m simulator` on a free loopback port, renders fast."""
     logs = tmp_path_factory.mktemp("simulator")
     proc = processes.start_simulator(
-        logs, keys=[TEST_API_KEY],
-        args=["--render-mean", "1.5", "--render-spread", "0.3", "--seed", "7",
-              "--queue-limit", "5"],
+        logs,
+        keys=[TEST_API_KEY],
+        args=[
+            "--render-mean",
+            "1.5",
+            "--render-spread",
+            "0.3",
+            "--seed",
+            "7",
+            "--queue-limit",
+            "5",
+        ],
     )
     try:
         yield proc

@@ -43,7 +43,10 @@ def private_redis_base_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iter
 def make_settings(database_url: str, broker_url: str, **extra: object) -> Settings:
     # `_env_file=None`: a developer's .env must not leak into tests.
     return Settings(
-        database_url=database_url, broker_url=broker_url, _env_file=None, **extra  # type: ignore[call-arg]
+        database_url=database_url,
+        broker_url=broker_url,
+        _env_file=None,
+        **extra,  # type: ignore[call-arg]
     )
 
 

@@ -93,8 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(list(argv) if argv is not None else None)
     settings = get_worker_settings()
     client = redis_lib.Redis.from_url(settings.broker_url)
-    app = create_app(JobStore(get_engine(settings.database_url)), client,
-                     AccountLimiter(client, settings.account_slots))
+    app = create_app(
+        JobStore(get_engine(settings.database_url)),
+        client,
+        AccountLimiter(client, settings.account_slots),
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 

@@ -57,8 +57,9 @@ def _pinned_socket(conn: Any, connect: Any) -> socket.socket:
     pins = _PINS.get() or {}
     key = _key(conn.host, conn.port)
     if key not in pins:
-        raise DownloadRefused(f"download refused: a connection to {conn.host}:{conn.port} "
-                              "that was not checked first")
+        raise DownloadRefused(
+            f"download refused: a connection to {conn.host}:{conn.port} that was not checked first"
+        )
     ip = pins[key]
     if ip is None:
         return connect()  # type: ignore[no-any-return]
@@ -93,8 +94,10 @@ class PinnedAdapter(HTTPAdapter):
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _PinnedHTTPPool,
-                                                   "https": _PinnedHTTPSPool}
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _PinnedHTTPPool,
+            "https": _PinnedHTTPSPool,
+        }
 
 
 def pinned_session() -> requests.Session:

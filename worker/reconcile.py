@@ -84,8 +84,15 @@ def reconcile(rt: Runtime, *, lock_seconds: float = 120.0) -> ReconcileReport:
     finally:
         if redis.get(RECONCILE_LOCK_KEY) in (token, token.encode()):
             redis.delete(RECONCILE_LOCK_KEY)
-    if (report.redriven or report.resubmitted or report.woken or report.freed or report.failed
-            or report.parked_retried or report.rebuilt):
+    if (
+        report.redriven
+        or report.resubmitted
+        or report.woken
+        or report.freed
+        or report.failed
+        or report.parked_retried
+        or report.rebuilt
+    ):
         log.info("reconcile: %s", report)
     return report
 
@@ -93,8 +100,11 @@ def reconcile(rt: Runtime, *, lock_seconds: float = 120.0) -> ReconcileReport:
 def _redrive_overdue(rt: Runtime, report: ReconcileReport) -> None:
     cutoff = rt.now() - timedelta(seconds=rt.settings.reconcile_grace)
     # Jobs in flight first: a backlog of jobs waiting for a slot must never starve them.
-    in_flight = [s for s in ACTIVE_STATES
-                 if s not in (JobStatus.QUEUED, JobStatus.PARKED, JobStatus.SUBMITTING)]
+    in_flight = [
+        s
+        for s in ACTIVE_STATES
+        if s not in (JobStatus.QUEUED, JobStatus.PARKED, JobStatus.SUBMITTING)
+    ]
     for rec in rt.store.overdue(rt.now(), statuses=[JobStatus.SUBMITTING]):
         # Not after the re-drive grace: a lost answer waits `submit_unknown_wait`, as the
         # settings say, and never less than one whole request (so one in flight is not
@@ -113,8 +123,11 @@ def _redrive_overdue(rt: Runtime, report: ReconcileReport) -> None:
         for rec in rt.store.overdue(cutoff, statuses=statuses):
             if rec.status is JobStatus.QUEUED and rt.limiter.is_waiting(rec.id):
                 # Waiting in line for an account slot is not being stuck.
-                rt.store.update_if(rec.id, [JobStatus.QUEUED], next_check_at=rt.now()
-                                   + timedelta(seconds=WAITING_RECHECK_SECONDS))
+                rt.store.update_if(
+                    rec.id,
+                    [JobStatus.QUEUED],
+                    next_check_at=rt.now() + timedelta(seconds=WAITING_RECHECK_SECONDS),
+                )
             else:
                 _redrive(rt, rec, report)
 
@@ -142,19 +155,28 @@ def _resolve_unknown_submit(rt: Runtime, rec: JobRecord, report: ReconcileReport
             report.redriven += 1
         return
     if rec.unknown_submits >= rt.settings.max_unknown_resubmits:
-        lost = Problem(ErrorKind.SUBMIT_UNKNOWN,
-                       f"the answers to {rec.unknown_submits + 1} submits were lost; not "
-                       f"resubmitting again so as not to pay twice (provider track_id {rec.id})",
-                       {"lost_answers": rec.unknown_submits + 1, "submits": rec.submit_count})
+        lost = Problem(
+            ErrorKind.SUBMIT_UNKNOWN,
+            f"the answers to {rec.unknown_submits + 1} submits were lost; not "
+            f"resubmitting again so as not to pay twice (provider track_id {rec.id})",
+            {"lost_answers": rec.unknown_submits + 1, "submits": rec.submit_count},
+        )
         if fail(rt, rec, lost, only_from=JobStatus.SUBMITTING):
             report.failed += 1
         return
-    note = (f"submit #{rec.submit_count} outcome unknown after "
-            f"{rt.settings.submit_unknown_wait:.0f}s; resubmitting")
-    if rt.store.transition(rec.id, JobStatus.QUEUED, expect=[JobStatus.SUBMITTING],
-                           error=note, next_check_at=rt.now(),
-                           retry_count=JobRow.retry_count + 1,
-                           unknown_submits=JobRow.unknown_submits + 1):
+    note = (
+        f"submit #{rec.submit_count} outcome unknown after "
+        f"{rt.settings.submit_unknown_wait:.0f}s; resubmitting"
+    )
+    if rt.store.transition(
+        rec.id,
+        JobStatus.QUEUED,
+        expect=[JobStatus.SUBMITTING],
+        error=note,
+        next_check_at=rt.now(),
+        retry_count=JobRow.retry_count + 1,
+        unknown_submits=JobRow.unknown_submits + 1,
+    ):
         log.warning("job %s: %s", rec.id, note)
         rt.limiter.forget(rec.id)  # a lost answer's hold, if any is left, ends here
         rt.schedule(TASK_SUBMIT, rec.id, 0)
@@ -178,12 +200,14 @@ def _redrive(rt: Runtime, rec: JobRecord, report: ReconcileReport) -> None:
     overdue = (rt.now() - (rec.next_check_at or rt.now())).total_seconds()
     # Re-drive after grace, 2×grace, 4×grace...: a step stuck behind a long queue gets
     # time to run before it is sent again (each copy is harmless, but not free).
-    if overdue < rt.settings.reconcile_grace * (2 ** count):
+    if overdue < rt.settings.reconcile_grace * (2**count):
         return
     if count >= rt.settings.max_redrives:
-        why = Problem(ErrorKind.STUCK,
-                      f"{rec.status.value} step re-driven {count} times without running",
-                      {"redrives": count, "state": rec.status.value})
+        why = Problem(
+            ErrorKind.STUCK,
+            f"{rec.status.value} step re-driven {count} times without running",
+            {"redrives": count, "state": rec.status.value},
+        )
         if rec.status in (JobStatus.PROCESSING, JobStatus.DOWNLOADING):
             stopped = park(rt, rec, why)  # paid for: hold it, never throw it away
         elif rec.status is JobStatus.CANCELLED:

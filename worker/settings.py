@@ -40,12 +40,14 @@ class WorkerSettings(Settings):
     poll_backoff: float = Field(1.6, ge=1.0)
     poll_jitter: float = Field(0.2, ge=0, le=1)
     submit_unknown_wait: float = Field(
-        1800.0, ge=0,
+        1800.0,
+        ge=0,
         description="seconds a submit whose answer was lost waits (for a webhook) before it is"
         " resubmitted; never at once, so a lost answer is not paid twice",
     )
     lost_submit_hold: float | None = Field(
-        None, gt=0,
+        None,
+        gt=0,
         description="seconds a submit whose answer was lost keeps its account slot (as long as"
         " its render could still run); unset: 1.5 x the longest recent eta for the model + 30 s",
     )
@@ -58,7 +60,8 @@ class WorkerSettings(Settings):
     )
     claim_lease: float = Field(60.0, gt=0, description="seconds a step holds its job while running")
     download_claim_lease: float = Field(
-        120.0, gt=0,
+        120.0,
+        gt=0,
         description="seconds a download holds its job before reconcile may send it again (a"
         " worker killed mid-download is re-driven after this; a second copy is harmless)",
     )

@@ -29,8 +29,12 @@ from worker.storage import storage_from_url
 def send_step(task: str, job_id: str, countdown: float) -> None:
     """Send ``task`` for ``job_id`` to its queue, after ``countdown`` seconds (a
     ``Schedule``: what steps, reconcile and the webhook receiver call)."""
-    app.send_task(task, args=[job_id], queue=TASK_ROUTES[task],
-                  countdown=max(0.0, round(countdown, 3)) or None)
+    app.send_task(
+        task,
+        args=[job_id],
+        queue=TASK_ROUTES[task],
+        countdown=max(0.0, round(countdown, 3)) or None,
+    )
 
 
 @lru_cache(maxsize=1)
@@ -45,9 +49,12 @@ def runtime() -> Runtime:
     return Runtime(
         settings=settings,
         store=store,
-        client=ModelsLabClient(settings.modelslab_base_url, settings.modelslab_api_key,
-                               connect_timeout=settings.connect_timeout,
-                               read_timeout=settings.read_timeout),
+        client=ModelsLabClient(
+            settings.modelslab_base_url,
+            settings.modelslab_api_key,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+        ),
         limiter=AccountLimiter(redis.Redis.from_url(settings.broker_url), settings.account_slots),
         storage=storage_from_url(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url),
         http=http,

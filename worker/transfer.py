@@ -180,10 +180,12 @@ class TransferLimits:
     def from_settings(cls, settings: Any) -> TransferLimits:
         """From ``WorkerSettings`` (``download_max_bytes``, ``download_allowed_hosts``, the
         HTTP timeouts)."""
-        return cls(max_bytes=settings.download_max_bytes,
-                   allowed_hosts=tuple(settings.download_allowed_hosts),
-                   connect_timeout=settings.connect_timeout,
-                   read_timeout=settings.read_timeout)
+        return cls(
+            max_bytes=settings.download_max_bytes,
+            allowed_hosts=tuple(settings.download_allowed_hosts),
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+        )
 
 
 def download_to_storage(
@@ -226,8 +228,10 @@ def download_to_storage(
                     allow_redirects=False,
                     timeout=(limits.connect_timeout, limits.read_timeout),
                     # identity: the size cap and hash apply to the bytes we store.
-                    headers={"Accept": "video/mp4,image/gif,*/*;q=0.1",
-                             "Accept-Encoding": "identity"},
+                    headers={
+                        "Accept": "video/mp4,image/gif,*/*;q=0.1",
+                        "Accept-Encoding": "identity",
+                    },
                 )
         except requests.RequestException as exc:
             raise TransientError(
@@ -252,8 +256,7 @@ def download_to_storage(
                 inspect=inspect,
                 tmp_dir=limits.tmp_dir,
             )
-    raise PermanentError(
-        f"download refused: more than {limits.max_redirects} redirects from {url}")
+    raise PermanentError(f"download refused: more than {limits.max_redirects} redirects from {url}")
 
 
 def _store_body(

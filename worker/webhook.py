@@ -71,15 +71,27 @@ def accept_webhook(
     # A queued job that was never submitted has no render to adopt. A job failed because
     # the answers to its submits were lost (``submit_unknown``) adopts it too: that render
     # was paid for, and the webhook is the only way to learn its id.
-    lost = (not rec.provider_id and rec.submit_count > 0 and (
-        rec.status in (JobStatus.SUBMITTING, JobStatus.QUEUED)
-        or (rec.status is JobStatus.FAILED and rec.error_kind == ErrorKind.SUBMIT_UNKNOWN)))
-    if lost and provider_id and store.transition(
-        job_id, JobStatus.PROCESSING, expect=[rec.status],
-        provider_id=provider_id, next_check_at=now(),
-        deadline_at=now() + timedelta(seconds=deadline),
-        expires_at=now() + OUTPUT_TTL,
-        error="submit answer was lost; provider id taken from the webhook",
+    lost = (
+        not rec.provider_id
+        and rec.submit_count > 0
+        and (
+            rec.status in (JobStatus.SUBMITTING, JobStatus.QUEUED)
+            or (rec.status is JobStatus.FAILED and rec.error_kind == ErrorKind.SUBMIT_UNKNOWN)
+        )
+    )
+    if (
+        lost
+        and provider_id
+        and store.transition(
+            job_id,
+            JobStatus.PROCESSING,
+            expect=[rec.status],
+            provider_id=provider_id,
+            next_check_at=now(),
+            deadline_at=now() + timedelta(seconds=deadline),
+            expires_at=now() + OUTPUT_TTL,
+            error="submit answer was lost; provider id taken from the webhook",
+        )
     ):
         schedule(TASK_POLL, job_id, 0)
         return "adopted provider id; polling now"
@@ -92,8 +104,10 @@ def accept_webhook(
         # Keep the record of what was paid for; a render still holding a slot is
         # confirmed over by its quiet poll, now.
         store.set_provider_id(job_id, provider_id)
-        if rec.next_check_at is not None and rec.downloading_at is None and store.update_if(
-            job_id, [JobStatus.CANCELLED], next_check_at=now()
+        if (
+            rec.next_check_at is not None
+            and rec.downloading_at is None
+            and store.update_if(job_id, [JobStatus.CANCELLED], next_check_at=now())
         ):
             schedule(TASK_POLL, job_id, 0)
             return "cancelled; confirming its render is over"
@@ -164,8 +178,10 @@ def create_app(
             try:
                 mark.encode("utf-8")
             except UnicodeEncodeError:  # a "\ud800" escape: no Redis key, no row has it
-                return JSONResponse({"detail": "track_id, id and status must be valid "
-                                     "Unicode text"}, status_code=400)
+                return JSONResponse(
+                    {"detail": "track_id, id and status must be valid Unicode text"},
+                    status_code=400,
+                )
         fresh = await run_in_threadpool(redis.set, mark, 1, nx=True, ex=DEDUPE_TTL)
         if not fresh:
             return JSONResponse({"ok": True, "action": "duplicate"})
@@ -183,10 +199,12 @@ def create_app(
     async def health(_: Request) -> JSONResponse:
         return JSONResponse({"ok": True})
 
-    return Starlette(routes=[
-        Route("/webhook/{secret}", receive, methods=["POST"]),
-        Route("/healthz", health, methods=["GET"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/webhook/{secret}", receive, methods=["POST"]),
+            Route("/healthz", health, methods=["GET"]),
+        ]
+    )
 
 
 def app_from_settings() -> Starlette:
@@ -220,8 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(list(argv) if argv is not None else None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # No access log: the request path carries the webhook secret.
-    uvicorn.run(app_from_settings(), host=args.host, port=args.port, log_level="info",
-                access_log=False)
+    uvicorn.run(
+        app_from_settings(), host=args.host, port=args.port, log_level="info", access_log=False
+    )
     return 0
 
 

@@ -37,7 +37,9 @@ _COMMON = {
     "database": None,
     "print_blob": True,
     "suppress_health_check": [
-        HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
         HealthCheck.function_scoped_fixture,
     ],
 }

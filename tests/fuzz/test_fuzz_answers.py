@@ -47,35 +47,78 @@ KEY = "sk-live-FUZZSECRET-0123456789abcdef"
 GATEWAY = frozenset({408, 502, 504, 520, 522, 524})
 
 statuses = st.one_of(
-    st.sampled_from([200, 201, 202, 204, 301, 302, 400, 401, 402, 403, 404, 408, 409, 413,
-                     422, 429, 500, 502, 503, 504, 520, 522, 524]),
+    st.sampled_from(
+        [
+            200,
+            201,
+            202,
+            204,
+            301,
+            302,
+            400,
+            401,
+            402,
+            403,
+            404,
+            408,
+            409,
+            413,
+            422,
+            429,
+            500,
+            502,
+            503,
+            504,
+            520,
+            522,
+            524,
+        ]
+    ),
     st.integers(min_value=100, max_value=599),
 )
-ids = st.one_of(st.integers(), st.text(max_size=20), st.floats(), st.none(), st.booleans(),
-                ODD_NUMBERS, ODD_STRINGS, JSON_VALUES)
-outputs = st.one_of(st.lists(st.one_of(st.text(max_size=40), JSON_VALUES), max_size=3),
-                    st.text(max_size=40), JSON_VALUES,
-                    st.just(["https://cdn.example/v.mp4"]))
-messages = st.one_of(ODD_STRINGS, st.text(max_size=40), JSON_VALUES,
-                     st.just(f"echo {KEY}"), st.just({"key": [KEY]}))
-answer_objects = st.fixed_dictionaries({}, optional={
-    "status": st.one_of(st.sampled_from(["success", "processing", "failed", "error", "Error ",
-                                         "queued", ""]), JSON_VALUES),
-    "id": ids,
-    "track_id": ids,
-    "output": outputs,
-    "output_url": outputs,
-    "future_links": outputs,
-    "message": messages,
-    "messege": messages,
-    "tips": messages,
-    "eta": st.one_of(ODD_NUMBERS, ODD_STRINGS, JSON_VALUES),
-    "generationTime": st.one_of(ODD_NUMBERS, JSON_VALUES),
-    "retry_after": st.one_of(ODD_NUMBERS, ODD_STRINGS, JSON_VALUES),
-    "meta": st.one_of(JSON_VALUES, st.fixed_dictionaries({}, optional={"id": ids,
-                                                                         "track_id": ids})),
-    "key": st.just(KEY),
-})
+ids = st.one_of(
+    st.integers(),
+    st.text(max_size=20),
+    st.floats(),
+    st.none(),
+    st.booleans(),
+    ODD_NUMBERS,
+    ODD_STRINGS,
+    JSON_VALUES,
+)
+outputs = st.one_of(
+    st.lists(st.one_of(st.text(max_size=40), JSON_VALUES), max_size=3),
+    st.text(max_size=40),
+    JSON_VALUES,
+    st.just(["https://cdn.example/v.mp4"]),
+)
+messages = st.one_of(
+    ODD_STRINGS, st.text(max_size=40), JSON_VALUES, st.just(f"echo {KEY}"), st.just({"key": [KEY]})
+)
+answer_objects = st.fixed_dictionaries(
+    {},
+    optional={
+        "status": st.one_of(
+            st.sampled_from(["success", "processing", "failed", "error", "Error ", "queued", ""]),
+            JSON_VALUES,
+        ),
+        "id": ids,
+        "track_id": ids,
+        "output": outputs,
+        "output_url": outputs,
+        "future_links": outputs,
+        "message": messages,
+        "messege": messages,
+        "tips": messages,
+        "eta": st.one_of(ODD_NUMBERS, ODD_STRINGS, JSON_VALUES),
+        "generationTime": st.one_of(ODD_NUMBERS, JSON_VALUES),
+        "retry_after": st.one_of(ODD_NUMBERS, ODD_STRINGS, JSON_VALUES),
+        "meta": st.one_of(
+            JSON_VALUES, st.fixed_dictionaries({}, optional={"id": ids, "track_id": ids})
+        ),
+        "key": st.just(KEY),
+    },
+)
 bodies = st.one_of(
     answer_objects.map(dumps),
     answer_objects.map(dumps).flatmap(cut),
@@ -85,17 +128,32 @@ bodies = st.one_of(
     st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
 )
 header_values = st.one_of(
-    ODD_STRINGS, st.text(max_size=40),
-    st.sampled_from(["30", "1e999", "-5", "Wed, 21 Oct 2015 07:28:00 GMT",
-                     "Wed, 21 Oct 99999 07:28:00 GMT", "Mon, 01 Jan 0001 00:00:00 GMT",
-                     "Fri, 31 Dec 9999 23:59:59 +2359", "99999999999999999999", "nan"]),
+    ODD_STRINGS,
+    st.text(max_size=40),
+    st.sampled_from(
+        [
+            "30",
+            "1e999",
+            "-5",
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+            "Wed, 21 Oct 99999 07:28:00 GMT",
+            "Mon, 01 Jan 0001 00:00:00 GMT",
+            "Fri, 31 Dec 9999 23:59:59 +2359",
+            "99999999999999999999",
+            "nan",
+        ]
+    ),
 )
 headers = st.dictionaries(
     st.sampled_from(["Retry-After", "retry-after", "X-RateLimit-Reset", "Content-Type"]),
-    header_values, max_size=3,
+    header_values,
+    max_size=3,
 )
-content_types = st.one_of(st.none(), st.text(max_size=30),
-                          st.sampled_from(["application/json", "text/html; charset=utf-8"]))
+content_types = st.one_of(
+    st.none(),
+    st.text(max_size=30),
+    st.sampled_from(["application/json", "text/html; charset=utf-8"]),
+)
 clocks = st.one_of(st.none(), st.floats(min_value=0, max_value=4e9))
 
 
@@ -140,8 +198,9 @@ HUGE_ETA = b'{"status":"success","eta":1' + b"0" * 4000 + b"}"  # float(int): Ov
 @example(status=200, body=DEEP_LIST, ctype=None, hdrs={}, now=None)
 @example(status=200, body=DEEP_MESSAGE, ctype=None, hdrs={}, now=None)
 @example(status=200, body=HUGE_ETA, ctype=None, hdrs={}, now=None)
-def test_parse_response(status: int, body: bytes, ctype: str | None,
-                        hdrs: dict[str, str], now: float | None) -> None:
+def test_parse_response(
+    status: int, body: bytes, ctype: str | None, hdrs: dict[str, str], now: float | None
+) -> None:
     kind, got = outcome(lambda: parse_response(status, body, ctype, hdrs, secret=KEY, now=now))
     classified("test_parse_response", kind)
     if kind == "parsed":
@@ -179,8 +238,7 @@ def refusal_in_body(status: int, body: bytes) -> bool:
         data = json.loads(body)
     except (ValueError, RecursionError):
         return False
-    return (isinstance(data, dict)
-            and str(data.get("status") or "").strip().lower() == "error")
+    return isinstance(data, dict) and str(data.get("status") or "").strip().lower() == "error"
 
 
 @fuzz("answers", 600)
@@ -192,8 +250,9 @@ def refusal_in_body(status: int, body: bytes) -> bool:
 @example(status=502, body=b"", hdrs={"Content-Type": "Rate limit exceeded"})
 @example(status=504, body=b"<html>too many connections</html>", hdrs={})
 def test_submit_answer_never_paid_twice(status: int, body: bytes, hdrs: dict[str, str]) -> None:
-    client = ModelsLabClient("https://modelslab.invalid/api/v6", KEY,
-                             session=OneAnswer(status, body, hdrs))
+    client = ModelsLabClient(
+        "https://modelslab.invalid/api/v6", KEY, session=OneAnswer(status, body, hdrs)
+    )
     try:
         kind, got = outcome(lambda: client.submit({"prompt": "a cat", "track_id": "job-1"}))
     finally:
@@ -203,13 +262,15 @@ def test_submit_answer_never_paid_twice(status: int, body: bytes, hdrs: dict[str
         check_result(got)
         return
     check_error(got)
-    resent = (isinstance(got, TransientError) and not isinstance(got, SubmitOutcomeUnknown))
+    resent = isinstance(got, TransientError) and not isinstance(got, SubmitOutcomeUnknown)
     if status in GATEWAY:
-        assert isinstance(got, SubmitOutcomeUnknown), \
+        assert isinstance(got, SubmitOutcomeUnknown), (
             f"HTTP {status} may hide an accepted submit, got {type(got).__name__}: {got}"
+        )
     elif 200 <= status < 300 and not refusal_in_body(status, body):
-        assert not resent and not isinstance(got, PermanentError), \
+        assert not resent and not isinstance(got, PermanentError), (
             f"a 2xx without a refusal may be a paid job, got {type(got).__name__}: {got}"
+        )
 
 
 @fuzz("answers", 300)
@@ -219,8 +280,9 @@ def test_submit_answer_never_paid_twice(status: int, body: bytes, hdrs: dict[str
 @example(status=200, body=HUGE_ETA, hdrs={})
 @example(status=200, body=DEEP_MESSAGE, hdrs={})
 def test_fetch_answer(status: int, body: bytes, hdrs: dict[str, str]) -> None:
-    client = ModelsLabClient("https://modelslab.invalid/api/v6", KEY,
-                             session=OneAnswer(status, body, hdrs))
+    client = ModelsLabClient(
+        "https://modelslab.invalid/api/v6", KEY, session=OneAnswer(status, body, hdrs)
+    )
     try:
         kind, got = outcome(lambda: client.fetch("134799477"))
     finally:

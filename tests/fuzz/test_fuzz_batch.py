@@ -25,16 +25,29 @@ from tests.fuzz.strategies import HOSTILE_BODIES, JSON_VALUES
 
 good = st.fixed_dictionaries(
     {"prompt": st.text(min_size=1, max_size=20).filter(str.strip)},
-    optional={"id": st.one_of(st.text(max_size=10), JSON_VALUES),
-              "width": st.sampled_from([256, 512, 513, 1024]),
-              "model_id": st.sampled_from(["wan2.2", "ltx-2.3", "other"])},
+    optional={
+        "id": st.one_of(st.text(max_size=10), JSON_VALUES),
+        "width": st.sampled_from([256, 512, 513, 1024]),
+        "model_id": st.sampled_from(["wan2.2", "ltx-2.3", "other"]),
+    },
 )
 lines = st.one_of(
     good.map(lambda d: json.dumps(d).encode()),
     good.map(lambda d: json.dumps(d, ensure_ascii=False).encode("utf-8", "surrogatepass")),
     JSON_VALUES.map(lambda v: json.dumps(v).encode()),
-    st.sampled_from([b"", b"   ", b"# comment", b"  # x", b"{", b"\xff\xfe", b"\xef\xbb\xbf{}",
-                     b'{"prompt": "a", "id": "same"}', b'{"prompt": "b", "id": "same"}']),
+    st.sampled_from(
+        [
+            b"",
+            b"   ",
+            b"# comment",
+            b"  # x",
+            b"{",
+            b"\xff\xfe",
+            b"\xef\xbb\xbf{}",
+            b'{"prompt": "a", "id": "same"}',
+            b'{"prompt": "b", "id": "same"}',
+        ]
+    ),
     st.binary(max_size=40),
     HOSTILE_BODIES,
 )
@@ -73,8 +86,11 @@ def test_read_batch(raw: bytes, dedupe: bool) -> None:
                 return
     classified("test_read_batch", "parsed")
     text = raw.decode("utf-8")
-    wanted = [n for n, line in enumerate(text.splitlines(), 1)
-              if line.strip() and not line.lstrip().startswith("#")]
+    wanted = [
+        n
+        for n, line in enumerate(text.splitlines(), 1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     assert [e.line for e in entries] == wanted
 
 

@@ -26,12 +26,19 @@ SECRET_KEY = "sk-live-REQUEST-FUZZ-KEY-42"
 good_values: dict[str, st.SearchStrategy[Any]] = {
     "prompt": st.text(min_size=0, max_size=30),
     "negative_prompt": st.one_of(st.none(), st.text(max_size=10)),
-    "model_id": st.one_of(st.sampled_from(["wan2.2", "LTX-2.3", " wan2.2 ", "cogvideox"]),
-                          st.text(max_size=70)),
+    "model_id": st.one_of(
+        st.sampled_from(["wan2.2", "LTX-2.3", " wan2.2 ", "cogvideox"]), st.text(max_size=70)
+    ),
     "output_type": st.sampled_from(["mp4", "gif", "MP4", "webm"]),
 }
-values = st.one_of(JSON_VALUES, ODD_NUMBERS, ODD_STRINGS, st.integers(-10, 2000),
-                   st.floats(-1, 2000), st.booleans())
+values = st.one_of(
+    JSON_VALUES,
+    ODD_NUMBERS,
+    ODD_STRINGS,
+    st.integers(-10, 2000),
+    st.floats(-1, 2000),
+    st.booleans(),
+)
 keys = st.one_of(st.sampled_from(FIELDS + sorted(RESERVED_FIELDS)), st.text(max_size=12))
 
 

@@ -57,20 +57,31 @@ SEEDS: list[tuple[str, JobStatus, str | None, int, str | None]] = [
 LOST = {"requeued", "submitting", "lost"}
 
 
-def call_asgi(app: Starlette, path: str, headers: list[tuple[bytes, bytes]],
-              chunks: list[bytes]) -> tuple[int, bytes]:
+def call_asgi(
+    app: Starlette, path: str, headers: list[tuple[bytes, bytes]], chunks: list[bytes]
+) -> tuple[int, bytes]:
     """POST ``chunks`` to ``path`` through the ASGI app; (status, body) of its answer.
 
     An exception inside the app propagates (with its traceback): in production that is
     a 500."""
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "https", "path": path, "raw_path": path.encode(), "root_path": "",
-        "query_string": b"", "headers": headers, "server": ("hooks.example", 443),
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "https",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "server": ("hooks.example", 443),
         "client": ("203.0.113.9", 40000),
     }
-    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
-                for i, c in enumerate(chunks or [b""])]
+    messages = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+        for i, c in enumerate(chunks or [b""])
+    ]
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -96,10 +107,13 @@ class Rig:
         ids: dict[str, str] = {}
         rows = []
         for name, status, pid, submits, kind in SEEDS:
-            row = self.store.insert_values(request={"prompt": name}, model_requested=None,
-                                           model_effective="wan2.2", job_id=new_job_id())
-            row.update(status=status.value, provider_id=pid, submit_count=submits,
-                       error_kind=kind)
+            row = self.store.insert_values(
+                request={"prompt": name},
+                model_requested=None,
+                model_effective="wan2.2",
+                job_id=new_job_id(),
+            )
+            row.update(status=status.value, provider_id=pid, submit_count=submits, error_kind=kind)
             rows.append(row)
             ids[name] = row["id"]
         self.store.insert_many(rows)
@@ -116,24 +130,37 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     def schedule(task: str, job_id: str, countdown: float) -> None:
         holder[0].scheduled.append((task, job_id, countdown))
 
-    app = create_app(secret=SECRET, store=store, redis=fakeredis.FakeRedis(),
-                     schedule=schedule, deadline=600.0)
+    app = create_app(
+        secret=SECRET, store=store, redis=fakeredis.FakeRedis(), schedule=schedule, deadline=600.0
+    )
     holder.append(Rig(store, app))
     yield holder[0]
     store.engine.dispose()
 
 
-ids = st.one_of(st.integers(), st.text(max_size=12), st.floats(), st.none(), st.booleans(),
-                ODD_NUMBERS, ODD_STRINGS, JSON_VALUES)
-webhook_objects = st.fixed_dictionaries({}, optional={
-    # A name from SEEDS is replaced by that job's id in the test.
-    "track_id": st.one_of(st.sampled_from([s[0] for s in SEEDS]).map(lambda n: f"@{n}"), ids),
-    "id": ids,
-    "status": st.one_of(st.sampled_from(["success", "failed", "processing", "error"]),
-                        JSON_VALUES),
-    "output": JSON_VALUES,
-    "meta": JSON_VALUES,
-})
+ids = st.one_of(
+    st.integers(),
+    st.text(max_size=12),
+    st.floats(),
+    st.none(),
+    st.booleans(),
+    ODD_NUMBERS,
+    ODD_STRINGS,
+    JSON_VALUES,
+)
+webhook_objects = st.fixed_dictionaries(
+    {},
+    optional={
+        # A name from SEEDS is replaced by that job's id in the test.
+        "track_id": st.one_of(st.sampled_from([s[0] for s in SEEDS]).map(lambda n: f"@{n}"), ids),
+        "id": ids,
+        "status": st.one_of(
+            st.sampled_from(["success", "failed", "processing", "error"]), JSON_VALUES
+        ),
+        "output": JSON_VALUES,
+        "meta": JSON_VALUES,
+    },
+)
 bodies = st.one_of(
     webhook_objects.map(lambda d: ("json", d)),
     webhook_objects.map(lambda d: ("json", d)),
@@ -145,16 +172,43 @@ bodies = st.one_of(
     st.just(("big", MAX_BODY)),  # built in the test: a 256 kB repr would drown a report
 )
 content_types = st.one_of(
-    st.none(), st.just("application/json"), st.none(), st.just("application/json"),
-    st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain",
-                     "application/problem+json", "APPLICATION/JSON", "", ";", "multipart/x"]),
+    st.none(),
+    st.just("application/json"),
+    st.none(),
+    st.just("application/json"),
+    st.sampled_from(
+        [
+            "application/json",
+            "application/json; charset=utf-8",
+            "text/plain",
+            "application/problem+json",
+            "APPLICATION/JSON",
+            "",
+            ";",
+            "multipart/x",
+        ]
+    ),
     st.text(max_size=20).map(lambda t: t.encode("latin-1", "replace")),
 )
 lengths = st.one_of(
     st.sampled_from(["actual", "none", "chunked"]),
     st.sampled_from(["actual", "none", "chunked"]),
-    st.sampled_from([b"0", b"-1", b"1e3", b" 5", b"\xb2", b"\xb9\xb3", b"9" * 5000, b"",
-                     b"262145", b"00000000000000000000000012", b"+1", b"0x10"]),
+    st.sampled_from(
+        [
+            b"0",
+            b"-1",
+            b"1e3",
+            b" 5",
+            b"\xb2",
+            b"\xb9\xb3",
+            b"9" * 5000,
+            b"",
+            b"262145",
+            b"00000000000000000000000012",
+            b"+1",
+            b"0x10",
+        ]
+    ),
     st.integers(min_value=0, max_value=2**70).map(lambda n: str(n).encode()),
 )
 
@@ -179,30 +233,64 @@ def snapshot(store: JobStore, job_ids: dict[str, str]) -> dict[str, tuple[str, s
 
 
 @fuzz("webhook", 500)
-@given(body=bodies, ctype=content_types, length=lengths,
-       right_secret=st.integers(0, 9).map(lambda n: n != 9),
-       cut_at=st.integers(min_value=0, max_value=2**20))
+@given(
+    body=bodies,
+    ctype=content_types,
+    length=lengths,
+    right_secret=st.integers(0, 9).map(lambda n: n != 9),
+    cut_at=st.integers(min_value=0, max_value=2**20),
+)
 # Regressions: inputs fuzzing found (each raised or was misclassified before its fix).
-@example(body=("big", MAX_BODY), ctype=None, length=b"\xb2", right_secret=True,
-         cut_at=0)  # Content-Length "²": isdigit() but not int(): 500
-@example(body=("raw", b"{}"), ctype=None, length=b"9" * 5000, right_secret=True,
-         cut_at=0)  # 5,000 digits: over int()'s limit: 500
-@example(body=("raw", b"[" * 100_000), ctype=None, length="actual", right_secret=True,
-         cut_at=0)  # RecursionError: 500
+@example(
+    body=("big", MAX_BODY), ctype=None, length=b"\xb2", right_secret=True, cut_at=0
+)  # Content-Length "²": isdigit() but not int(): 500
+@example(
+    body=("raw", b"{}"), ctype=None, length=b"9" * 5000, right_secret=True, cut_at=0
+)  # 5,000 digits: over int()'s limit: 500
+@example(
+    body=("raw", b"[" * 100_000), ctype=None, length="actual", right_secret=True, cut_at=0
+)  # RecursionError: 500
 # T2V_FUZZ_SEED=1 T2V_FUZZ_SCALE=8: a lost submit adopted "1.0", a fetch knows "1".
-@example(body=("json", {"track_id": "@requeued", "id": 1.0}), ctype=None, length="actual",
-         right_secret=True, cut_at=0)
-@example(body=("json", {"track_id": "@submitting", "id": {"a": 1}}), ctype=None,
-         length="actual", right_secret=True, cut_at=0)
-@example(body=("json", {"track_id": "@lost", "id": " 42 "}), ctype=None, length="none",
-         right_secret=True, cut_at=0)
+@example(
+    body=("json", {"track_id": "@requeued", "id": 1.0}),
+    ctype=None,
+    length="actual",
+    right_secret=True,
+    cut_at=0,
+)
+@example(
+    body=("json", {"track_id": "@submitting", "id": {"a": 1}}),
+    ctype=None,
+    length="actual",
+    right_secret=True,
+    cut_at=0,
+)
+@example(
+    body=("json", {"track_id": "@lost", "id": " 42 "}),
+    ctype=None,
+    length="none",
+    right_secret=True,
+    cut_at=0,
+)
 # `make fuzz` seed 3776541884: a lone surrogate could not become a Redis key: 500.
-@example(body=("json", {"track_id": "\ud800x"}), ctype=None, length="actual",
-         right_secret=True, cut_at=0)
-@example(body=("json", {"track_id": "@processing", "id": "\udfff", "status": "\ud800"}),
-         ctype=None, length="actual", right_secret=True, cut_at=0)
-def test_webhook_any_body(rig: Rig, body: tuple[str, Any], ctype: str | bytes | None,
-                          length: str | bytes, right_secret: bool, cut_at: int) -> None:
+@example(
+    body=("json", {"track_id": "\ud800x"}), ctype=None, length="actual", right_secret=True, cut_at=0
+)
+@example(
+    body=("json", {"track_id": "@processing", "id": "\udfff", "status": "\ud800"}),
+    ctype=None,
+    length="actual",
+    right_secret=True,
+    cut_at=0,
+)
+def test_webhook_any_body(
+    rig: Rig,
+    body: tuple[str, Any],
+    ctype: str | bytes | None,
+    length: str | bytes,
+    right_secret: bool,
+    cut_at: int,
+) -> None:
     job_ids = rig.seed_jobs()
     raw = body_bytes(*body, job_ids, cut_at)
     before = snapshot(rig.store, job_ids)
@@ -241,12 +329,14 @@ def test_webhook_any_body(rig: Rig, body: tuple[str, Any], ctype: str | bytes | 
             continue
         assert name in named, f"{name} changed but the webhook did not name it"
         assert was_pid is None, f"{name}: a paid render's id was overwritten"
-        assert wanted is not None and pid == wanted, \
+        assert wanted is not None and pid == wanted, (
             f"{name}: adopted provider id {pid!r} from id={payload.get('id')!r}"
+        )
         if name in LOST:
             assert status == JobStatus.PROCESSING.value
         else:
-            assert name == "cancelled" and status == was_status, \
+            assert name == "cancelled" and status == was_status, (
                 f"{name}: {was_status} -> {status} is not a webhook's to cause"
+            )
     for task, job_id, _ in rig.scheduled:
         assert task == TASK_POLL and any(job_ids[n] == job_id for n in named)

@@ -47,8 +47,9 @@ class Pipeline:
         self.store.create_schema()
 
     def start_worker(self, concurrency: int = 3) -> processes.ManagedProcess:
-        self.worker = processes.start_worker(self.log_dir, env=self.env,
-                                              concurrency=concurrency, loglevel="DEBUG")
+        self.worker = processes.start_worker(
+            self.log_dir, env=self.env, concurrency=concurrency, loglevel="DEBUG"
+        )
         return self.worker
 
     def stop(self) -> None:
@@ -73,9 +74,12 @@ class Pipeline:
                     os.environ[k] = v
             _reset_producer()
 
-    def wait_all(self, ids: list[str], timeout: float = 120.0,
-                 done: Callable[[JobRecord], bool] = lambda r: r.is_final or r.status == "parked",
-                 ) -> list[JobRecord]:
+    def wait_all(
+        self,
+        ids: list[str],
+        timeout: float = 120.0,
+        done: Callable[[JobRecord], bool] = lambda r: r.is_final or r.status == "parked",
+    ) -> list[JobRecord]:
         deadline = time.monotonic() + timeout
         while True:
             records = [self.store.get(i) for i in ids]
@@ -104,6 +108,16 @@ def _reset_producer() -> None:
 def enqueue_small(pipe: Pipeline, n: int, tag: str) -> list[str]:
     """Enqueue ``n`` small, fast videos (8 frames, 128x128) as the application would."""
     with pipe.as_application() as producer:
-        return [str(producer.enqueue(producer.Text2VideoRequest(
-            prompt=f"{tag} {i}: a paper boat drifting down a gutter", num_frames=8,
-            width=128, height=128)).id) for i in range(n)]
+        return [
+            str(
+                producer.enqueue(
+                    producer.Text2VideoRequest(
+                        prompt=f"{tag} {i}: a paper boat drifting down a gutter",
+                        num_frames=8,
+                        width=128,
+                        height=128,
+                    )
+                ).id
+            )
+            for i in range(n)
+        ]

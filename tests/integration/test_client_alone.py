@@ -18,8 +18,18 @@ from sqlalchemy import create_engine, text
 
 # What `pip install t2v-queue` (no extras) does not bring, and the project's own packages
 # the client must never need.
-ABSENT = ("worker", "simulator", "boto3", "requests", "av", "starlette", "uvicorn", "flower",
-          "PIL", "fakeredis")
+ABSENT = (
+    "worker",
+    "simulator",
+    "boto3",
+    "requests",
+    "av",
+    "starlette",
+    "uvicorn",
+    "flower",
+    "PIL",
+    "fakeredis",
+)
 
 RUNNER = f"""
 import importlib.abc, sys
@@ -41,24 +51,34 @@ finally:
 """
 
 
-def _t2v(args: list[str], redis_url: str, sqlite_url: str, cwd: Path
-         ) -> subprocess.CompletedProcess[str]:
+def _t2v(
+    args: list[str], redis_url: str, sqlite_url: str, cwd: Path
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "T2V_BROKER_URL": redis_url, "T2V_DATABASE_URL": sqlite_url}
-    return subprocess.run([sys.executable, "-c", RUNNER, *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", RUNNER, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_submit_works_and_up_names_the_extra_without_the_worker(
     redis_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
-    done = _t2v(["submit", "a fox in the snow", "--frames", "9", "--json"], redis_url,
-                sqlite_url, tmp_path)
+    done = _t2v(
+        ["submit", "a fox in the snow", "--frames", "9", "--json"], redis_url, sqlite_url, tmp_path
+    )
     assert done.returncode == 0, done.stderr
     job_id = json.loads(done.stdout)["id"]
     assert "LOADED=\n" in done.stderr or done.stderr.rstrip().endswith("LOADED=")
     with create_engine(sqlite_url).connect() as conn:
-        status = conn.execute(text("SELECT status FROM t2v_jobs WHERE id = :i"),
-                              {"i": job_id}).scalar_one()
+        status = conn.execute(
+            text("SELECT status FROM t2v_jobs WHERE id = :i"), {"i": job_id}
+        ).scalar_one()
     assert status == "queued"
 
     for command, extra in (("up", "worker"), ("demo", "worker"), ("simulator", "simulator")):
@@ -76,6 +96,10 @@ def test_with_the_worker_installed_up_comes_from_its_entry_point() -> None:
     # argparse's, not the client's).
     shown = subprocess.run(
         [sys.executable, "-c", "from producer.cli import main; main()", "up", "--help"],
-        capture_output=True, text=True, timeout=60, check=False)
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert shown.returncode == 0, shown.stderr
     assert "usage: t2v up" in shown.stdout and "--concurrency" in shown.stdout

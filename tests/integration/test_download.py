@@ -179,12 +179,17 @@ def http() -> Iterator[requests.Session]:
 
 
 def fetch(site: Site, path: str, storage: LocalStorage, http: requests.Session, **kw: Any) -> Any:
-    limits: dict[str, Any] = {"max_bytes": 10 * MB, "allowed_hosts": ("127.0.0.1",),
-                              "connect_timeout": 2.0, "read_timeout": 5.0}
+    limits: dict[str, Any] = {
+        "max_bytes": 10 * MB,
+        "allowed_hosts": ("127.0.0.1",),
+        "connect_timeout": 2.0,
+        "read_timeout": 5.0,
+    }
     limits.update({k: kw.pop(k) for k in list(kw) if k in TransferLimits.__dataclass_fields__})
     key = kw.pop("key", object_key("abcdef12", 0, "mp4"))
-    return download_to_storage(site.url(path), storage, key, session=http,
-                               limits=TransferLimits(**limits), **kw)
+    return download_to_storage(
+        site.url(path), storage, key, session=http, limits=TransferLimits(**limits), **kw
+    )
 
 
 def test_mp4_is_stored_hashed_and_typed(
@@ -362,8 +367,9 @@ def test_connection_refused_is_transient(storage: LocalStorage, http: requests.S
             storage,
             "k/x.mp4",
             session=http,
-            limits=TransferLimits(max_bytes=MB, allowed_hosts=("127.0.0.1",),
-                                  connect_timeout=1, read_timeout=1),
+            limits=TransferLimits(
+                max_bytes=MB, allowed_hosts=("127.0.0.1",), connect_timeout=1, read_timeout=1
+            ),
         )
 
 
@@ -401,10 +407,14 @@ def test_sniff_type() -> None:
 
 
 # -- DNS rebinding: the connection goes to the address that was checked -----------------------
-@pytest.mark.parametrize("second_answer", ["127.0.0.1", "10.1.2.3", "169.254.169.254",
-                                           "fe80::1", "::ffff:127.0.0.1"])
+@pytest.mark.parametrize(
+    "second_answer", ["127.0.0.1", "10.1.2.3", "169.254.169.254", "fe80::1", "::ffff:127.0.0.1"]
+)
 def test_a_name_that_rebinds_after_the_check_never_reaches_the_second_address(
-    site: Site, storage: LocalStorage, http: requests.Session, second_answer: str,
+    site: Site,
+    storage: LocalStorage,
+    http: requests.Session,
+    second_answer: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The check sees a public address; every later lookup of the name (the one a
@@ -442,16 +452,22 @@ def test_a_name_that_rebinds_after_the_check_never_reaches_the_second_address(
     assert port is not None
     url = f"http://video.rebind.test:{port}/v/out.mp4"
     with pytest.raises(TransientError):
-        download_to_storage(url, storage, "k/x.mp4", session=http,
-                            limits=TransferLimits(max_bytes=MB, connect_timeout=1,
-                                                  read_timeout=1), resolver=resolver)
+        download_to_storage(
+            url,
+            storage,
+            "k/x.mp4",
+            session=http,
+            limits=TransferLimits(max_bytes=MB, connect_timeout=1, read_timeout=1),
+            resolver=resolver,
+        )
     assert asked == ["video.rebind.test"]
     assert attempts == [("93.184.216.34", port)]  # the vetted address, and only it
     assert len(site.hits) == before  # the loopback server never saw a request
 
 
-def test_a_pinned_session_refuses_a_connection_nobody_checked(http: requests.Session,
-                                                               site: Site) -> None:
+def test_a_pinned_session_refuses_a_connection_nobody_checked(
+    http: requests.Session, site: Site
+) -> None:
     with pytest.raises(DownloadRefused, match="not checked first"):
         http.get(site.url("/v/out.mp4"), timeout=2)
 
@@ -497,7 +513,8 @@ def tls_site(tmp_path: Path) -> Iterator[tuple[str, int, str, list[str]]]:
 
 
 def test_https_to_a_pinned_address_still_checks_the_name(
-    tls_site: tuple[str, int, str, list[str]], storage: LocalStorage,
+    tls_site: tuple[str, int, str, list[str]],
+    storage: LocalStorage,
     http: requests.Session,
 ) -> None:
     # The name resolves (for the check) to loopback, allowed here; the connection goes to
@@ -505,15 +522,26 @@ def test_https_to_a_pinned_address_still_checks_the_name(
     # sends the name (SNI) and checks the certificate against it.
     host, port, ca_path, server_names = tls_site
     http.verify = ca_path
-    limits = TransferLimits(max_bytes=MB, allowed_hosts=("127.0.0.1",), connect_timeout=2,
-                            read_timeout=5)
-    result = download_to_storage(f"https://{host}:{port}/v/out.mp4", storage, "k/t.mp4",
-                                 session=http, limits=limits,
-                                 resolver=lambda name, _port: ["127.0.0.1"])
+    limits = TransferLimits(
+        max_bytes=MB, allowed_hosts=("127.0.0.1",), connect_timeout=2, read_timeout=5
+    )
+    result = download_to_storage(
+        f"https://{host}:{port}/v/out.mp4",
+        storage,
+        "k/t.mp4",
+        session=http,
+        limits=limits,
+        resolver=lambda name, _port: ["127.0.0.1"],
+    )
     assert result.kind == "mp4" and result.bytes > 0
     assert server_names == [host]
     # A name the certificate does not cover is refused by the TLS check, pinned or not.
     with pytest.raises(TransientError, match="SSL|certificate"):
-        download_to_storage(f"https://other.pinned.test:{port}/v/out.mp4", storage,
-                            "k/u.mp4", session=http, limits=limits,
-                            resolver=lambda name, _port: ["127.0.0.1"])
+        download_to_storage(
+            f"https://other.pinned.test:{port}/v/out.mp4",
+            storage,
+            "k/u.mp4",
+            session=http,
+            limits=limits,
+            resolver=lambda name, _port: ["127.0.0.1"],
+        )

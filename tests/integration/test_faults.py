@@ -53,20 +53,32 @@ def pipe(
 def enqueue(pipe: Pipeline, n: int, **fields: Any) -> list[str]:
     with pipe.as_application() as producer:
         return [
-            producer.enqueue(producer.Text2VideoRequest(
-                prompt=f"fault test {uuid.uuid4().hex[:8]} a red kite over hills",
-                num_frames=8, width=128, height=128, **fields)).id
+            producer.enqueue(
+                producer.Text2VideoRequest(
+                    prompt=f"fault test {uuid.uuid4().hex[:8]} a red kite over hills",
+                    num_frames=8,
+                    width=128,
+                    height=128,
+                    **fields,
+                )
+            ).id
             for _ in range(n)
         ]
 
 
 def test_flaky_api_still_succeeds_with_retries_counted(pipe: Pipeline, sim: SimControl) -> None:
-    sim.faults(http_500_share=0.25, truncated_json_share=0.15, slow_share=0.1,
-               slow_seconds=3, link_404_seconds=2)
+    sim.faults(
+        http_500_share=0.25,
+        truncated_json_share=0.15,
+        slow_share=0.1,
+        slow_seconds=3,
+        link_404_seconds=2,
+    )
     ids = enqueue(pipe, 6)
     records = pipe.wait_all(ids, timeout=150)
     assert all(r.status is JobStatus.SUCCEEDED for r in records), [
-        (r.status, r.error) for r in records]
+        (r.status, r.error) for r in records
+    ]
     injected = sim.stats()["injected"]
     assert sum(injected.values()) > 0, injected  # type: ignore[union-attr]
     # Every fault the worker met shows up as a counted retry on some record.
@@ -86,9 +98,12 @@ def test_failed_generation_fails_with_provider_message(pipe: Pipeline, sim: SimC
 def test_bad_key_fails_at_once_without_retry_storm(
     pipe: Pipeline, sim: SimControl, tmp_path: Path, redis_base: str
 ) -> None:
-    env = {**pipe.env, "T2V_MODELSLAB_API_KEY": "not-the-key",
-           "T2V_BROKER_URL": f"{redis_base}/13",
-           "T2V_DATABASE_URL": f"sqlite:///{tmp_path / 'bad.sqlite3'}"}
+    env = {
+        **pipe.env,
+        "T2V_MODELSLAB_API_KEY": "not-the-key",
+        "T2V_BROKER_URL": f"{redis_base}/13",
+        "T2V_DATABASE_URL": f"sqlite:///{tmp_path / 'bad.sqlite3'}",
+    }
     redis_lib.Redis.from_url(env["T2V_BROKER_URL"]).flushdb()
     bad = Pipeline(env, tmp_path / "logs")
     bad.start_worker(concurrency=1)
@@ -160,5 +175,7 @@ def test_api_key_is_nowhere(pipe: Pipeline, sim: SimControl) -> None:
     with pipe.store.engine.connect() as conn:
         dump = [str(tuple(row)) for row in conn.execute(text("SELECT * FROM t2v_jobs"))]
     assert dump and not any(TEST_API_KEY in line for line in dump)
-    assert not re.search(re.escape(TEST_API_KEY), Path(pipe.env["T2V_DATABASE_URL"][10:])
-                         .read_bytes().decode("latin-1"))
+    assert not re.search(
+        re.escape(TEST_API_KEY),
+        Path(pipe.env["T2V_DATABASE_URL"][10:]).read_bytes().decode("latin-1"),
+    )

@@ -23,14 +23,16 @@ def test_flower_sees_tasks_without_secrets(
     env = make_env(redis_url, sqlite_url, sim, {"T2V_STORAGE_URL": str(tmp_path / "v")})
     pipe = Pipeline(env, tmp_path / "logs")
     flower_env = {k: v for k, v in env.items() if k != "T2V_MODELSLAB_API_KEY"}
-    flower = processes.start_flower(tmp_path / "logs", env=flower_env, user="ops",
-                                     password="pw-for-test")
+    flower = processes.start_flower(
+        tmp_path / "logs", env=flower_env, user="ops", password="pw-for-test"
+    )
     pipe.start_worker()
     prompt = "a secret-free prompt about a heron"
     try:
         with pipe.as_application() as producer:
-            job = producer.enqueue(producer.Text2VideoRequest(
-                prompt=prompt, num_frames=8, width=128, height=128))
+            job = producer.enqueue(
+                producer.Text2VideoRequest(prompt=prompt, num_frames=8, width=128, height=128)
+            )
         pipe.wait_all([job.id], timeout=60)
         assert requests.get(f"{flower.url}/api/tasks", timeout=5).status_code == 401
         deadline = time.monotonic() + 20
@@ -42,8 +44,9 @@ def test_flower_sees_tasks_without_secrets(
                 break
             assert time.monotonic() < deadline, names
             time.sleep(0.5)
-        workers = requests.get(f"{flower.url}/api/workers", auth=("ops", "pw-for-test"),
-                               timeout=5).text
+        workers = requests.get(
+            f"{flower.url}/api/workers", auth=("ops", "pw-for-test"), timeout=5
+        ).text
     finally:
         pipe.stop()
         flower.stop()

@@ -15,15 +15,18 @@ from worker.devstack import processes
 def test_metrics_show_queue_depth_job_states_and_slots(
     redis_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
-    env = {"T2V_BROKER_URL": redis_url, "T2V_DATABASE_URL": sqlite_url,
-           "T2V_ACCOUNT_SLOTS": "7"}
+    env = {"T2V_BROKER_URL": redis_url, "T2V_DATABASE_URL": sqlite_url, "T2V_ACCOUNT_SLOTS": "7"}
     pipe = Pipeline(env, tmp_path)  # no worker: messages stay in the queue
     prompt = "metrics must not show this prompt"
     with pipe.as_application() as producer:
         jobs = producer.enqueue_many([{"prompt": prompt, "num_frames": 4}] * 3)
     port = processes.free_port()
-    proc = processes.spawn("metrics", [sys.executable, "-m", "worker.metrics", "--port",
-                                        str(port)], env=env, log_dir=tmp_path)
+    proc = processes.spawn(
+        "metrics",
+        [sys.executable, "-m", "worker.metrics", "--port", str(port)],
+        env=env,
+        log_dir=tmp_path,
+    )
     try:
         processes.wait_for_port("127.0.0.1", port, 30, proc)
         body = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text

@@ -74,21 +74,28 @@ def test_origin_errors_on_submit_are_plain_retries(
 def test_lost_answers_resubmit_at_most_once_then_fail(
     redis_url: str, sqlite_url: str, sim: SimControl, tmp_path: Path
 ) -> None:
-    env = make_env(redis_url, sqlite_url, sim, {
-        "T2V_STORAGE_URL": str(tmp_path / "v"),
-        "T2V_READ_TIMEOUT": "0.5",
-        "T2V_SUBMIT_UNKNOWN_WAIT": "1",
-        "T2V_MAX_UNKNOWN_RESUBMITS": "1",
-    })
+    env = make_env(
+        redis_url,
+        sqlite_url,
+        sim,
+        {
+            "T2V_STORAGE_URL": str(tmp_path / "v"),
+            "T2V_READ_TIMEOUT": "0.5",
+            "T2V_SUBMIT_UNKNOWN_WAIT": "1",
+            "T2V_MAX_UNKNOWN_RESUBMITS": "1",
+        },
+    )
     # Every answer comes too late, and the spam filter is off so the resubmit is taken.
     sim.faults(slow_share=1.0, slow_seconds=1.5, spam_filter=False)
     pipe = Pipeline(env, tmp_path / "logs")
     pipe.start_worker(concurrency=1)
     try:
         with pipe.as_application() as producer:
-            job = producer.enqueue(producer.Text2VideoRequest(
-                prompt="a job whose answers never come back", num_frames=6, width=64,
-                height=64))
+            job = producer.enqueue(
+                producer.Text2VideoRequest(
+                    prompt="a job whose answers never come back", num_frames=6, width=64, height=64
+                )
+            )
         [rec] = pipe.wait_all([job.id], timeout=60)
     finally:
         pipe.stop()

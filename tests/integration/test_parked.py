@@ -25,10 +25,17 @@ pytestmark = pytest.mark.slow
 def test_a_link_that_never_serves_is_parked_then_retried_without_paying_again(
     redis_url: str, sqlite_url: str, sim: SimControl, tmp_path: Path
 ) -> None:
-    env = make_env(redis_url, sqlite_url, sim, {
-        "T2V_STORAGE_URL": str(tmp_path / "v"), "T2V_DOWNLOAD_NOT_FOUND_WINDOW": "2",
-        "T2V_PROBE_VIDEOS": "false", "T2V_PARKED_RETRY_BASE": "3600",
-    })
+    env = make_env(
+        redis_url,
+        sqlite_url,
+        sim,
+        {
+            "T2V_STORAGE_URL": str(tmp_path / "v"),
+            "T2V_DOWNLOAD_NOT_FOUND_WINDOW": "2",
+            "T2V_PROBE_VIDEOS": "false",
+            "T2V_PARKED_RETRY_BASE": "3600",
+        },
+    )
     pipe = Pipeline(env, tmp_path / "logs")
     sim.faults(link_404_seconds=3600.0)
     pipe.start_worker()
@@ -59,11 +66,18 @@ def test_a_link_that_serves_a_page_is_parked_within_the_window_not_after_all_tri
 ) -> None:
     # An HTML page where the video should be is bounded by the same window as a 404,
     # not by the download tries (ten tries took about six minutes).
-    env = make_env(redis_url, sqlite_url, sim, {
-        "T2V_STORAGE_URL": str(tmp_path / "v"), "T2V_DOWNLOAD_NOT_FOUND_WINDOW": "2",
-        "T2V_DOWNLOAD_MAX_ATTEMPTS": "1000", "T2V_PROBE_VIDEOS": "false",
-        "T2V_PARKED_RETRY_BASE": "3600",
-    })
+    env = make_env(
+        redis_url,
+        sqlite_url,
+        sim,
+        {
+            "T2V_STORAGE_URL": str(tmp_path / "v"),
+            "T2V_DOWNLOAD_NOT_FOUND_WINDOW": "2",
+            "T2V_DOWNLOAD_MAX_ATTEMPTS": "1000",
+            "T2V_PROBE_VIDEOS": "false",
+            "T2V_PARKED_RETRY_BASE": "3600",
+        },
+    )
     pipe = Pipeline(env, tmp_path / "logs")
     sim.faults(bad_link_share=1.0)
     pipe.start_worker()
@@ -81,10 +95,17 @@ def test_a_link_that_serves_a_page_is_parked_within_the_window_not_after_all_tri
 def test_parked_jobs_are_retried_automatically_and_by_the_cli(
     redis_url: str, sqlite_url: str, sim: SimControl, tmp_path: Path
 ) -> None:
-    env = make_env(redis_url, sqlite_url, sim, {
-        "T2V_STORAGE_URL": str(tmp_path / "v"), "T2V_POLL_DEADLINE_SECONDS": "3",
-        "T2V_PROBE_VIDEOS": "false", "T2V_PARKED_RETRY_BASE": "2",
-    })
+    env = make_env(
+        redis_url,
+        sqlite_url,
+        sim,
+        {
+            "T2V_STORAGE_URL": str(tmp_path / "v"),
+            "T2V_POLL_DEADLINE_SECONDS": "3",
+            "T2V_PROBE_VIDEOS": "false",
+            "T2V_PARKED_RETRY_BASE": "2",
+        },
+    )
     pipe = Pipeline(env, tmp_path / "logs")
     sim.faults(fetch_401_share=1.0)  # a proxy in front answers 401 to every fetch
     pipe.start_worker()
@@ -104,9 +125,18 @@ def test_parked_jobs_are_retried_automatically_and_by_the_cli(
         assert rec.status is JobStatus.PARKED
         sim.faults(fetch_401_share=0.0)
         cli = subprocess.run(
-            [str(Path(sys.executable).with_name("t2v")), "retry", "--parked", "--since", "1h",
-             "--json"],
-            env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+            [
+                str(Path(sys.executable).with_name("t2v")),
+                "retry",
+                "--parked",
+                "--since",
+                "1h",
+                "--json",
+            ],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert cli.returncode == 0, cli.stderr
         assert by_cli in json.loads(cli.stdout)["resumed"]

@@ -24,9 +24,20 @@ N_JOBS = 20
 
 def ffprobe(path: Path) -> dict[str, Any]:
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-show_format",
-         "-of", "json", str(path)],
-        capture_output=True, check=True, timeout=60,
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_streams",
+            "-show_format",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
     )
     return dict(json.loads(out.stdout))
 
@@ -38,10 +49,13 @@ def read_object(uri: str, env: dict[str, str]) -> bytes:
     import boto3
 
     parsed = urlparse(uri)
-    s3 = boto3.client("s3", endpoint_url=env["T2V_S3_ENDPOINT_URL"],
-                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                      region_name="us-east-1")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=env["T2V_S3_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
     return bytes(s3.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"].read())
 
 
@@ -53,8 +67,13 @@ def storage_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str
     import boto3
 
     bucket = "t2v-" + tmp_path.name.lower().replace("_", "-")[-40:].strip("-")
-    s3 = boto3.client("s3", endpoint_url=sw.endpoint_url, aws_access_key_id=sw.access_key,
-                      aws_secret_access_key=sw.secret_key, region_name="us-east-1")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=sw.endpoint_url,
+        aws_access_key_id=sw.access_key,
+        aws_secret_access_key=sw.secret_key,
+        region_name="us-east-1",
+    )
     s3.create_bucket(Bucket=bucket)
     return {
         "T2V_STORAGE_URL": f"s3://{bucket}/videos",
@@ -65,8 +84,9 @@ def storage_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str
     }
 
 
-def make_env(redis_url: str, database_url: str, sim: SimControl,
-             extra: dict[str, str] | None = None) -> dict[str, str]:
+def make_env(
+    redis_url: str, database_url: str, sim: SimControl, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     return {
         "T2V_BROKER_URL": redis_url,
         "T2V_DATABASE_URL": database_url,
@@ -81,7 +101,10 @@ def make_env(redis_url: str, database_url: str, sim: SimControl,
 
 @pytest.mark.slow
 def test_twenty_jobs_end_to_end(
-    redis_url: str, database_url: str, storage_env: dict[str, str], sim: SimControl,
+    redis_url: str,
+    database_url: str,
+    storage_env: dict[str, str],
+    sim: SimControl,
     tmp_path: Path,
 ) -> None:
     need(shutil.which("ffprobe") is not None, "ffprobe is not installed")
@@ -91,10 +114,17 @@ def test_twenty_jobs_end_to_end(
     try:
         with pipe.as_application() as producer:
             jobs = [
-                producer.enqueue(producer.Text2VideoRequest(
-                    prompt=f"A paper boat number {i} drifting down a rainy street",
-                    output_type="gif" if i % 5 == 0 else "mp4",
-                    num_frames=12 + i % 8, width=256, height=192, fps=8, seed=i))
+                producer.enqueue(
+                    producer.Text2VideoRequest(
+                        prompt=f"A paper boat number {i} drifting down a rainy street",
+                        output_type="gif" if i % 5 == 0 else "mp4",
+                        num_frames=12 + i % 8,
+                        width=256,
+                        height=192,
+                        fps=8,
+                        seed=i,
+                    )
+                )
                 for i in range(N_JOBS)
             ]
         records = pipe.wait_all([j.id for j in jobs], timeout=240)
@@ -119,8 +149,9 @@ def test_twenty_jobs_end_to_end(
         stream = probe["streams"][0]
         assert int(stream["nb_read_frames"]) == rec.request["num_frames"] == out.frames
         assert (stream["width"], stream["height"]) == (256, 192) == (out.width, out.height)
-        assert out.content_type == ("image/gif" if rec.request["output_type"] == "gif"
-                                    else "video/mp4")
+        assert out.content_type == (
+            "image/gif" if rec.request["output_type"] == "gif" else "video/mp4"
+        )
         assert out.poster_uri and read_object(out.poster_uri, env)[:2] == b"\xff\xd8"
         # The record carries timings and counters.
         assert rec.submit_count == 1
@@ -141,17 +172,23 @@ def test_instant_success_goes_straight_to_download(
     """A submit answered `success` at once is downloaded without a single fetch."""
     from worker.devstack import processes
 
-    sim_proc = processes.start_simulator(tmp_path / "sim", keys=[TEST_API_KEY],
-                                          args=["--instant-share", "1.0"])
+    sim_proc = processes.start_simulator(
+        tmp_path / "sim", keys=[TEST_API_KEY], args=["--instant-share", "1.0"]
+    )
     try:
         sim = SimControl(sim_proc.url)
-        pipe = Pipeline(make_env(redis_url, sqlite_url, sim,
-                                 {"T2V_STORAGE_URL": str(tmp_path / "v")}), tmp_path / "logs")
+        pipe = Pipeline(
+            make_env(redis_url, sqlite_url, sim, {"T2V_STORAGE_URL": str(tmp_path / "v")}),
+            tmp_path / "logs",
+        )
         pipe.start_worker(concurrency=1)
         try:
             with pipe.as_application() as producer:
-                job = producer.enqueue(producer.Text2VideoRequest(
-                    prompt="an instant teapot", num_frames=6, width=64, height=64))
+                job = producer.enqueue(
+                    producer.Text2VideoRequest(
+                        prompt="an instant teapot", num_frames=6, width=64, height=64
+                    )
+                )
             [rec] = pipe.wait_all([job.id], timeout=60)
         finally:
             pipe.stop()

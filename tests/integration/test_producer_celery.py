@@ -30,8 +30,10 @@ from tests.producer_fixtures import (  # noqa: F401 - fixtures, found by pytest 
 REPO = Path(__file__).resolve().parents[2]
 SEEN = "producer-test:seen"
 
-app = Celery("producer-consumer-test",
-             broker=os.environ.get("T2V_TEST_CONSUMER_BROKER", "redis://127.0.0.1:6379/0"))
+app = Celery(
+    "producer-consumer-test",
+    broker=os.environ.get("T2V_TEST_CONSUMER_BROKER", "redis://127.0.0.1:6379/0"),
+)
 app.conf.update(
     task_queues=[Queue(QUEUE_SUBMIT, routing_key=QUEUE_SUBMIT)],
     accept_content=["json"],
@@ -55,10 +57,30 @@ def test_a_stock_celery_worker_consumes_every_message_exactly_once(
     expected = sorted(j.id for j in jobs)
     env = {**os.environ, "T2V_TEST_CONSUMER_BROKER": redis_url, "PYTHONPATH": str(REPO)}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tests.integration.test_producer_celery",
-         "worker", "-Q", QUEUE_SUBMIT, "-P", "threads", "-c", "4", "--without-gossip",
-         "--without-mingle", "--without-heartbeat", "-l", "WARNING"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tests.integration.test_producer_celery",
+            "worker",
+            "-Q",
+            QUEUE_SUBMIT,
+            "-P",
+            "threads",
+            "-c",
+            "4",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "WARNING",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60

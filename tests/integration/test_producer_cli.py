@@ -80,8 +80,9 @@ def test_wait_exit_codes(t2v: Any, database_url: str, make_producer: MakeProduce
     assert code == 3
 
 
-def test_batch_enqueues_all_then_reports(t2v: Any, tmp_path: Path, database_url: str,
-                                         make_producer: MakeProducer) -> None:
+def test_batch_enqueues_all_then_reports(
+    t2v: Any, tmp_path: Path, database_url: str, make_producer: MakeProducer
+) -> None:
     path = tmp_path / "jobs.jsonl"
     path.write_text("".join(json.dumps({"prompt": f"p{i}"}) + "\n" for i in range(5)))
     code, data = t2v("batch", str(path), "--timeout", "0.3", "--json")
@@ -107,12 +108,21 @@ def _lines(*objects: dict[str, Any]) -> str:
     return "".join(json.dumps(o) + "\n" for o in objects)
 
 
-BATCH = [{"prompt": "p0"}, {"prompt": "p1", "num_frames": 8}, {"id": "order-7", "prompt": "p2"},
-         {"prompt": "p0"}, {"prompt": "p3"}, {"id": "order-8", "prompt": "p4"}]
+BATCH = [
+    {"prompt": "p0"},
+    {"prompt": "p1", "num_frames": 8},
+    {"id": "order-7", "prompt": "p2"},
+    {"prompt": "p0"},
+    {"prompt": "p3"},
+    {"id": "order-8", "prompt": "p4"},
+]
 
 
 def test_batch_run_twice_enqueues_nothing_the_second_time(
-    t2v: Any, tmp_path: Path, database_url: str, make_producer: MakeProducer,
+    t2v: Any,
+    tmp_path: Path,
+    database_url: str,
+    make_producer: MakeProducer,
     redis_client: Any,
 ) -> None:
     path = tmp_path / "jobs.jsonl"
@@ -134,7 +144,10 @@ def test_batch_run_twice_enqueues_nothing_the_second_time(
 
 
 def test_batch_on_a_half_done_file_enqueues_only_the_rest(
-    t2v: Any, tmp_path: Path, database_url: str, make_producer: MakeProducer,
+    t2v: Any,
+    tmp_path: Path,
+    database_url: str,
+    make_producer: MakeProducer,
     redis_client: Any,
 ) -> None:
     producer = make_producer(database_url)
@@ -160,7 +173,10 @@ def test_batch_on_a_half_done_file_enqueues_only_the_rest(
 
 
 def test_batch_refuses_an_id_already_used_for_another_request(
-    t2v: Any, tmp_path: Path, database_url: str, make_producer: MakeProducer,
+    t2v: Any,
+    tmp_path: Path,
+    database_url: str,
+    make_producer: MakeProducer,
     redis_client: Any,
 ) -> None:
     producer = make_producer(database_url)
@@ -169,20 +185,35 @@ def test_batch_refuses_an_id_already_used_for_another_request(
     path.write_text(_lines(*BATCH))
     code, data = t2v("batch", str(path), "--no-wait", "--json")
     assert code == 2 and "nothing enqueued" in data["error"]
-    assert [(e["line"], e["field"], e["value"]) for e in data["errors"]] == [
-        (3, "id", "order-7")]
+    assert [(e["line"], e["field"], e["value"]) for e in data["errors"]] == [(3, "id", "order-7")]
     assert f"already used for a different request (job {old.id})" in data["error"]
     assert row_count(producer) == 1 and queue_length(redis_client) == 1
 
 
 def test_the_console_script_runs_as_a_process(database_url: str, redis_url: str) -> None:
-    env = {"T2V_DATABASE_URL": database_url, "T2V_BROKER_URL": redis_url,
-           "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    env = {
+        "T2V_DATABASE_URL": database_url,
+        "T2V_BROKER_URL": redis_url,
+        "PYTHONPATH": str(REPO),
+        "PATH": "/usr/bin:/bin",
+    }
     code = "from producer.cli import main; main()"
-    result = subprocess.run([sys.executable, "-c", code, "submit", "a cat", "--json"],
-                            capture_output=True, text=True, env=env, timeout=60, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-c", code, "submit", "a cat", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["status"] == "queued"
-    bad = subprocess.run([sys.executable, "-c", code, "submit", "a cat", "--fps", "99"],
-                         capture_output=True, text=True, env=env, timeout=60, cwd=REPO)
+    bad = subprocess.run(
+        [sys.executable, "-c", code, "submit", "a cat", "--fps", "99"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=REPO,
+    )
     assert bad.returncode == 2 and "fps=99: must be at most 16" in bad.stderr

@@ -69,10 +69,13 @@ def test_unknown_models_are_recorded_as_asked_and_as_run(producer: Producer) -> 
     assert producer.load(job.id).request["model_id"] == "wan2.2"
 
 
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(field=st.sampled_from(["width", "num_frames", "fps", "guidance_scale", "key"]),
-       value=st.one_of(st.integers(min_value=10_000), st.text(max_size=3)))
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    field=st.sampled_from(["width", "num_frames", "fps", "guidance_scale", "key"]),
+    value=st.one_of(st.integers(min_value=10_000), st.text(max_size=3)),
+)
 def test_an_invalid_request_reaches_neither_table_nor_broker(
     sqlite_producer: Producer, redis_client: redis.Redis, field: str, value: object
 ) -> None:
@@ -111,8 +114,10 @@ def test_concurrent_enqueues_with_one_key_make_one_row_and_one_message(
     parent.store.create_schema()  # so the race is on the insert, not on the migration
     ctx = multiprocessing.get_context("fork")
     barrier, out = ctx.Barrier(4), ctx.Queue()
-    procs = [ctx.Process(target=_enqueue_in_child, args=(database_url, redis_url, barrier, out))
-             for _ in range(4)]
+    procs = [
+        ctx.Process(target=_enqueue_in_child, args=(database_url, redis_url, barrier, out))
+        for _ in range(4)
+    ]
     for p in procs:
         p.start()
     ids = [out.get(timeout=60) for _ in procs]
@@ -133,8 +138,9 @@ def _closed_port() -> int:
 def test_broker_down_raises_enqueue_error_promptly_and_keeps_the_job(
     database_url: str, make_producer: MakeProducer
 ) -> None:
-    down = make_producer(database_url, f"redis://127.0.0.1:{_closed_port()}/0",
-                         broker_send_timeout=2.0)
+    down = make_producer(
+        database_url, f"redis://127.0.0.1:{_closed_port()}/0", broker_send_timeout=2.0
+    )
     start = time.monotonic()
     with pytest.raises(EnqueueError) as info:
         down.enqueue({"prompt": "x"})
@@ -178,8 +184,14 @@ def test_get_list_cancel_and_wait(producer: Producer) -> None:
     store = producer.store
     assert store.transition(c.id, JobStatus.SUBMITTING)
     assert store.transition(c.id, JobStatus.DOWNLOADING)
-    output = {"index": 0, "source_url": "http://x/v.mp4", "storage_uri": "file:///v.mp4",
-              "bytes": 10, "sha256": "0" * 64, "content_type": "video/mp4"}
+    output = {
+        "index": 0,
+        "source_url": "http://x/v.mp4",
+        "storage_uri": "file:///v.mp4",
+        "bytes": 10,
+        "sha256": "0" * 64,
+        "content_type": "video/mp4",
+    }
     assert store.transition(c.id, JobStatus.SUCCEEDED, outputs=[output])
     record = c.wait(timeout=5)
     assert record.outputs[0].storage_uri == "file:///v.mp4"
@@ -236,7 +248,9 @@ def test_a_key_used_for_another_request_writes_nothing_for_the_whole_call(
             idempotency_keys=[None, "k-1", "k-new", "k-2"],
         )
     assert [(e["field"], e["value"]) for e in info.value.errors] == [
-        ("[1].idempotency_key", "k-1"), ("[3].idempotency_key", "k-2")]
+        ("[1].idempotency_key", "k-1"),
+        ("[3].idempotency_key", "k-2"),
+    ]
     assert f"already used for a different request (job {old.id})" in str(info.value)
     assert f"(job {other.id})" in str(info.value)
     assert (row_count(producer), queue_length(redis_client)) == (rows, queued)
@@ -244,14 +258,20 @@ def test_a_key_used_for_another_request_writes_nothing_for_the_whole_call(
 
 
 def test_one_key_twice_in_one_call(producer: Producer, redis_client: redis.Redis) -> None:
-    jobs = producer.enqueue_many([{"prompt": "p"}, {"prompt": "q"}, {"prompt": "p"}],
-                                 idempotency_keys=["dup", None, "dup"])
+    jobs = producer.enqueue_many(
+        [{"prompt": "p"}, {"prompt": "q"}, {"prompt": "p"}], idempotency_keys=["dup", None, "dup"]
+    )
     assert jobs[0].id == jobs[2].id != jobs[1].id
     assert row_count(producer) == 2 and _sent(redis_client) == sorted({j.id for j in jobs})
-    with pytest.raises(RequestInvalid, match=r"\[2\]\.idempotency_key='twice': also the key of "
-                                             r"\[0\], with a different request"):
-        producer.enqueue_many([{"prompt": "p"}, {"prompt": "q"}, {"prompt": "other"}],
-                              idempotency_keys=["twice", None, "twice"])
+    with pytest.raises(
+        RequestInvalid,
+        match=r"\[2\]\.idempotency_key='twice': also the key of "
+        r"\[0\], with a different request",
+    ):
+        producer.enqueue_many(
+            [{"prompt": "p"}, {"prompt": "q"}, {"prompt": "other"}],
+            idempotency_keys=["twice", None, "twice"],
+        )
     assert row_count(producer) == 2 and queue_length(redis_client) == 2
 
 
@@ -260,14 +280,16 @@ def test_bad_keys_and_a_wrong_number_of_keys_write_nothing(
 ) -> None:
     producer.enqueue({"prompt": "warm"})
     rows, queued = row_count(producer), queue_length(redis_client)
-    with pytest.raises(RequestInvalid, match="idempotency_keys: must have one entry per "
-                                             "request: 1 for 2 request"):
+    with pytest.raises(
+        RequestInvalid, match="idempotency_keys: must have one entry per request: 1 for 2 request"
+    ):
         producer.enqueue_many([{"prompt": "a"}, {"prompt": "b"}], idempotency_keys=["k"])
     with pytest.raises(RequestInvalid) as info:
-        producer.enqueue_many([{"prompt": "a"}, {"prompt": "b"}, {"prompt": "c"}],
-                              idempotency_keys=["ok", " ", "x" * 256])
-    assert [e["field"] for e in info.value.errors] == ["[1].idempotency_key",
-                                                       "[2].idempotency_key"]
+        producer.enqueue_many(
+            [{"prompt": "a"}, {"prompt": "b"}, {"prompt": "c"}],
+            idempotency_keys=["ok", " ", "x" * 256],
+        )
+    assert [e["field"] for e in info.value.errors] == ["[1].idempotency_key", "[2].idempotency_key"]
     assert (row_count(producer), queue_length(redis_client)) == (rows, queued)
     assert producer.store.get_by_idempotency_key("ok") is None
 
@@ -291,8 +313,11 @@ def test_existing_keys_are_looked_up_in_chunks(
         result = producer.enqueue_many_detailed(requests, idempotency_keys=keys)
     finally:
         event.remove(engine, "before_cursor_execute", seen)
-    lookups = [s for s in statements if s.lstrip().upper().startswith("SELECT")
-               and "idempotency_key IN" in s]
+    lookups = [
+        s
+        for s in statements
+        if s.lstrip().upper().startswith("SELECT") and "idempotency_key IN" in s
+    ]
     assert len(lookups) == 3  # 1200 keys, 500 a query
     assert [j.id for j in result.jobs[:600]] == [j.id for j in first]
     assert len(result.new_ids) == 600 and row_count(producer) == 1200
@@ -321,10 +346,16 @@ def test_a_caller_that_loses_the_race_returns_the_winners_jobs(
     slow, fast = make_producer(database_url), make_producer(database_url)
     slow.store.create_schema()
     won: list[Any] = []
-    calls = _hold_after_first_lookup(slow, lambda: won.extend(fast.enqueue_many(
-        [{"prompt": "k2"}, {"prompt": "k3"}], idempotency_keys=["k2", "k3"])))
-    jobs = slow.enqueue_many([{"prompt": f"k{i}"} for i in range(1, 5)] + [{"prompt": "free"}],
-                             idempotency_keys=["k1", "k2", "k3", "k4", None])
+    calls = _hold_after_first_lookup(
+        slow,
+        lambda: won.extend(
+            fast.enqueue_many([{"prompt": "k2"}, {"prompt": "k3"}], idempotency_keys=["k2", "k3"])
+        ),
+    )
+    jobs = slow.enqueue_many(
+        [{"prompt": f"k{i}"} for i in range(1, 5)] + [{"prompt": "free"}],
+        idempotency_keys=["k1", "k2", "k3", "k4", None],
+    )
     assert calls == [4, 4]  # read the four keys; the insert failed; read the four again
     assert [j.id for j in jobs[1:3]] == [j.id for j in won]
     assert [j.record.request["prompt"] for j in jobs] == ["k1", "k2", "k3", "k4", "free"]
@@ -337,11 +368,14 @@ def test_a_race_lost_to_a_different_request_writes_nothing(
 ) -> None:
     slow, fast = make_producer(database_url), make_producer(database_url)
     slow.store.create_schema()
-    _hold_after_first_lookup(slow, lambda: fast.enqueue_many(
-        [{"prompt": "theirs"}], idempotency_keys=["k2"]))
+    _hold_after_first_lookup(
+        slow, lambda: fast.enqueue_many([{"prompt": "theirs"}], idempotency_keys=["k2"])
+    )
     with pytest.raises(RequestInvalid, match=r"\[1\]\.idempotency_key='k2': already used"):
-        slow.enqueue_many([{"prompt": "k1"}, {"prompt": "mine"}, {"prompt": "free"}],
-                          idempotency_keys=["k1", "k2", None])
+        slow.enqueue_many(
+            [{"prompt": "k1"}, {"prompt": "mine"}, {"prompt": "free"}],
+            idempotency_keys=["k1", "k2", None],
+        )
     assert row_count(slow) == 1 and slow.store.get_by_idempotency_key("k1") is None
     assert queue_length(redis_client) == 1
 
@@ -355,8 +389,9 @@ def test_an_integrity_error_that_is_not_a_key_race_is_raised(
     real = producer.store.insert_values
 
     def same_id(**kwargs: Any) -> dict[str, Any]:
-        return real(**kwargs, job_id=taken) if kwargs.get("idempotency_key") == "b" else real(
-            **kwargs)
+        return (
+            real(**kwargs, job_id=taken) if kwargs.get("idempotency_key") == "b" else real(**kwargs)
+        )
 
     monkeypatch.setattr(producer.store, "insert_values", same_id)
     with pytest.raises(IntegrityError):
@@ -369,11 +404,11 @@ def test_broker_down_with_keys_names_only_the_new_jobs(
 ) -> None:
     up = make_producer(database_url)
     old = up.enqueue({"prompt": "old"}, idempotency_key="old")
-    down = make_producer(database_url, f"redis://127.0.0.1:{_closed_port()}/0",
-                         broker_send_timeout=2.0)
+    down = make_producer(
+        database_url, f"redis://127.0.0.1:{_closed_port()}/0", broker_send_timeout=2.0
+    )
     with pytest.raises(EnqueueError) as info:
-        down.enqueue_many([{"prompt": "old"}, {"prompt": "new"}],
-                          idempotency_keys=["old", "new"])
+        down.enqueue_many([{"prompt": "old"}, {"prompt": "new"}], idempotency_keys=["old", "new"])
     (new_id,) = info.value.job_ids
     assert new_id != old.id and down.load(new_id).idempotency_key == "new"
     # Retried once the broker is back: the key finds the row, nothing is written twice.
@@ -392,8 +427,9 @@ def _race_input(racer: int) -> tuple[list[dict[str, Any]], list[str | None]]:
     keys: list[str | None] = [f"race-{(racer * 50 + i) % SHARED_KEYS}" for i in range(100)]
     random.Random(racer).shuffle(keys)  # each racer inserts in its own order
     keys += [None] * FREE
-    requests = [{"prompt": f"{k} job"} if k else {"prompt": f"free {racer}-{i}"}
-                for i, k in enumerate(keys)]
+    requests = [
+        {"prompt": f"{k} job"} if k else {"prompt": f"free {racer}-{i}"} for i, k in enumerate(keys)
+    ]
     return requests, keys
 
 
@@ -415,7 +451,10 @@ def _race_in_child(url: str, broker: str, racer: int, barrier: Any, out: Any) ->
 
 @pytest.mark.parametrize("mode", ["threads", "processes"])
 def test_racing_callers_with_overlapping_keys_make_each_job_once(
-    mode: str, database_url: str, redis_url: str, make_producer: MakeProducer,
+    mode: str,
+    database_url: str,
+    redis_url: str,
+    make_producer: MakeProducer,
     redis_client: redis.Redis,
 ) -> None:
     import threading
@@ -443,9 +482,10 @@ def test_racing_callers_with_overlapping_keys_make_each_job_once(
     else:
         ctx = multiprocessing.get_context("fork")
         pbarrier, out = ctx.Barrier(RACERS), ctx.Queue()
-        procs = [ctx.Process(target=_race_in_child,
-                             args=(database_url, redis_url, r, pbarrier, out))
-                 for r in range(RACERS)]
+        procs = [
+            ctx.Process(target=_race_in_child, args=(database_url, redis_url, r, pbarrier, out))
+            for r in range(RACERS)
+        ]
         for p in procs:
             p.start()
         for _ in procs:

@@ -25,8 +25,12 @@ def test_migrated_schema_equals_the_models(database_url: str) -> None:
             assert compare_metadata(context, Base.metadata) == []
             assert current_revision(conn) == head_revision()
         names = {ix["name"] for ix in inspect(engine).get_indexes("t2v_jobs")}
-        assert {"ix_t2v_jobs_status_created", "ix_t2v_jobs_created",
-                "ix_t2v_jobs_status_next_check", "ix_t2v_jobs_provider_id"} <= names
+        assert {
+            "ix_t2v_jobs_status_created",
+            "ix_t2v_jobs_created",
+            "ix_t2v_jobs_status_next_check",
+            "ix_t2v_jobs_provider_id",
+        } <= names
         upgrade(engine)  # a second run is a no-op
     finally:
         engine.dispose()
@@ -42,8 +46,7 @@ def _upgrade_in_child(url: str, barrier: multiprocessing.synchronize.Barrier) ->
 def test_two_processes_upgrading_at_once_both_succeed(database_url: str) -> None:
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(3)
-    procs = [ctx.Process(target=_upgrade_in_child, args=(database_url, barrier))
-             for _ in range(3)]
+    procs = [ctx.Process(target=_upgrade_in_child, args=(database_url, barrier)) for _ in range(3)]
     for p in procs:
         p.start()
     for p in procs:
@@ -64,8 +67,12 @@ def test_store_get_many_returns_existing_rows_by_id(database_url: str) -> None:
     try:
         store = JobStore(engine)
         store.create_schema()
-        rows = [store.insert_values(request={"prompt": str(i)}, model_requested=None,
-                                    model_effective="wan2.2") for i in range(3)]
+        rows = [
+            store.insert_values(
+                request={"prompt": str(i)}, model_requested=None, model_effective="wan2.2"
+            )
+            for i in range(3)
+        ]
         store.insert_many(rows)
         ids = [r["id"] for r in rows]
         found = store.get_many([*ids, "missing", ids[0]])

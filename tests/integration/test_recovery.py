@@ -19,16 +19,26 @@ pytestmark = pytest.mark.slow
 
 def _enqueue(pipe: Pipeline, n: int) -> list[str]:
     with pipe.as_application() as producer:
-        return [producer.enqueue(producer.Text2VideoRequest(
-            prompt=f"recovery {i}: a lighthouse beam sweeping fog", num_frames=8,
-            width=128, height=128)).id for i in range(n)]
+        return [
+            producer.enqueue(
+                producer.Text2VideoRequest(
+                    prompt=f"recovery {i}: a lighthouse beam sweeping fog",
+                    num_frames=8,
+                    width=128,
+                    height=128,
+                )
+            ).id
+            for i in range(n)
+        ]
 
 
 def test_jobs_survive_redis_losing_every_message(
     redis_url: str, sqlite_url: str, sim: SimControl, tmp_path: Path
 ) -> None:
-    pipe = Pipeline(make_env(redis_url, sqlite_url, sim,
-                             {"T2V_STORAGE_URL": str(tmp_path / "v")}), tmp_path / "logs")
+    pipe = Pipeline(
+        make_env(redis_url, sqlite_url, sim, {"T2V_STORAGE_URL": str(tmp_path / "v")}),
+        tmp_path / "logs",
+    )
     ids = _enqueue(pipe, 4)
     r = redis_lib.Redis.from_url(redis_url)
     assert r.llen("t2v.submit") == 4
@@ -37,6 +47,7 @@ def test_jobs_survive_redis_losing_every_message(
     from sqlalchemy import update
 
     from t2v_core.records import JobRow
+
     with pipe.store.engine.begin() as conn:
         conn.execute(update(JobRow).values(next_check_at=JobRow.created_at))
     pipe.start_worker()

@@ -21,10 +21,16 @@ pytestmark = pytest.mark.slow
 def test_redis_restarted_empty_mid_run_rebuilds_the_line(
     redis_url: str, sqlite_url: str, sim: SimControl, tmp_path: Path
 ) -> None:
-    env = make_env(redis_url, sqlite_url, sim, {
-        "T2V_STORAGE_URL": str(tmp_path / "v"), "T2V_ACCOUNT_SLOTS": "2",
-        "T2V_PROBE_VIDEOS": "false",
-    })
+    env = make_env(
+        redis_url,
+        sqlite_url,
+        sim,
+        {
+            "T2V_STORAGE_URL": str(tmp_path / "v"),
+            "T2V_ACCOUNT_SLOTS": "2",
+            "T2V_PROBE_VIDEOS": "false",
+        },
+    )
     pipe = Pipeline(env, tmp_path / "logs")
     pipe.start_worker()
     try:
@@ -41,7 +47,8 @@ def test_redis_restarted_empty_mid_run_rebuilds_the_line(
     finally:
         pipe.stop()
     assert [rec.status for rec in records] == [JobStatus.SUCCEEDED] * 8, [
-        (rec.status, rec.error) for rec in records]
+        (rec.status, rec.error) for rec in records
+    ]
     assert "slot line rebuilt from the table" in log
     paid = sim.paid()
     assert all(paid.get(i) == 1 for i in ids), paid  # nothing was submitted twice
@@ -53,10 +60,17 @@ def test_a_cancelled_render_keeps_its_slot_until_it_can_be_over(
     redis_url: str, sqlite_url: str, sim: SimControl, tmp_path: Path
 ) -> None:
     deadline = 8.0
-    env = make_env(redis_url, sqlite_url, sim, {
-        "T2V_STORAGE_URL": str(tmp_path / "v"), "T2V_ACCOUNT_SLOTS": "1",
-        "T2V_POLL_DEADLINE_SECONDS": str(deadline), "T2V_PROBE_VIDEOS": "false",
-    })
+    env = make_env(
+        redis_url,
+        sqlite_url,
+        sim,
+        {
+            "T2V_STORAGE_URL": str(tmp_path / "v"),
+            "T2V_ACCOUNT_SLOTS": "1",
+            "T2V_POLL_DEADLINE_SECONDS": str(deadline),
+            "T2V_PROBE_VIDEOS": "false",
+        },
+    )
     pipe = Pipeline(env, tmp_path / "logs")
     sim.faults(never_finish_share=1.0)  # the first render runs until we stop looking
     pipe.start_worker()
@@ -86,18 +100,26 @@ def test_a_cancelled_render_keeps_its_slot_until_it_can_be_over(
 def test_a_lost_answer_gives_its_slot_back_while_it_waits_for_its_resubmit(
     redis_url: str, sqlite_url: str, sim: SimControl, tmp_path: Path
 ) -> None:
-    env = make_env(redis_url, sqlite_url, sim, {
-        "T2V_STORAGE_URL": str(tmp_path / "v"), "T2V_ACCOUNT_SLOTS": "1",
-        "T2V_PROBE_VIDEOS": "false", "T2V_LOST_SUBMIT_HOLD": "2",
-        "T2V_SUBMIT_UNKNOWN_WAIT": "600",  # the lost one waits long for a webhook
-    })
+    env = make_env(
+        redis_url,
+        sqlite_url,
+        sim,
+        {
+            "T2V_STORAGE_URL": str(tmp_path / "v"),
+            "T2V_ACCOUNT_SLOTS": "1",
+            "T2V_PROBE_VIDEOS": "false",
+            "T2V_LOST_SUBMIT_HOLD": "2",
+            "T2V_SUBMIT_UNKNOWN_WAIT": "600",  # the lost one waits long for a webhook
+        },
+    )
     pipe = Pipeline(env, tmp_path / "logs")
     sim.faults(lost_after_create_share=1.0, lost_after_create_mode="reset")
     pipe.start_worker()
     try:
         [lost] = enqueue_small(pipe, 1, "lost")
-        pipe.wait_all([lost], timeout=30,
-                      done=lambda r: r.error is not None and "unknown" in r.error)
+        pipe.wait_all(
+            [lost], timeout=30, done=lambda r: r.error is not None and "unknown" in r.error
+        )
         sim.faults(lost_after_create_share=0.0)
         others = enqueue_small(pipe, 3, "after")
         records = pipe.wait_all(others, timeout=90)
@@ -118,10 +140,16 @@ def test_another_system_on_the_key_lowers_the_limit_in_use(
     import subprocess
     import sys
 
-    env = make_env(redis_url, sqlite_url, sim, {
-        "T2V_STORAGE_URL": str(tmp_path / "v"), "T2V_ACCOUNT_SLOTS": "5",
-        "T2V_PROBE_VIDEOS": "false",
-    })
+    env = make_env(
+        redis_url,
+        sqlite_url,
+        sim,
+        {
+            "T2V_STORAGE_URL": str(tmp_path / "v"),
+            "T2V_ACCOUNT_SLOTS": "5",
+            "T2V_PROBE_VIDEOS": "false",
+        },
+    )
     pipe = Pipeline(env, tmp_path / "logs")
     sim.faults(external_holders=3, retry_after=1)  # the provider takes 2 of ours at most
     pipe.start_worker()
@@ -130,7 +158,11 @@ def test_another_system_on_the_key_lowers_the_limit_in_use(
         records = pipe.wait_all(ids, timeout=120)
         status = subprocess.run(
             [str(Path(sys.executable).with_name("t2v")), "status", "--account", "--json"],
-            env={**os.environ, **env}, capture_output=True, text=True, timeout=30)
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     finally:
         pipe.stop()
     assert [r.status for r in records] == [JobStatus.SUCCEEDED] * 8, [r.error for r in records]

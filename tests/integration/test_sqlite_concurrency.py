@@ -76,8 +76,11 @@ def _one_round(index: int, round_no: int, url: str, barrier: Any) -> dict[str, A
     store = JobStore(engine)
     own = [_row_id(round_no, index, n) for n in range(OWN_ROWS)]
     # The rows of this worker and the previous RACERS - 1, starting with someone else's.
-    contested = [_row_id(round_no, (index - k) % WORKERS, n)
-                 for k in reversed(range(RACERS)) for n in range(OWN_ROWS)]
+    contested = [
+        _row_id(round_no, (index - k) % WORKERS, n)
+        for k in reversed(range(RACERS))
+        for n in range(OWN_ROWS)
+    ]
 
     def check(ok: bool, what: str) -> None:
         if not ok:
@@ -86,8 +89,12 @@ def _one_round(index: int, round_no: int, url: str, barrier: Any) -> dict[str, A
     def start() -> None:
         store.create_schema()
         rows = [
-            store.insert_values(request={"prompt": f"{index}/{n}"}, model_requested=None,
-                                model_effective="wan2.2", job_id=row_id)
+            store.insert_values(
+                request={"prompt": f"{index}/{n}"},
+                model_requested=None,
+                model_effective="wan2.2",
+                job_id=row_id,
+            )
             for n, row_id in enumerate(own)
         ]
         store.insert_many(rows[: OWN_ROWS // 2])
@@ -107,8 +114,11 @@ def _one_round(index: int, round_no: int, url: str, barrier: Any) -> dict[str, A
         for row_id in contested:
             record = store.get(row_id)
             check(record is not None, f"{row_id} missing in the race")
-            if record is not None and record.status is JobStatus.SUBMITTING and \
-                    store.transition(row_id, JobStatus.PROCESSING, expect=[JobStatus.SUBMITTING]):
+            if (
+                record is not None
+                and record.status is JobStatus.SUBMITTING
+                and store.transition(row_id, JobStatus.PROCESSING, expect=[JobStatus.SUBMITTING])
+            ):
                 won.append(row_id)
         store.count_by_status()
         # This worker tried each of them: each is processing now, whoever won it.
@@ -117,8 +127,10 @@ def _one_round(index: int, round_no: int, url: str, barrier: Any) -> dict[str, A
 
     def finish() -> None:
         for n, row_id in enumerate(own):
-            check(store.update_if(row_id, [JobStatus.PROCESSING],
-                                  poll_count=JobRow.poll_count + 1), "update_if lost")
+            check(
+                store.update_if(row_id, [JobStatus.PROCESSING], poll_count=JobRow.poll_count + 1),
+                "update_if lost",
+            )
             if _final_status(n) == "succeeded":
                 check(store.transition(row_id, JobStatus.DOWNLOADING), "download move lost")
                 check(store.transition(row_id, JobStatus.SUCCEEDED), "success move lost")
@@ -146,8 +158,9 @@ def _worker_main(index: int, tasks: Any, results: Any, barrier: Any) -> None:
         try:
             results.put(_one_round(index, round_no, url, barrier))
         except Exception:  # noqa: BLE001 - a broken barrier ends the run, reported
-            results.put({"worker": index, "round": round_no, "won": [],
-                         "errors": [traceback.format_exc()]})
+            results.put(
+                {"worker": index, "round": round_no, "won": [], "errors": [traceback.format_exc()]}
+            )
             return
 
 
@@ -163,14 +176,17 @@ def _check_file(url: str, round_no: int) -> list[str]:
         engine.dispose()
     expected = {
         _row_id(round_no, w, n): (_final_status(n), 1)
-        for w in range(WORKERS) for n in range(OWN_ROWS)
+        for w in range(WORKERS)
+        for n in range(OWN_ROWS)
     }
     found = {row_id: (status, polls) for row_id, status, polls in rows}
     problems = []
     if found != expected:
-        problems.append(f"round {round_no}: rows differ: "
-                        f"missing {sorted(set(expected) - set(found))}, "
-                        f"wrong {sorted(k for k in found if found[k] != expected.get(k))}")
+        problems.append(
+            f"round {round_no}: rows differ: "
+            f"missing {sorted(set(expected) - set(found))}, "
+            f"wrong {sorted(k for k in found if found[k] != expected.get(k))}"
+        )
     if [v[0] for v in versions] != [head_revision()]:
         problems.append(f"round {round_no}: version table holds {versions}")
     if mode != "wal":
@@ -192,8 +208,10 @@ def test_many_processes_migrate_and_write_one_fresh_sqlite_file_at_once(
     tasks = ctx.Queue()
     results = ctx.Queue()
     barrier = ctx.Barrier(WORKERS)
-    procs = [ctx.Process(target=_worker_main, args=(i, tasks, results, barrier), daemon=True)
-             for i in range(WORKERS)]
+    procs = [
+        ctx.Process(target=_worker_main, args=(i, tasks, results, barrier), daemon=True)
+        for i in range(WORKERS)
+    ]
     for p in procs:
         p.start()
     errors: list[str] = []
@@ -260,8 +278,9 @@ def _write_lock_is_free(path: Path) -> bool:
 def _store_with_one_row(path: Path) -> tuple[JobStore, str]:
     store = JobStore(make_engine(f"sqlite:///{path}"))
     store.create_schema()
-    row = store.insert_values(request={"prompt": "p"}, model_requested=None,
-                              model_effective="wan2.2")
+    row = store.insert_values(
+        request={"prompt": "p"}, model_requested=None, model_effective="wan2.2"
+    )
     store.insert_many([row])
     return store, str(row["id"])
 

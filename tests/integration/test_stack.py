@@ -28,25 +28,47 @@ def newcomer_env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_demo_stores_a_valid_video_on_embedded_defaults(tmp_path: Path) -> None:
-    out = subprocess.run([T2V, "demo", "A paper plane over a city at dawn"],
-                         cwd=tmp_path, env=newcomer_env(tmp_path), capture_output=True,
-                         text=True, timeout=240)
+    out = subprocess.run(
+        [T2V, "demo", "A paper plane over a city at dawn"],
+        cwd=tmp_path,
+        env=newcomer_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "(private, from" in out.stdout
     assert "the local simulator; no key was set" in out.stdout
     line = next(x for x in out.stdout.splitlines() if x.startswith("Stored video: "))
     video = Path(line.removeprefix("Stored video: "))
     assert video.is_file() and video.is_relative_to(tmp_path / "var" / "videos")
-    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name",
-                            "-of", "csv=p=0", str(video)], capture_output=True, text=True,
-                           check=True)
+    probe = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+            str(video),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert probe.stdout.strip() == "h264"
 
 
 def test_up_runs_in_the_foreground_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
-    proc = subprocess.Popen([T2V, "up", "--no-flower"], cwd=tmp_path,
-                            env=newcomer_env(tmp_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [T2V, "up", "--no-flower"],
+        cwd=tmp_path,
+        env=newcomer_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + 90

@@ -28,8 +28,11 @@ pytestmark = pytest.mark.slow
 
 def start_receiver(env: dict[str, str], log_dir: Path, port: int) -> processes.ManagedProcess:
     proc = processes.spawn(
-        "webhook", [sys.executable, "-m", "worker.webhook", "--host", "127.0.0.1",
-                    "--port", str(port)], env=env, log_dir=log_dir)
+        "webhook",
+        [sys.executable, "-m", "worker.webhook", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        log_dir=log_dir,
+    )
     processes.wait_for_port("127.0.0.1", port, 30, proc)
     return proc
 
@@ -39,14 +42,19 @@ def test_lost_submit_answer_is_rescued_by_the_webhook_without_paying_twice(
 ) -> None:
     secret = secrets.token_urlsafe(24)
     port = processes.free_port()
-    env = make_env(redis_url, sqlite_url, sim, {
-        "T2V_STORAGE_URL": str(tmp_path / "videos"),
-        "T2V_WEBHOOK_SECRET": secret,
-        "T2V_WEBHOOK_URL": f"http://127.0.0.1:{port}/webhook/{secret}",
-        "T2V_READ_TIMEOUT": "1",
-        # Without the webhook this job would sit `submitting` for two minutes.
-        "T2V_SUBMIT_UNKNOWN_WAIT": "120",
-    })
+    env = make_env(
+        redis_url,
+        sqlite_url,
+        sim,
+        {
+            "T2V_STORAGE_URL": str(tmp_path / "videos"),
+            "T2V_WEBHOOK_SECRET": secret,
+            "T2V_WEBHOOK_URL": f"http://127.0.0.1:{port}/webhook/{secret}",
+            "T2V_READ_TIMEOUT": "1",
+            # Without the webhook this job would sit `submitting` for two minutes.
+            "T2V_SUBMIT_UNKNOWN_WAIT": "120",
+        },
+    )
     pipe = Pipeline(env, tmp_path / "logs")
     receiver = start_receiver(env, tmp_path / "logs", port)
     # The submit's answer comes after the worker stopped listening: outcome unknown.
@@ -54,8 +62,11 @@ def test_lost_submit_answer_is_rescued_by_the_webhook_without_paying_twice(
     pipe.start_worker()
     try:
         with pipe.as_application() as producer:
-            job = producer.enqueue(producer.Text2VideoRequest(
-                prompt="a kite rescued by a webhook", num_frames=8, width=128, height=128))
+            job = producer.enqueue(
+                producer.Text2VideoRequest(
+                    prompt="a kite rescued by a webhook", num_frames=8, width=128, height=128
+                )
+            )
         deadline = time.monotonic() + 30
         while sim.stats()["submits"]["by_track_id"].get(job.id) != 1:  # type: ignore[index]
             assert time.monotonic() < deadline, "the submit never reached the simulator"
@@ -64,8 +75,7 @@ def test_lost_submit_answer_is_rescued_by_the_webhook_without_paying_twice(
         [rec] = pipe.wait_all([job.id], timeout=60)
         # Deliveries are sequential: wait for the duplicate to land before judging it.
         while sim.stats()["injected"]["webhooks_sent"] < 2:  # type: ignore[index,operator]
-            assert time.monotonic() < deadline + 60, (sim.stats()["injected"],
-                                                      receiver.tail())
+            assert time.monotonic() < deadline + 60, (sim.stats()["injected"], receiver.tail())
             time.sleep(0.1)
         time.sleep(1.0)  # give a (wrongly) triggered extra poll the time to show up
     finally:
@@ -88,17 +98,21 @@ def test_receiver_refuses_wrong_secret_and_bad_bodies_and_dedupes(
 ) -> None:
     secret = secrets.token_urlsafe(24)
     port = processes.free_port()
-    env = {"T2V_BROKER_URL": redis_url, "T2V_DATABASE_URL": sqlite_url,
-           "T2V_WEBHOOK_SECRET": secret}
+    env = {
+        "T2V_BROKER_URL": redis_url,
+        "T2V_DATABASE_URL": sqlite_url,
+        "T2V_WEBHOOK_SECRET": secret,
+    }
     Pipeline(env, tmp_path)  # creates the schema
     receiver = start_receiver(env, tmp_path, port)
     base = f"http://127.0.0.1:{port}/webhook"
     try:
         payload = {"status": "success", "id": "77", "track_id": "nope", "output": ["x"]}
-        assert requests.post(f"{base}/wrong-secret-wrong-secret", json=payload,
-                             timeout=5).status_code == 404
-        assert requests.post(f"{base}/{secret}", data=b"{not json",
-                             timeout=5).status_code == 400
+        assert (
+            requests.post(f"{base}/wrong-secret-wrong-secret", json=payload, timeout=5).status_code
+            == 404
+        )
+        assert requests.post(f"{base}/{secret}", data=b"{not json", timeout=5).status_code == 400
         first = requests.post(f"{base}/{secret}", json=payload, timeout=5).json()
         again = requests.post(f"{base}/{secret}", json=payload, timeout=5).json()
     finally:
@@ -112,13 +126,15 @@ def test_a_late_webhook_adopts_a_job_failed_for_lost_answers(sqlite_url: str) ->
     # submits did create a render: the late webhook brings the job back to poll it.
     store = JobStore(make_engine(sqlite_url))
     store.create_schema()
-    row = store.insert_values(request={"prompt": "p"}, model_requested=None,
-                              model_effective="wan2.2")
+    row = store.insert_values(
+        request={"prompt": "p"}, model_requested=None, model_effective="wan2.2"
+    )
     store.insert_one(row)
     job_id = row["id"]
     assert store.transition(job_id, JobStatus.SUBMITTING, submit_count=2, unknown_submits=1)
-    assert store.transition(job_id, JobStatus.FAILED, error="answers lost",
-                            error_kind="submit_unknown")
+    assert store.transition(
+        job_id, JobStatus.FAILED, error="answers lost", error_kind="submit_unknown"
+    )
     sent: list[tuple[str, str, float]] = []
     action = accept_webhook(store, lambda *a: sent.append(a), job_id, "9001", deadline=600)
     rec = store.get(job_id)
@@ -127,14 +143,15 @@ def test_a_late_webhook_adopts_a_job_failed_for_lost_answers(sqlite_url: str) ->
     assert rec.provider_id == "9001" and rec.submit_count == 2  # nothing sent again
     assert sent == [(TASK_POLL, job_id, 0)]
     # A job the provider itself failed is not brought back by a webhook.
-    other = store.insert_values(request={"prompt": "q"}, model_requested=None,
-                                model_effective="wan2.2")
+    other = store.insert_values(
+        request={"prompt": "q"}, model_requested=None, model_effective="wan2.2"
+    )
     store.insert_one(other)
     store.transition(other["id"], JobStatus.SUBMITTING, submit_count=1)
-    store.transition(other["id"], JobStatus.FAILED, error="nsfw",
-                     error_kind="generation_failed")
-    assert not accept_webhook(store, lambda *a: sent.append(a), other["id"], "9002",
-                              deadline=600).startswith("adopted")
+    store.transition(other["id"], JobStatus.FAILED, error="nsfw", error_kind="generation_failed")
+    assert not accept_webhook(
+        store, lambda *a: sent.append(a), other["id"], "9002", deadline=600
+    ).startswith("adopted")
 
 
 def _memory_kb(pid: int) -> dict[str, int]:
@@ -151,8 +168,11 @@ def test_the_receiver_holds_at_most_its_cap_of_a_1gb_body(
 ) -> None:
     secret = secrets.token_urlsafe(24)
     port = processes.free_port()
-    env = {"T2V_BROKER_URL": redis_url, "T2V_DATABASE_URL": sqlite_url,
-           "T2V_WEBHOOK_SECRET": secret}
+    env = {
+        "T2V_BROKER_URL": redis_url,
+        "T2V_DATABASE_URL": sqlite_url,
+        "T2V_WEBHOOK_SECRET": secret,
+    }
     Pipeline(env, tmp_path)  # creates the schema
     receiver = start_receiver(env, tmp_path, port)
     url = f"http://127.0.0.1:{port}/webhook/{secret}"
@@ -187,8 +207,9 @@ def test_the_receiver_holds_at_most_its_cap_of_a_1gb_body(
 
     def post_declared() -> int | None:
         try:
-            return requests.post(url, data=Declared(), timeout=30,
-                                 headers={"Content-Type": "application/json"}).status_code
+            return requests.post(
+                url, data=Declared(), timeout=30, headers={"Content-Type": "application/json"}
+            ).status_code
         except requests.ConnectionError:
             return None
 
@@ -200,8 +221,9 @@ def test_the_receiver_holds_at_most_its_cap_of_a_1gb_body(
         before = _memory_kb(receiver.popen.pid)
         chunked = post("chunked")  # no Content-Length: counted as it streams in
         declared = post_declared()
-        as_text = requests.post(url, data=b"{}", timeout=5,
-                                headers={"Content-Type": "text/plain"}).status_code
+        as_text = requests.post(
+            url, data=b"{}", timeout=5, headers={"Content-Type": "text/plain"}
+        ).status_code
         after = _memory_kb(receiver.popen.pid)
         alive = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code
     finally:

@@ -124,9 +124,12 @@ _fakeredis_socket.time = types.SimpleNamespace(  # type: ignore[attr-defined]
 _SCRIPT_NAMES = {
     hashlib.sha1(text.encode()).hexdigest(): name  # noqa: S324 - Redis names scripts by SHA-1
     for name, text in (
-        ("acquire", limiter_module._ACQUIRE), ("release", limiter_module._RELEASE),
-        ("hold", limiter_module._HOLD), ("holders", limiter_module._HOLDERS),
-        ("queue_full", limiter_module._QUEUE_FULL), ("accepted", limiter_module._ACCEPTED),
+        ("acquire", limiter_module._ACQUIRE),
+        ("release", limiter_module._RELEASE),
+        ("hold", limiter_module._HOLD),
+        ("holders", limiter_module._HOLDERS),
+        ("queue_full", limiter_module._QUEUE_FULL),
+        ("accepted", limiter_module._ACCEPTED),
     )
 }
 
@@ -171,7 +174,8 @@ class Config:
             "submit_max_attempts": rng.choice([2, 4, 8]),
             "download_max_attempts": rng.choice([2, 4, 10]),
             "download_not_found_window": rng.choice([30.0, 120.0, 300.0]),
-            "webhook_url": f"https://hooks.model.test/webhook/{WEBHOOK_SECRET}" if webhooks
+            "webhook_url": f"https://hooks.model.test/webhook/{WEBHOOK_SECRET}"
+            if webhooks
             else None,
         }
         return cls(
@@ -231,8 +235,11 @@ def base_settings(api_key: str) -> WorkerSettings:
     )
 
 
-APP_SETTINGS = Settings(_env_file=None, database_url="sqlite:///:memory:",  # type: ignore[call-arg]
-                        auto_migrate=False)
+APP_SETTINGS = Settings(
+    _env_file=None,
+    database_url="sqlite:///:memory:",  # type: ignore[call-arg]
+    auto_migrate=False,
+)
 
 
 # -- crash points -----------------------------------------------------------------------------
@@ -251,24 +258,45 @@ class ModelStore(JobStore):
         super().__init__(engine, now=now)
         self._world = world
 
-    def transition(self, job_id: str, to: JobStatus, *, expect: Any = None,
-                   **values: Any) -> bool:
-        return self._world.write(f"db {self._world.name(job_id)} -> {to.value}",
-                                 super().transition, job_id, to, expect=expect, **values)
+    def transition(self, job_id: str, to: JobStatus, *, expect: Any = None, **values: Any) -> bool:
+        return self._world.write(
+            f"db {self._world.name(job_id)} -> {to.value}",
+            super().transition,
+            job_id,
+            to,
+            expect=expect,
+            **values,
+        )
 
-    def claim(self, job_id: str, status: JobStatus, *, lease: float, slack: float = 5.0,
-              **values: Any) -> bool:
-        return self._world.write(f"db claim {self._world.name(job_id)} {status.value}",
-                                 super().claim, job_id, status, lease=lease, slack=slack,
-                                 **values)
+    def claim(
+        self, job_id: str, status: JobStatus, *, lease: float, slack: float = 5.0, **values: Any
+    ) -> bool:
+        return self._world.write(
+            f"db claim {self._world.name(job_id)} {status.value}",
+            super().claim,
+            job_id,
+            status,
+            lease=lease,
+            slack=slack,
+            **values,
+        )
 
     def update_if(self, job_id: str, expect: Any, **values: Any) -> bool:
-        return self._world.write(f"db update {self._world.name(job_id)} {sorted(values)}",
-                                 super().update_if, job_id, expect, **values)
+        return self._world.write(
+            f"db update {self._world.name(job_id)} {sorted(values)}",
+            super().update_if,
+            job_id,
+            expect,
+            **values,
+        )
 
     def set_provider_id(self, job_id: str, provider_id: str) -> bool:
-        return self._world.write(f"db set_provider_id {self._world.name(job_id)}",
-                                 super().set_provider_id, job_id, provider_id)
+        return self._world.write(
+            f"db set_provider_id {self._world.name(job_id)}",
+            super().set_provider_id,
+            job_id,
+            provider_id,
+        )
 
     def insert_one(self, row: dict[str, Any]) -> None:
         return self._world.write("db insert", super().insert_one, row)
@@ -280,8 +308,22 @@ class ModelStore(JobStore):
 class CrashingRedis:
     """The fakeredis client the limiter and reconcile use; every write is a crash point."""
 
-    _WRITES = frozenset({"set", "delete", "zadd", "zrem", "evalsha", "eval", "lpush", "ltrim",
-                         "hset", "hdel", "incr", "expire"})
+    _WRITES = frozenset(
+        {
+            "set",
+            "delete",
+            "zadd",
+            "zrem",
+            "evalsha",
+            "eval",
+            "lpush",
+            "ltrim",
+            "hset",
+            "hdel",
+            "incr",
+            "expire",
+        }
+    )
 
     def __init__(self, real: Any, world: World) -> None:
         self._real = real
@@ -362,31 +404,50 @@ class FakeProvider:
         if r < self.p(0.057):
             raise PermanentError("ModelsLab refused the request: prompt rejected")
         if r < self.p(0.09):
-            raise SubmitOutcomeUnknown("ModelsLab submit sent but unanswered (timeout before "
-                                       "the server read it); it may have been accepted")
+            raise SubmitOutcomeUnknown(
+                "ModelsLab submit sent but unanswered (timeout before "
+                "the server read it); it may have been accepted"
+            )
         if self.active() >= self.world.cfg.provider_limit:
             self.queue_full_429s += 1
             raise RateLimited(
                 f"queue full: Maximum {self.world.cfg.provider_limit} queued requests allowed",
-                retry_after=self.rng.choice([None, 10.0, 30.0]), queue_full=True,
+                retry_after=self.rng.choice([None, 10.0, 30.0]),
+                queue_full=True,
                 provider_max=self.world.cfg.provider_limit,
             )
         render = self._create(track, payload)
         r = self.rng.random()
         if r < self.p(0.05):
             render.lost = True
-            raise SubmitOutcomeUnknown("ModelsLab submit answered HTTP 504; it may have been "
-                                       "accepted")
+            raise SubmitOutcomeUnknown(
+                "ModelsLab submit answered HTTP 504; it may have been accepted"
+            )
         if r < self.p(0.065):
             render.lost = True
-            return ProviderResult(ProviderStatus.UNKNOWN, None, raw_status="error",
-                                  message="internal error", track_id=track)
+            return ProviderResult(
+                ProviderStatus.UNKNOWN,
+                None,
+                raw_status="error",
+                message="internal error",
+                track_id=track,
+            )
         if render.finish <= self.now and render.outcome == "success" and render.lag == 0:
-            return ProviderResult(ProviderStatus.SUCCESS, render.pid, outputs=list(render.urls),
-                                  raw_status="success", track_id=track)
-        return ProviderResult(ProviderStatus.PROCESSING, render.pid, eta=render.eta,
-                              future_links=list(render.urls), raw_status="processing",
-                              track_id=track)
+            return ProviderResult(
+                ProviderStatus.SUCCESS,
+                render.pid,
+                outputs=list(render.urls),
+                raw_status="success",
+                track_id=track,
+            )
+        return ProviderResult(
+            ProviderStatus.PROCESSING,
+            render.pid,
+            eta=render.eta,
+            future_links=list(render.urls),
+            raw_status="processing",
+            track_id=track,
+        )
 
     def _create(self, track: str, payload: dict[str, Any]) -> Render:
         rng = self.rng
@@ -407,23 +468,34 @@ class FakeProvider:
         eta = max(1.0, duration * rng.uniform(0.7, 1.3)) if duration else 0.0
         n_out = 2 if rng.random() < 0.1 else 1
         urls = [f"https://{CDN}/{pid}/{i}.mp4" for i in range(n_out)]
-        bodies = [MP4_HEAD + hashlib.sha256(f"{pid}:{i}".encode()).digest() * 8
-                  for i in range(n_out)]
+        bodies = [
+            MP4_HEAD + hashlib.sha256(f"{pid}:{i}".encode()).digest() * 8 for i in range(n_out)
+        ]
         lag = rng.uniform(1.0, 40.0) if rng.random() < 0.3 else 0.0
-        render = Render(pid=pid, track=track, created=self.now, finish=self.now + duration,
-                        outcome=outcome, eta=eta, urls=urls, bodies=bodies, lag=lag,
-                        webhook=bool(payload.get("webhook")))
+        render = Render(
+            pid=pid,
+            track=track,
+            created=self.now,
+            finish=self.now + duration,
+            outcome=outcome,
+            eta=eta,
+            urls=urls,
+            bodies=bodies,
+            lag=lag,
+            webhook=bool(payload.get("webhook")),
+        )
         self.renders[pid] = render
         self.by_track[track].append(render)
-        self.world.log(f"provider: {self.world.name(track)} paid render {pid} ({outcome}, "
-                       f"{duration:.0f}s{', lag' if lag else ''})")
+        self.world.log(
+            f"provider: {self.world.name(track)} paid render {pid} ({outcome}, "
+            f"{duration:.0f}s{', lag' if lag else ''})"
+        )
         if render.webhook:
             status = "success" if outcome == "success" else "failed"
             faulty = self.world.faults_on and self.world.intensity
             copies = rng.choice([0, 1, 1, 1, 2]) if faulty else 1
             for _ in range(copies):
-                self.world.add_webhook(render.finish + rng.uniform(0.0, 20.0), track, pid,
-                                       status)
+                self.world.add_webhook(render.finish + rng.uniform(0.0, 20.0), track, pid, status)
         return render
 
     def fetch(self, provider_id: str) -> ProviderResult:
@@ -438,14 +510,29 @@ class FakeProvider:
         if self.now < render.finish:
             raw = "queued" if self.rng.random() < 0.1 else "processing"
             status = ProviderStatus.UNKNOWN if raw == "queued" else ProviderStatus.PROCESSING
-            return ProviderResult(status, provider_id, eta=max(1.0, render.finish - self.now),
-                                  future_links=list(render.urls), raw_status=raw,
-                                  track_id=render.track)
+            return ProviderResult(
+                status,
+                provider_id,
+                eta=max(1.0, render.finish - self.now),
+                future_links=list(render.urls),
+                raw_status=raw,
+                track_id=render.track,
+            )
         if render.outcome == "success":
-            return ProviderResult(ProviderStatus.SUCCESS, provider_id, outputs=list(render.urls),
-                                  raw_status="success", track_id=render.track)
-        return ProviderResult(ProviderStatus.FAILED, provider_id, message="generation failed",
-                              raw_status="failed", track_id=render.track)
+            return ProviderResult(
+                ProviderStatus.SUCCESS,
+                provider_id,
+                outputs=list(render.urls),
+                raw_status="success",
+                track_id=render.track,
+            )
+        return ProviderResult(
+            ProviderStatus.FAILED,
+            provider_id,
+            message="generation failed",
+            raw_status="failed",
+            track_id=render.track,
+        )
 
     def serve(self, request: requests.PreparedRequest) -> requests.Response:
         """The CDN: an output's bytes once ready, 404 before and after its 24 h."""
@@ -456,8 +543,10 @@ class FakeProvider:
             return _response(request, 404, b"not found", "text/plain")
         index = int(parts[4].split(".")[0])
         now = self.now
-        ready = (render.outcome == "success" and render.finish + render.lag <= now
-                 < render.finish + OUTPUT_TTL.total_seconds())
+        ready = (
+            render.outcome == "success"
+            and render.finish + render.lag <= now < render.finish + OUTPUT_TTL.total_seconds()
+        )
         if not ready:
             return _response(request, 404, b"<html>404</html>", "text/html")
         r = self.rng.random()
@@ -472,12 +561,14 @@ class FakeProvider:
         return _response(request, 200, render.bodies[index], "video/mp4")
 
 
-def _response(request: requests.PreparedRequest, code: int, body: bytes,
-              content_type: str) -> requests.Response:
+def _response(
+    request: requests.PreparedRequest, code: int, body: bytes, content_type: str
+) -> requests.Response:
     resp = requests.Response()
     resp.status_code = code
-    resp.headers = CaseInsensitiveDict({"content-type": content_type,
-                                        "content-length": str(len(body))})
+    resp.headers = CaseInsensitiveDict(
+        {"content-type": content_type, "content-length": str(len(body))}
+    )
     resp.raw = io.BytesIO(body)
     resp.url = str(request.url)
     resp.request = request
@@ -490,10 +581,12 @@ class CdnAdapter(BaseAdapter):
         super().__init__()
         self.world = world
 
-    def send(self, request: requests.PreparedRequest, *args: Any,
-             **kwargs: Any) -> requests.Response:
-        return self.world.write("http GET " + str(request.url).split("/", 3)[-1],
-                                self.world.provider.serve, request)
+    def send(
+        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
+    ) -> requests.Response:
+        return self.world.write(
+            "http GET " + str(request.url).split("/", 3)[-1], self.world.provider.serve, request
+        )
 
     def close(self) -> None:
         pass
@@ -507,12 +600,14 @@ class FakeClient:
 
     def submit(self, payload: dict[str, Any]) -> ProviderResult:
         self.world.on_submit(payload)
-        return self.world.write(f"http submit {self.world.name(str(payload['track_id']))}",
-                                self.world.provider.submit, dict(payload))
+        return self.world.write(
+            f"http submit {self.world.name(str(payload['track_id']))}",
+            self.world.provider.submit,
+            dict(payload),
+        )
 
     def fetch(self, provider_id: str) -> ProviderResult:
-        return self.world.write(f"http fetch {provider_id}", self.world.provider.fetch,
-                                provider_id)
+        return self.world.write(f"http fetch {provider_id}", self.world.provider.fetch, provider_id)
 
     def close(self) -> None:
         pass
@@ -531,8 +626,9 @@ class FakeStorage:
     def put_file(self, key: str, path: str | Path, *, content_type: str) -> str:
         return self.world.write(f"storage put {key}", self._put, key, Path(path).read_bytes())
 
-    def put_stream(self, key: str, stream: Any, *, content_type: str,
-                   size_hint: int | None = None) -> str:
+    def put_stream(
+        self, key: str, stream: Any, *, content_type: str, size_hint: int | None = None
+    ) -> str:
         data = stream.read() if hasattr(stream, "read") else b"".join(stream)
         return self.world.write(f"storage put {key}", self._put, key, data)
 
@@ -563,8 +659,7 @@ class FakeBroker:
     def send(self, task: str, job_id: str, countdown: float) -> None:
         self.world.check_message(task, job_id, countdown)
         self.seq += 1
-        self.queue.append(Message(self.seq, task, job_id, self.world.clock.t + max(0.0,
-                                                                                   countdown)))
+        self.queue.append(Message(self.seq, task, job_id, self.world.clock.t + max(0.0, countdown)))
 
 
 class AppBroker:
@@ -692,8 +787,12 @@ class Peek(NamedTuple):
     def cancelled_rendering(self) -> bool:
         """``JobStore.cancelled_rendering_due``'s rows (``may_be_rendering`` of a cancelled
         job)."""
-        return (self.status is JobStatus.CANCELLED and self.provider_id is not None
-                and not self.downloaded and self.next_check_at is not None)
+        return (
+            self.status is JobStatus.CANCELLED
+            and self.provider_id is not None
+            and not self.downloaded
+            and self.next_check_at is not None
+        )
 
 
 def _epoch(value: str | None) -> float | None:
@@ -747,8 +846,9 @@ class Bench:
         directory.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(f"sqlite:///{directory / 'model.sqlite3'}")
         JobStore(self.engine).create_schema()
-        self.raw = sqlite3.connect(directory / "model.sqlite3", isolation_level=None,
-                                   check_same_thread=False)
+        self.raw = sqlite3.connect(
+            directory / "model.sqlite3", isolation_level=None, check_same_thread=False
+        )
         server = fakeredis.FakeServer()
         self.redis = _DirectRedis(server=server)
         self.redis.ping()
@@ -762,13 +862,26 @@ class Bench:
         if not job_ids:
             return {}
         marks = ",".join("?" * len(job_ids))
-        columns = ("id, status, next_check_at, provider_id, submit_count, downloading_at, "
-                   "poll_count, download_attempts, retry_count, submitting_at")
+        columns = (
+            "id, status, next_check_at, provider_id, submit_count, downloading_at, "
+            "poll_count, download_attempts, retry_count, submitting_at"
+        )
         query = f"SELECT {columns} FROM t2v_jobs WHERE id IN ({marks})"  # noqa: S608 - only ?s
         cur = self.raw.execute(query, job_ids)
-        return {row[0]: Peek(JobStatus(row[1]), _epoch(row[2]), row[3], row[4],
-                             row[5] is not None, row[6], row[7], row[8], _epoch(row[9]))
-                for row in cur.fetchall()}
+        return {
+            row[0]: Peek(
+                JobStatus(row[1]),
+                _epoch(row[2]),
+                row[3],
+                row[4],
+                row[5] is not None,
+                row[6],
+                row[7],
+                row[8],
+                _epoch(row[9]),
+            )
+            for row in cur.fetchall()
+        }
 
     def reset(self) -> None:
         with self.engine.begin() as conn:
@@ -820,8 +933,15 @@ class Task:
     lets it run (``advance``) until its next write point, where it hands control back
     (``pause``), so steps interleave between any two writes, in an order the seed picks."""
 
-    def __init__(self, world: World, label: str, body: Callable[[Task], None],
-                 crash: CrashPlan | None, *, threaded: bool) -> None:
+    def __init__(
+        self,
+        world: World,
+        label: str,
+        body: Callable[[Task], None],
+        crash: CrashPlan | None,
+        *,
+        threaded: bool,
+    ) -> None:
         self.world = world
         self.label = label
         self.body = body
@@ -872,24 +992,53 @@ class Task:
 
 
 # -- the world ----------------------------------------------------------------------------------
-_LIMITER_METHODS = ("acquire", "release", "leave_line", "hold", "forget", "is_ready", "rebuild",
-                    "queue_full", "accepted", "effective_limit", "note_eta", "recent_etas",
-                    "holders", "waiting", "waiting_count", "is_waiting", "view")
+_LIMITER_METHODS = (
+    "acquire",
+    "release",
+    "leave_line",
+    "hold",
+    "forget",
+    "is_ready",
+    "rebuild",
+    "queue_full",
+    "accepted",
+    "effective_limit",
+    "note_eta",
+    "recent_etas",
+    "holders",
+    "waiting",
+    "waiting_count",
+    "is_waiting",
+    "view",
+)
 DRAIN_HOURS = 50.0
 IDLE_TICKS_QUIET = 30  # the drain stops when this many beats in a row did nothing
 DRAIN_EVENTS = 4000
 
 # Checks by name; ``T2V_MODEL_SKIP=name,...`` turns some off (counted, not failed).
 CHECKS = (
-    "lost", "paid_twice", "not_counted", "not_recorded", "submit_with_id",
-    "submit_without_slot", "slots_over_limit", "rendering_without_slot", "slot_idle",
-    "slot_leaked", "output_thrown_away", "output_corrupt", "secret", "countdown", "phantom",
+    "lost",
+    "paid_twice",
+    "not_counted",
+    "not_recorded",
+    "submit_with_id",
+    "submit_without_slot",
+    "slots_over_limit",
+    "rendering_without_slot",
+    "slot_idle",
+    "slot_leaked",
+    "output_thrown_away",
+    "output_corrupt",
+    "secret",
+    "countdown",
+    "phantom",
 )
 
 
 class World:
-    def __init__(self, seed: int, bench: Bench, skip: frozenset[str] = frozenset(),
-                 verbose: bool = False) -> None:
+    def __init__(
+        self, seed: int, bench: Bench, skip: frozenset[str] = frozenset(), verbose: bool = False
+    ) -> None:
         self.seed = seed
         self.verbose = verbose  # every write in the trace (replays of one seed)
         self.bench = bench
@@ -904,8 +1053,7 @@ class World:
         self.faults_on = True
         self.storage_down_until = 0.0
         self.api_key = bench.api_key
-        self.settings: WorkerSettings = bench.settings.model_copy(
-            update=self.cfg.settings_update)
+        self.settings: WorkerSettings = bench.settings.model_copy(update=self.cfg.settings_update)
         self.trace: list[str] = []
         self.violations: list[str] = []
         self.exceptions: Counter[str] = Counter()
@@ -931,16 +1079,16 @@ class World:
         self.broker = FakeBroker(self)
         self.storage = FakeStorage(self)
         self.reader = JobStore(bench.engine, now=self.clock.view(0.0))
-        self.limiter = AccountLimiter(CrashingRedis(bench.redis, self), self.cfg.limit,
-                                      clock=lambda: self.clock.t)
+        self.limiter = AccountLimiter(
+            CrashingRedis(bench.redis, self), self.cfg.limit, clock=lambda: self.clock.t
+        )
         self.in_limiter = 0
         for method in _LIMITER_METHODS:
             setattr(self.limiter, method, self._limiter_method(getattr(self.limiter, method)))
         self.hosts = [self._host(f"w{i}", self.cfg.skews[i]) for i in range(2)]
         app_store = ModelStore(bench.engine, now=self.clock.view(self.cfg.skews[2]), world=self)
         self.app_now = self.clock.view(self.cfg.skews[2])
-        self.app = Producer(APP_SETTINGS, store=app_store,
-                            broker=AppBroker(self))  # type: ignore[arg-type]
+        self.app = Producer(APP_SETTINGS, store=app_store, broker=AppBroker(self))  # type: ignore[arg-type]
         self._plan_actions()
 
     def _host(self, name: str, skew: float) -> Host:
@@ -955,8 +1103,12 @@ class World:
             storage=self.storage,  # type: ignore[arg-type]
             http=http,
             schedule=lambda task, job_id, countdown: self.write(
-                f"send {task} {self.name(job_id)} +{countdown:.0f}s", self.broker.send, task,
-                job_id, countdown),
+                f"send {task} {self.name(job_id)} +{countdown:.0f}s",
+                self.broker.send,
+                task,
+                job_id,
+                countdown,
+            ),
             rng=random.Random(f"{name}:{self.seed}"),
             now=self.clock.view(skew),
         )
@@ -1017,8 +1169,7 @@ class World:
         except (Crash, Violation):
             raise
         except Exception as exc:  # noqa: BLE001 - the process dies right after either way
-            self.log(f"  CRASH ({task.label}) after {label} (which raised "
-                     f"{type(exc).__name__})")
+            self.log(f"  CRASH ({task.label}) after {label} (which raised {type(exc).__name__})")
             raise Crash(label) from None
         self.log(f"  CRASH ({task.label}) after {label}")
         raise Crash(label)
@@ -1030,8 +1181,7 @@ class World:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             task = self.current
-            if (task is not None and self.max_tasks > 1 and self.faults_on
-                    and not self.in_limiter):
+            if task is not None and self.max_tasks > 1 and self.faults_on and not self.in_limiter:
                 task.pause()
             self.in_limiter += 1
             try:
@@ -1048,10 +1198,12 @@ class World:
         if countdown != countdown or countdown in (float("inf"), float("-inf")):
             self.violate("countdown", f"{task} for {self.name(job_id)}: countdown {countdown!r}")
         if countdown >= self.settings.visibility_timeout:
-            self.violate("countdown",
-                         f"{task} for {self.name(job_id)}: countdown {countdown:.0f}s is not "
-                         f"below the visibility timeout {self.settings.visibility_timeout:.0f}s"
-                         " (Redis would deliver it twice)")
+            self.violate(
+                "countdown",
+                f"{task} for {self.name(job_id)}: countdown {countdown:.0f}s is not "
+                f"below the visibility timeout {self.settings.visibility_timeout:.0f}s"
+                " (Redis would deliver it twice)",
+            )
 
     def on_submit(self, payload: dict[str, Any]) -> None:
         """The money rules, checked as the request leaves."""
@@ -1065,22 +1217,31 @@ class World:
             self.violate("phantom", f"submit for {self.name(job_id)}, a job that has no row")
             return
         if rec.provider_id is not None:
-            self.violate("submit_with_id",
-                         f"submit for {self.name(job_id)} while its row names provider id "
-                         f"{rec.provider_id} (status {rec.status.value})")
+            self.violate(
+                "submit_with_id",
+                f"submit for {self.name(job_id)} while its row names provider id "
+                f"{rec.provider_id} (status {rec.status.value})",
+            )
         if rec.status is not JobStatus.SUBMITTING:
-            self.violate("submit_with_id",
-                         f"submit for {self.name(job_id)} while its row is {rec.status.value}")
+            self.violate(
+                "submit_with_id",
+                f"submit for {self.name(job_id)} while its row is {rec.status.value}",
+            )
         sent = self.provider.requests[job_id] + 1
         if rec.submit_count < sent:
-            self.violate("not_counted", f"submit #{sent} for {self.name(job_id)} not counted "
-                         f"first (submit_count {rec.submit_count})")
+            self.violate(
+                "not_counted",
+                f"submit #{sent} for {self.name(job_id)} not counted "
+                f"first (submit_count {rec.submit_count})",
+            )
         if self._line_ready():
             live = self.live_holders()
             if job_id not in live:
-                self.violate("submit_without_slot",
-                             f"submit for {self.name(job_id)} without an account slot "
-                             f"(holders {self._holders_text()})")
+                self.violate(
+                    "submit_without_slot",
+                    f"submit for {self.name(job_id)} without an account slot "
+                    f"(holders {self._holders_text()})",
+                )
 
     def _zset(self, key: str) -> dict[str, float]:
         """A sorted set's members and scores, read from fakeredis' memory (no command, no
@@ -1093,8 +1254,13 @@ class World:
     def _holders_text(self) -> str:
         now = self.clock.t
         held = self._zset(self.limiter.holders_key)
-        return ", ".join(f"{self.name(j)} until {until - now:+.0f}s"
-                         for j, until in sorted(held.items(), key=lambda x: x[1])) or "none"
+        return (
+            ", ".join(
+                f"{self.name(j)} until {until - now:+.0f}s"
+                for j, until in sorted(held.items(), key=lambda x: x[1])
+            )
+            or "none"
+        )
 
     def _line_ready(self) -> bool:
         return self.limiter.ready_key.encode() in self.bench.db._dict
@@ -1111,15 +1277,21 @@ class World:
         # the limit (safe: nobody takes a slot until they end); a slot *taken* past the
         # limit is the violation.
         if len(live) > self.cfg.limit and taken and (was_ready or not self._line_ready()):
-            self.violate("slots_over_limit", f"{len(live)} account slots held, limit "
-                         f"{self.cfg.limit}, after {[self.name(j) for j in sorted(taken)]} "
-                         f"took one: {self._holders_text()}")
+            self.violate(
+                "slots_over_limit",
+                f"{len(live)} account slots held, limit "
+                f"{self.cfg.limit}, after {[self.name(j) for j in sorted(taken)]} "
+                f"took one: {self._holders_text()}",
+            )
         elif len(live) > self.cfg.limit:
             self.stats["rebuilt_over_limit"] += 1
         # A render we know the provider is running (its id is on a processing row, or on a
         # cancelled one whose quiet polls go on) keeps its slot, while the line is whole.
-        running = [r for r in self.provider.renders.values()
-                   if r.created <= self.clock.t < r.finish and r.track in self.names]
+        running = [
+            r
+            for r in self.provider.renders.values()
+            if r.created <= self.clock.t < r.finish and r.track in self.names
+        ]
         if not running or not self._line_ready():
             return
         rows = self.bench.peek(sorted({r.track for r in running}))
@@ -1131,16 +1303,21 @@ class World:
                 full = self.reader.get(render.track)
                 why = ""
                 if full is not None:
-                    left = ((full.deadline_at.timestamp() - self.clock.t)
-                            if full.deadline_at else None)
-                    why = (f"; row: eta {full.eta_seconds or 0:.0f}s, deadline in "
-                           f"{left if left is None else round(left)}s, parked "
-                           f"{full.park_count}x, retried {full.retry_count}x")
-                self.violate("rendering_without_slot",
-                             f"{self.name(render.track)} is {rec.status.value} and the provider"
-                             f" is still rendering {render.pid} (until "
-                             f"+{render.finish - T0:.0f}), but it holds no account slot "
-                             f"(holders: {self._holders_text()}){why}")
+                    left = (
+                        (full.deadline_at.timestamp() - self.clock.t) if full.deadline_at else None
+                    )
+                    why = (
+                        f"; row: eta {full.eta_seconds or 0:.0f}s, deadline in "
+                        f"{left if left is None else round(left)}s, parked "
+                        f"{full.park_count}x, retried {full.retry_count}x"
+                    )
+                self.violate(
+                    "rendering_without_slot",
+                    f"{self.name(render.track)} is {rec.status.value} and the provider"
+                    f" is still rendering {render.pid} (until "
+                    f"+{render.finish - T0:.0f}), but it holds no account slot "
+                    f"(holders: {self._holders_text()}){why}",
+                )
             elif rec.status is JobStatus.PARKED:
                 self.stats["parked_while_rendering"] += 1
 
@@ -1177,12 +1354,14 @@ class World:
             api_module.utcnow = self.app_now  # type: ignore[attr-defined]
         try:
             with _logging_into(self):
-                self.log(f"seed {self.seed}: {self.cfg.n_jobs} job(s), limit {self.cfg.limit} "
-                         f"(provider {self.cfg.provider_limit}, others {len(self.cfg.others)}),"
-                         f" webhooks {self.cfg.webhooks}, intensity {self.intensity}, "
-                         f"concurrency {self.max_tasks}, skews "
-                         f"{[round(s, 2) for s in self.cfg.skews]}, settings "
-                         f"{self.cfg.settings_update}")
+                self.log(
+                    f"seed {self.seed}: {self.cfg.n_jobs} job(s), limit {self.cfg.limit} "
+                    f"(provider {self.cfg.provider_limit}, others {len(self.cfg.others)}),"
+                    f" webhooks {self.cfg.webhooks}, intensity {self.intensity}, "
+                    f"concurrency {self.max_tasks}, skews "
+                    f"{[round(s, 2) for s in self.cfg.skews]}, settings "
+                    f"{self.cfg.settings_update}"
+                )
                 try:
                     self._chaos()
                     self._drain()
@@ -1245,23 +1424,27 @@ class World:
 
     def _due_now(self) -> bool:
         now = self.clock.t
-        return (any(m.due <= now for m in self.broker.queue)
-                or any(w.due <= now for w in self.webhooks)
-                or any(a.due <= now for a in self.actions))
+        return (
+            any(m.due <= now for m in self.broker.queue)
+            or any(w.due <= now for w in self.webhooks)
+            or any(a.due <= now for a in self.actions)
+        )
 
     def _step(self, *, faults: bool) -> str:
         """Run a step in flight a little further, or start the next event (advancing the
         clock to it when nothing is due and nothing runs); returns what it did."""
         interval = float(self.settings.reconcile_interval)
         if self.tick_stale and self.tick_at > self.clock.t + interval:
-            self.tick_at = min(self.tick_at,
-                               max(self.clock.t + interval, self._next_reconcile_work()))
+            self.tick_at = min(
+                self.tick_at, max(self.clock.t + interval, self._next_reconcile_work())
+            )
             self.tick_stale = False
         rng = self.order_rng
         if faults:
             self._global_faults()
-        cands: list[tuple[float, int, str, Any]] = [(m.due, m.seq, "msg", m)
-                                                    for m in self.broker.queue]
+        cands: list[tuple[float, int, str, Any]] = [
+            (m.due, m.seq, "msg", m) for m in self.broker.queue
+        ]
         cands += [(w.due, w.seq, "webhook", w) for w in self.webhooks]
         cands += [(a.due, a.seq, "action", a) for a in self.actions]
         cands.append((self.tick_at, 0, "tick", None))
@@ -1298,8 +1481,13 @@ class World:
             self.tick_stale = True
             self.idle_ticks = 0
         if body is not None:
-            task = Task(self, f"{kind}#{self.stats['events']}", body, crash,
-                        threaded=faults and self.max_tasks > 1)
+            task = Task(
+                self,
+                f"{kind}#{self.stats['events']}",
+                body,
+                crash,
+                threaded=faults and self.max_tasks > 1,
+            )
             self.tasks.append(task)
             self._advance(task)
         return kind
@@ -1366,14 +1554,16 @@ class World:
                 return None
             if r < 0.13 * self.intensity:
                 self.broker.seq += 1
-                copy = Message(self.broker.seq, msg.task, msg.job_id,
-                               self.clock.t + rng.uniform(0.0, 60.0))
+                copy = Message(
+                    self.broker.seq, msg.task, msg.job_id, self.clock.t + rng.uniform(0.0, 60.0)
+                )
                 self.broker.queue.append(copy)
                 self.log(f"duplicate {msg.task} {self.name(msg.job_id)} (+{copy.due - T0:.0f})")
         self.broker.queue.remove(msg)
         host = self.hosts[rng.randrange(2)] if faults else self.hosts[0]
-        step = {TASK_SUBMIT: "submit_step", TASK_POLL: "poll_step",
-                TASK_DOWNLOAD: "download_step"}[msg.task]
+        step = {TASK_SUBMIT: "submit_step", TASK_POLL: "poll_step", TASK_DOWNLOAD: "download_step"}[
+            msg.task
+        ]
 
         def body(task: Task) -> None:
             self.log(f"{host.name} {msg.task} {self.name(msg.job_id)}")
@@ -1386,11 +1576,18 @@ class World:
                     self.log(f"  {msg.task} {self.name(msg.job_id)} lost with the worker")
                 else:
                     self.broker.seq += 1
-                    self.broker.queue.append(Message(self.broker.seq, msg.task, msg.job_id,
-                                                     self.clock.t
-                                                     + self.settings.visibility_timeout))
-                    self.log(f"  {msg.task} {self.name(msg.job_id)} redelivered after the "
-                             "visibility timeout")
+                    self.broker.queue.append(
+                        Message(
+                            self.broker.seq,
+                            msg.task,
+                            msg.job_id,
+                            self.clock.t + self.settings.visibility_timeout,
+                        )
+                    )
+                    self.log(
+                        f"  {msg.task} {self.name(msg.job_id)} redelivered after the "
+                        "visibility timeout"
+                    )
             except Exception as exc:  # noqa: BLE001 - a task that raises is acked and gone
                 self._raised(msg.task, exc)
 
@@ -1400,8 +1597,7 @@ class World:
         self.exceptions[f"{where}: {type(exc).__name__}"] += 1
         self.log(f"  {where} raised {type(exc).__name__}: {str(exc)[:160]}")
         if self.api_key in str(exc):
-            self.violate("secret", f"the API key is in an exception: {str(exc)[:200]}",
-                         stop=False)
+            self.violate("secret", f"the API key is in an exception: {str(exc)[:200]}", stop=False)
 
     def _tick(self, faults: bool) -> Callable[[Task], None]:
         host = self.hosts[self.fault_rng.randrange(2)] if faults else self.hosts[0]
@@ -1416,9 +1612,21 @@ class World:
                 self.log("  reconcile died")
             except Exception as exc:  # noqa: BLE001 - beat runs it again next time
                 self._raised("reconcile", exc)
-            busy = report is None or (self.broker.seq, self.seq) != before or any(
-                (report.redriven, report.resubmitted, report.woken, report.freed,
-                 report.failed, report.parked_retried, report.rebuilt))
+            busy = (
+                report is None
+                or (self.broker.seq, self.seq) != before
+                or any(
+                    (
+                        report.redriven,
+                        report.resubmitted,
+                        report.woken,
+                        report.freed,
+                        report.failed,
+                        report.parked_retried,
+                        report.rebuilt,
+                    )
+                )
+            )
             if report is not None and busy:
                 self.log(f"{host.name} reconcile: {_short_report(report)}")
             if report is not None and not report.skipped_locked:
@@ -1450,16 +1658,21 @@ class World:
             elif rec.status is JobStatus.SUBMITTING:
                 # reconcile.unknown_submit_due: the wait, and never before the request ended.
                 sent = rec.submitting_at if rec.submitting_at is not None else t
-                request = (float(self.settings.connect_timeout) + float(self.settings.read_timeout)
-                           + reconcile_module.REQUEST_MARGIN)
+                request = (
+                    float(self.settings.connect_timeout)
+                    + float(self.settings.read_timeout)
+                    + reconcile_module.REQUEST_MARGIN
+                )
                 times.append(max(t, sent + request))
             elif not rec.status.is_final or rec.cancelled_rendering:
-                key = names.redrive_key(job_id, rec.status.value, rec.submit_count
-                                        + rec.poll_count + rec.download_attempts
-                                        + rec.retry_count)
+                key = names.redrive_key(
+                    job_id,
+                    rec.status.value,
+                    rec.submit_count + rec.poll_count + rec.download_attempts + rec.retry_count,
+                )
                 item = self.bench.db._dict.get(key.encode())
                 count = int(item.value) if item is not None else 0
-                times.append(t + grace * (2 ** count))
+                times.append(t + grace * (2**count))
         if self._zset(self.limiter.waiting_key):
             times.extend(self._zset(self.limiter.holders_key).values())
         if not self._line_ready() or self.redis.exists(names.RECONCILE_LOCK_KEY):
@@ -1481,9 +1694,14 @@ class World:
                     self.log("  duplicate delivery")
                     return
                 try:
-                    action = accept_webhook(host.rt.store, host.rt.schedule, wh.track, wh.pid,
-                                            deadline=self.settings.poll_deadline_seconds,
-                                            now=host.rt.now)
+                    action = accept_webhook(
+                        host.rt.store,
+                        host.rt.schedule,
+                        wh.track,
+                        wh.pid,
+                        deadline=self.settings.poll_deadline_seconds,
+                        now=host.rt.now,
+                    )
                 except Exception:
                     redis.delete(mark)
                     raise
@@ -1508,9 +1726,15 @@ class World:
 
     def _do_action(self, action: Action) -> None:
         if action.kind in ("enqueue", "enqueue_many"):
-            reqs = [{"prompt": f"model job {len(self.job_ids) + i + 1}: a lighthouse in fog",
-                     "num_frames": 8, "width": 128, "height": 128}
-                    for i in range(action.arg)]
+            reqs = [
+                {
+                    "prompt": f"model job {len(self.job_ids) + i + 1}: a lighthouse in fog",
+                    "num_frames": 8,
+                    "width": 128,
+                    "height": 128,
+                }
+                for i in range(action.arg)
+            ]
             self.log(f"app {action.kind} x{action.arg}")
             try:
                 if action.kind == "enqueue":
@@ -1547,32 +1771,55 @@ class World:
             if rec is None:
                 return
             try:
-                plan = plan_retry(rec, now=self.app_now(),
-                                  deadline_seconds=self.settings.poll_deadline_seconds)
+                plan = plan_retry(
+                    rec, now=self.app_now(), deadline_seconds=self.settings.poll_deadline_seconds
+                )
             except RetryRefused as exc:
                 self.log(f"  refused: {str(exc)[:120]}")
                 return
-            if self.app.store.transition(job_id, plan.to, expect=[plan.expect], error=plan.note,
-                                         retry_count=JobRow.retry_count + 1, **plan.values):
+            if self.app.store.transition(
+                job_id,
+                plan.to,
+                expect=[plan.expect],
+                error=plan.note,
+                retry_count=JobRow.retry_count + 1,
+                **plan.values,
+            ):
                 self.log(f"  {plan.note}")
-                if before is not None and before.status is JobStatus.FAILED and (
-                        plan.to is JobStatus.QUEUED):
+                if (
+                    before is not None
+                    and before.status is JobStatus.FAILED
+                    and (plan.to is JobStatus.QUEUED)
+                ):
                     self.user_requeues[job_id] += 1
                 self.app.broker.send(plan.task, [job_id])
                 return
         after = self.bench.peek([job_id]).get(job_id)
-        if (before is not None and after is not None and before.status is JobStatus.FAILED
-                and after.status is JobStatus.QUEUED):
+        if (
+            before is not None
+            and after is not None
+            and before.status is JobStatus.FAILED
+            and after.status is JobStatus.QUEUED
+        ):
             self.user_requeues[job_id] += 1
 
 
 def _short_report(report: Any) -> str:
-    fields = ("redriven", "resubmitted", "woken", "freed", "failed", "parked_retried",
-              "rebuilt", "skipped_locked")
+    fields = (
+        "redriven",
+        "resubmitted",
+        "woken",
+        "freed",
+        "failed",
+        "parked_retried",
+        "rebuilt",
+        "skipped_locked",
+    )
     return " ".join(f"{f}={getattr(report, f)}" for f in fields if getattr(report, f))
 
 
-def run_schedule(seed: int, bench: Bench, skip: frozenset[str] = frozenset(),
-                 verbose: bool = False) -> Result:
+def run_schedule(
+    seed: int, bench: Bench, skip: frozenset[str] = frozenset(), verbose: bool = False
+) -> Result:
     bench.reset()
     return World(seed, bench, skip, verbose).run()

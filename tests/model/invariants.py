@@ -51,10 +51,17 @@ def drain_tick_checks(world: World, starving: dict[str, int]) -> None:
     rows = world.bench.peek(world.job_ids)
     pending = {m.job_id for m in world.broker.queue}
     for job_id, rec in rows.items():
-        if (rec.status in ACTIVE_STATES and rec.status is not JobStatus.PARKED
-                and rec.next_check_at is None and job_id not in pending):
-            world.violate("lost", f"{world.name(job_id)} is {rec.status.value} with no step due "
-                          "and no message (reconcile can never find it)")
+        if (
+            rec.status in ACTIVE_STATES
+            and rec.status is not JobStatus.PARKED
+            and rec.next_check_at is None
+            and job_id not in pending
+        ):
+            world.violate(
+                "lost",
+                f"{world.name(job_id)} is {rec.status.value} with no step due "
+                "and no message (reconcile can never find it)",
+            )
     limiter = world.limiter
     if not world._line_ready():
         starving.clear()  # the next beat rebuilds the line
@@ -80,7 +87,8 @@ def drain_tick_checks(world: World, starving: dict[str, int]) -> None:
                 f"{free} slot(s) free for {world.full_ticks - first} beats while "
                 f"{world.name(job_id)} ({what}) stands first in line and no submit is sent "
                 f"(line {[world.name(j) for j in waiting]}, queued "
-                f"{[world.name(j) for j in queued_waiting]})")
+                f"{[world.name(j) for j in queued_waiting]})",
+            )
 
 
 def final_checks(world: World) -> None:
@@ -111,36 +119,52 @@ def final_checks(world: World) -> None:
                     if expiry is None or world.app_now() < expiry:
                         bad("lost", f"{name} is parked but cannot be retried: {exc}")
             else:
-                bad("lost", f"{name} never settled: still {rec.status.value} after the drain "
-                    f"(next_check_at {rec.next_check_at}, error {rec.error!r})")
+                bad(
+                    "lost",
+                    f"{name} never settled: still {rec.status.value} after the drain "
+                    f"(next_check_at {rec.next_check_at}, error {rec.error!r})",
+                )
         # 2. money
         paid = len(renders)
         lost = sum(1 for r in renders if r.lost)
         if paid > 1 + lost:
-            bad("paid_twice", f"{name} was paid {paid} times ({[r.pid for r in renders]}) but "
-                f"only {lost} answer(s) were lost")
+            bad(
+                "paid_twice",
+                f"{name} was paid {paid} times ({[r.pid for r in renders]}) but "
+                f"only {lost} answer(s) were lost",
+            )
         if paid > rec.submit_count:
-            bad("not_counted", f"{name} was paid {paid} times but submit_count is "
-                f"{rec.submit_count}")
+            bad(
+                "not_counted",
+                f"{name} was paid {paid} times but submit_count is {rec.submit_count}",
+            )
         recorded = rec.unknown_submits + world.user_requeues[job_id]
         if paid - 1 > recorded:
-            bad("not_recorded", f"{name} was paid {paid} times ({[r.pid for r in renders]}); "
+            bad(
+                "not_recorded",
+                f"{name} was paid {paid} times ({[r.pid for r in renders]}); "
                 f"the row records {rec.unknown_submits} resubmit(s) after lost answers "
-                f"(+{world.user_requeues[job_id]} retries of a failed job)")
+                f"(+{world.user_requeues[job_id]} retries of a failed job)",
+            )
         # 4. no paid output thrown away
         render = provider.renders.get(rec.provider_id) if rec.provider_id else None
         if rec.provider_id and render is None:
-            bad("phantom", f"{name} names provider id {rec.provider_id}, which the provider "
-                "never made")
+            bad(
+                "phantom",
+                f"{name} names provider id {rec.provider_id}, which the provider never made",
+            )
         if render is not None and render.outcome == "success" and render.finish <= now:
             ok = rec.status in (JobStatus.SUCCEEDED, JobStatus.PARKED, JobStatus.CANCELLED)
             if rec.status is JobStatus.FAILED and rec.error_kind == "output_expired":
                 ok = rec.failed_at is not None and rec.failed_at.timestamp() >= (
-                    render.created + OUTPUT_TTL.total_seconds() - 10.0)
+                    render.created + OUTPUT_TTL.total_seconds() - 10.0
+                )
             if not ok:
-                bad("output_thrown_away",
+                bad(
+                    "output_thrown_away",
                     f"{name}'s render {render.pid} succeeded but the job is "
-                    f"{rec.status.value} ({rec.error_kind}: {(rec.error or '')[:160]})")
+                    f"{rec.status.value} ({rec.error_kind}: {(rec.error or '')[:160]})",
+                )
         if rec.status is JobStatus.SUCCEEDED:
             _check_outputs(world, name, rec, render)
     # 3. slots at the end
@@ -148,8 +172,10 @@ def final_checks(world: World) -> None:
         rec = rows.get(job_id)
         if rec is None or not may_be_rendering(rec):
             what = rec.status.value if rec else "no row"
-            bad("slot_leaked", f"{world.name(job_id)} ({what}) still holds an account slot at "
-                "the end")
+            bad(
+                "slot_leaked",
+                f"{world.name(job_id)} ({what}) still holds an account slot at the end",
+            )
     # 5. the key
     _check_secret(world)
 
@@ -169,19 +195,29 @@ def _count(world: World, rec: JobRecord, renders: list[Render]) -> None:
 
 def _check_outputs(world: World, name: str, rec: JobRecord, render: Render | None) -> None:
     if render is None or render.outcome != "success":
-        world.violate("output_corrupt", f"{name} succeeded without a successful render at the "
-                      "provider", stop=False)
+        world.violate(
+            "output_corrupt",
+            f"{name} succeeded without a successful render at the provider",
+            stop=False,
+        )
         return
     if len(rec.outputs) != len(render.bodies):
-        world.violate("output_corrupt", f"{name} succeeded with {len(rec.outputs)} output(s); "
-                      f"the render has {len(render.bodies)}", stop=False)
+        world.violate(
+            "output_corrupt",
+            f"{name} succeeded with {len(rec.outputs)} output(s); "
+            f"the render has {len(render.bodies)}",
+            stop=False,
+        )
         return
     for i, (o, body) in enumerate(zip(rec.outputs, render.bodies, strict=True)):
         key = o.storage_uri.removeprefix("mem://videos/")
         stored = world.storage.objects.get(key)
         if o.sha256 != hashlib.sha256(body).hexdigest() or stored != body:
-            world.violate("output_corrupt", f"{name} output {i}: the stored bytes are not the "
-                          f"provider's ({o.storage_uri})", stop=False)
+            world.violate(
+                "output_corrupt",
+                f"{name} output {i}: the stored bytes are not the provider's ({o.storage_uri})",
+                stop=False,
+            )
 
 
 def _check_secret(world: World) -> None:

@@ -43,12 +43,15 @@ class Summary:
     by_check: Counter[str] = field(default_factory=Counter)
 
     def report(self, max_failures: int = 5) -> str:
-        lines = [f"model: {self.count} schedules from base seed {self.base_seed}, "
-                 f"{len(self.failures)} failing, {self.seconds:.1f}s on {self.workers} "
-                 f"process(es)"]
+        lines = [
+            f"model: {self.count} schedules from base seed {self.base_seed}, "
+            f"{len(self.failures)} failing, {self.seconds:.1f}s on {self.workers} "
+            f"process(es)"
+        ]
         if self.by_check:
-            lines.append("failing checks: " + ", ".join(f"{k} x{v}" for k, v in
-                                                        self.by_check.most_common()))
+            lines.append(
+                "failing checks: " + ", ".join(f"{k} x{v}" for k, v in self.by_check.most_common())
+            )
         for f in self.failures[:max_failures]:
             lines.append("")
             lines.append(f"seed {f.seed}: " + "; ".join(f.violations))
@@ -59,8 +62,10 @@ class Summary:
             lines.append(f"trace of seed {first.seed} (last {len(first.trace)} lines):")
             lines.extend(first.trace)
         if len(self.failures) > max_failures:
-            lines.append(f"... and {len(self.failures) - max_failures} more failing seeds: "
-                         + ", ".join(str(f.seed) for f in self.failures[max_failures:50]))
+            lines.append(
+                f"... and {len(self.failures) - max_failures} more failing seeds: "
+                + ", ".join(str(f.seed) for f in self.failures[max_failures:50])
+            )
         return "\n".join(lines)
 
 
@@ -72,8 +77,9 @@ def _init(directory: str) -> None:
     _BENCH = Bench(Path(directory) / f"p{os.getpid()}")
 
 
-def _chunk(seeds: list[int], skip: frozenset[str],
-           verbose: bool) -> tuple[list[Failure], Counter[str], Counter[str]]:
+def _chunk(
+    seeds: list[int], skip: frozenset[str], verbose: bool
+) -> tuple[list[Failure], Counter[str], Counter[str]]:
     assert _BENCH is not None
     failures: list[Failure] = []
     stats: Counter[str] = Counter()
@@ -88,22 +94,33 @@ def _chunk(seeds: list[int], skip: frozenset[str],
     return failures, stats, exceptions
 
 
-def run_many(base_seed: int, count: int, *, workers: int = 2,
-             skip: frozenset[str] = frozenset(), chunk: int = 10,
-             verbose: bool = False) -> Summary:
+def run_many(
+    base_seed: int,
+    count: int,
+    *,
+    workers: int = 2,
+    skip: frozenset[str] = frozenset(),
+    chunk: int = 10,
+    verbose: bool = False,
+) -> Summary:
     """``count`` schedules from ``base_seed`` in ``workers`` processes; ``verbose``: every
     write of every step in the traces (for replaying a few seeds)."""
     summary = Summary(base_seed, count, workers)
     seeds = [base_seed + i for i in range(count)]
-    chunks = [seeds[i:i + chunk] for i in range(0, len(seeds), chunk)]
+    chunks = [seeds[i : i + chunk] for i in range(0, len(seeds), chunk)]
     started = time.perf_counter()
     saved = os.environ.get("PYTHONHASHSEED")
     os.environ["PYTHONHASHSEED"] = "0"  # the spawned interpreters read it at start
     try:
-        with tempfile.TemporaryDirectory(prefix="t2v-model-") as tmp, ProcessPoolExecutor(
-            max_workers=workers, mp_context=get_context("spawn"), initializer=_init,
-            initargs=(tmp,),
-        ) as pool:
+        with (
+            tempfile.TemporaryDirectory(prefix="t2v-model-") as tmp,
+            ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=get_context("spawn"),
+                initializer=_init,
+                initargs=(tmp,),
+            ) as pool,
+        ):
             futures = [pool.submit(_chunk, c, skip, verbose) for c in chunks]
             for future in as_completed(futures):
                 failures, stats, exceptions = future.result()

@@ -46,8 +46,9 @@ def _skip_from_env() -> frozenset[str]:
     names = {n.strip() for n in os.environ.get("T2V_MODEL_SKIP", "").split(",") if n.strip()}
     unknown = names - set(CHECKS)
     if unknown:
-        raise pytest.UsageError(f"T2V_MODEL_SKIP: unknown check(s) {sorted(unknown)}; "
-                                f"known: {', '.join(CHECKS)}")
+        raise pytest.UsageError(
+            f"T2V_MODEL_SKIP: unknown check(s) {sorted(unknown)}; known: {', '.join(CHECKS)}"
+        )
     return frozenset(names)
 
 
@@ -59,15 +60,20 @@ def test_model_schedules(capsys: pytest.CaptureFixture[str]) -> None:
     base = int(seed_text) if seed_text else random.SystemRandom().randrange(1, 10**9)
     workers = max(1, min(2, os.cpu_count() or 1, count))
     with capsys.disabled():
-        print(f"\nmodel: base seed {base}, {count} schedules "
-              f"(replay: T2V_MODEL_SEED={base} T2V_MODEL_SCHEDULES={count})", flush=True)
-    summary = run_many(base, count, workers=workers, skip=_skip_from_env(),
-                       verbose=count <= 5)
+        print(
+            f"\nmodel: base seed {base}, {count} schedules "
+            f"(replay: T2V_MODEL_SEED={base} T2V_MODEL_SCHEDULES={count})",
+            flush=True,
+        )
+    summary = run_many(base, count, workers=workers, skip=_skip_from_env(), verbose=count <= 5)
     with capsys.disabled():
         skipped = {k: v for k, v in summary.stats.items() if k.startswith("skipped_")}
-        print(f"model: {count} schedules in {summary.seconds:.1f}s, {len(summary.failures)} "
-              f"failing{'; ' + str(skipped) if skipped else ''}; exceptions raised by steps: "
-              f"{dict(summary.exceptions.most_common(6))}", flush=True)
+        print(
+            f"model: {count} schedules in {summary.seconds:.1f}s, {len(summary.failures)} "
+            f"failing{'; ' + str(skipped) if skipped else ''}; exceptions raised by steps: "
+            f"{dict(summary.exceptions.most_common(6))}",
+            flush=True,
+        )
     assert not summary.failures, summary.report()
 
 
@@ -103,8 +109,10 @@ def _caught(bench: Bench, check: str, patches: list[Patch], seeds: range) -> int
         clean = run_schedule(seed, bench)
         if not any(v.startswith(f"[{check}]") for v in clean.violations):
             return seed
-    raise AssertionError(f"the model did not catch the bug with check {check!r} in seeds "
-                         f"{seeds.start}..{seeds.stop - 1}")
+    raise AssertionError(
+        f"the model did not catch the bug with check {check!r} in seeds "
+        f"{seeds.start}..{seeds.stop - 1}"
+    )
 
 
 def test_the_model_catches_a_slot_released_one_write_too_early(bench: Bench) -> None:
@@ -114,8 +122,9 @@ def test_the_model_catches_a_slot_released_one_write_too_early(bench: Bench) -> 
         slots_module.release_slot(rt, rec.id)  # the bug: before the move to `processing`
         original(rt, rec, result)
 
-    _caught(bench, "rendering_without_slot", [(submit_module, "after_submit", early)],
-            range(100, 160))
+    _caught(
+        bench, "rendering_without_slot", [(submit_module, "after_submit", early)], range(100, 160)
+    )
 
 
 def test_the_model_catches_a_submit_that_ignores_a_known_provider_id(bench: Bench) -> None:
@@ -137,10 +146,15 @@ def test_the_model_catches_a_park_replaced_by_a_fail(bench: Bench) -> None:
     def park_as_fail(rt: steps.Runtime, rec: Any, problem: Any) -> bool:
         return transitions_module.fail(rt, rec, problem)
 
-    _caught(bench, "output_thrown_away",
-            [(module, "park", park_as_fail) for module in
-             (poll_module, download_module, reconcile_module)],
-            range(300, 500))
+    _caught(
+        bench,
+        "output_thrown_away",
+        [
+            (module, "park", park_as_fail)
+            for module in (poll_module, download_module, reconcile_module)
+        ],
+        range(300, 500),
+    )
 
 
 def test_the_model_catches_a_blind_resubmit_of_a_lost_answer(bench: Bench) -> None:
@@ -148,17 +162,18 @@ def test_the_model_catches_a_blind_resubmit_of_a_lost_answer(bench: Bench) -> No
         # The bug: an answer that was lost is treated as "not taken" and sent again now.
         submit_module.back_to_queue(rt, rec, TransientError(why), counts=True)
 
-    _caught(bench, "not_recorded", [(submit_module, "outcome_unknown", at_once)],
-            range(400, 700))
+    _caught(bench, "not_recorded", [(submit_module, "outcome_unknown", at_once)], range(400, 700))
 
 
 def test_the_model_catches_a_slot_limit_off_by_one_in_lua(bench: Bench) -> None:
     script = harness.limiter_module._ACQUIRE
     assert "if free > 0 and ahead < free then" in script
-    wrong = script.replace("if free > 0 and ahead < free then",
-                           "if free >= 0 and ahead <= free then")
-    _caught(bench, "slots_over_limit", [(harness.limiter_module, "_ACQUIRE", wrong)],
-            range(500, 700))
+    wrong = script.replace(
+        "if free > 0 and ahead < free then", "if free >= 0 and ahead <= free then"
+    )
+    _caught(
+        bench, "slots_over_limit", [(harness.limiter_module, "_ACQUIRE", wrong)], range(500, 700)
+    )
 
 
 def test_the_model_catches_a_freed_slot_that_wakes_nobody(bench: Bench) -> None:
@@ -168,8 +183,7 @@ def test_the_model_catches_a_freed_slot_that_wakes_nobody(bench: Bench) -> None:
         original(self, job_id)
         return []  # the bug: the Lua script's list of who fits now is dropped
 
-    _caught(bench, "slot_idle", [(harness.AccountLimiter, "release", release)],
-            range(800, 1000))
+    _caught(bench, "slot_idle", [(harness.AccountLimiter, "release", release)], range(800, 1000))
 
 
 def test_the_model_catches_a_job_that_reconcile_never_redrives(bench: Bench) -> None:
@@ -197,7 +211,9 @@ def test_the_model_catches_the_api_key_in_an_error_message(bench: Bench) -> None
 
 def test_a_seed_replays_exactly(bench: Bench) -> None:
     for seed in (7, 8, 9):
-        first, second = run_schedule(seed, bench, verbose=True), run_schedule(seed, bench,
-                                                                               verbose=True)
+        first, second = (
+            run_schedule(seed, bench, verbose=True),
+            run_schedule(seed, bench, verbose=True),
+        )
         assert first.trace == second.trace
         assert first.violations == second.violations

@@ -29,8 +29,18 @@ from tests.simulator.simhelpers import (
 def sim_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
     server = start_simulator(
         tmp_path_factory.mktemp("sim"),
-        ["--keys", f"{KEY},{OTHER_KEY},{SEED_SAMPLE_KEY}", "--seed", "3",
-         "--render-mean", "0.2", "--render-spread", "0.3", "--queue-limit", "5"],
+        [
+            "--keys",
+            f"{KEY},{OTHER_KEY},{SEED_SAMPLE_KEY}",
+            "--seed",
+            "3",
+            "--render-mean",
+            "0.2",
+            "--render-spread",
+            "0.3",
+            "--queue-limit",
+            "5",
+        ],
     )
     try:
         yield server

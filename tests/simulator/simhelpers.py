@@ -56,17 +56,32 @@ class SimProcess:
             self.proc.stdout.close()
 
 
-def start_simulator(workdir: Path, args: Sequence[str] = (),
-                    env: Mapping[str, str] | None = None, timeout: float = 30) -> SimProcess:
+def start_simulator(
+    workdir: Path,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    timeout: float = 30,
+) -> SimProcess:
     """Start ``python -m simulator --port 0`` and return once it answers its health check."""
     log = workdir / "simulator.log"
-    argv = [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", "0",
-            "--media-dir", str(workdir / "media"), *args]
+    argv = [
+        sys.executable,
+        "-m",
+        "simulator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--media-dir",
+        str(workdir / "media"),
+        *args,
+    ]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIM_")}
     full_env.update(env or {})
     with open(log, "w") as err:
-        proc = subprocess.Popen(argv, cwd=REPO, env=full_env, stdout=subprocess.PIPE,
-                                stderr=err, text=True)
+        proc = subprocess.Popen(
+            argv, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=err, text=True
+        )
     found: list[str] = []
 
     def read_announce() -> None:
@@ -107,18 +122,25 @@ class Sim:
     def api(self) -> str:
         return f"{self.url}/api/v6"
 
-    def submit(self, body: dict[str, Any] | None = None, *, key: str | None = None,
-               **fields: Any) -> requests.Response:
-        payload = {"key": key or self.key, "prompt": "a red ball bouncing", **(body or {}),
-                   **fields}
+    def submit(
+        self, body: dict[str, Any] | None = None, *, key: str | None = None, **fields: Any
+    ) -> requests.Response:
+        payload = {
+            "key": key or self.key,
+            "prompt": "a red ball bouncing",
+            **(body or {}),
+            **fields,
+        }
         return self.http.post(f"{self.api}/video/text2video", json=payload, timeout=30)
 
     def fetch(self, job_id: int | str, *, key: str | None = None) -> requests.Response:
-        return self.http.post(f"{self.api}/video/fetch/{job_id}", json={"key": key or self.key},
-                              timeout=30)
+        return self.http.post(
+            f"{self.api}/video/fetch/{job_id}", json={"key": key or self.key}, timeout=30
+        )
 
-    def wait_status(self, job_id: int | str, status: str = "success",
-                    timeout: float = 20) -> dict[str, Any]:
+    def wait_status(
+        self, job_id: int | str, status: str = "success", timeout: float = 20
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         last: dict[str, Any] = {}
         while time.monotonic() < deadline:
@@ -160,9 +182,22 @@ def ffprobe(path: Path) -> dict[str, Any]:
     """Stream facts of the first video stream, frames really counted."""
     need(shutil.which("ffprobe") is not None, "ffprobe not installed")
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
-         "stream=codec_name,width,height,nb_read_frames,r_frame_rate,avg_frame_rate,pix_fmt",
-         "-of", "json", str(path)],
-        capture_output=True, text=True, check=True, timeout=60,
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames,r_frame_rate,avg_frame_rate,pix_fmt",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     return dict(json.loads(out.stdout)["streams"][0])

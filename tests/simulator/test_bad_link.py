@@ -89,7 +89,6 @@ def test_bad_link_share_validation(sim: Sim) -> None:
         r = requests.post(f"{sim.url}/_sim/faults", json={"bad_link_share": value}, timeout=5)
         assert r.status_code == 400, value
         assert "bad_link_share" in r.json()["error"]
-    assert parse_config(["--faults", '{"bad_link_share": 1}'], {}).faults == {
-        "bad_link_share": 1.0}
+    assert parse_config(["--faults", '{"bad_link_share": 1}'], {}).faults == {"bad_link_share": 1.0}
     with pytest.raises(SystemExit):
         parse_config(["--faults", '{"bad_link_share": 2}'], {})

@@ -24,18 +24,29 @@ def test_public_face() -> None:
 
 def test_render_workers_do_not_load_the_web_stack() -> None:
     code = "import sys, simulator.render; print('starlette' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
     assert out.stdout.strip() == "False"
 
 
 async def _asgi_call(app: Any, method: str, path: str, body: bytes = b"") -> tuple[int, Any]:
     """One request straight into an ASGI app, no server and no client library."""
     sent: list[dict[str, Any]] = []
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
-             "headers": [(b"content-type", b"application/json")], "scheme": "http",
-             "server": ("sim", 80), "client": ("127.0.0.1", 1), "root_path": ""}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+        "scheme": "http",
+        "server": ("sim", 80),
+        "client": ("127.0.0.1", 1),
+        "root_path": "",
+    }
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
@@ -55,8 +66,9 @@ def test_create_app_in_process() -> None:
         app = simulator.create_app(config)
         async with app.router.lifespan_context(app):
             assert await _asgi_call(app, "GET", "/_sim/health") == (200, {"ok": True})
-            status, body = await _asgi_call(app, "POST", "/api/v6/video/text2video",
-                                            b'{"key": "k", "prompt": "in process"}')
+            status, body = await _asgi_call(
+                app, "POST", "/api/v6/video/text2video", b'{"key": "k", "prompt": "in process"}'
+            )
             assert status == 200
             assert body["fetch_result"].startswith("http://127.0.0.1:8765/api/v6/video/fetch/")
 
@@ -71,8 +83,13 @@ def test_defaults() -> None:
 
 
 def test_flags_win_over_env() -> None:
-    env = {"SIM_KEYS": "a,b", "SIM_RENDER_MEAN": "2.5", "SIM_PORT": "9000",
-           "SIM_FAULTS": '{"http_500_share": 0.2}', "SIM_PUBLIC_URL": "http://sim.local/"}
+    env = {
+        "SIM_KEYS": "a,b",
+        "SIM_RENDER_MEAN": "2.5",
+        "SIM_PORT": "9000",
+        "SIM_FAULTS": '{"http_500_share": 0.2}',
+        "SIM_PUBLIC_URL": "http://sim.local/",
+    }
     config = parse_config(["--port", "9100", "--eta-noise", "0.3"], env)
     assert config.keys == ("a", "b") and config.render_mean == 2.5
     assert config.port == 9100 and config.eta_noise == 0.3
@@ -80,8 +97,15 @@ def test_flags_win_over_env() -> None:
     assert config.base_url() == "http://sim.local"
 
 
-@pytest.mark.parametrize("argv", [["--faults", '{"nope": 1}'], ["--faults", "[1]"],
-                                  ["--instant-share", "2"], ["--queue-limit", "0"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--faults", '{"nope": 1}'],
+        ["--faults", "[1]"],
+        ["--instant-share", "2"],
+        ["--queue-limit", "0"],
+    ],
+)
 def test_bad_settings_exit(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         parse_config(argv, {})
@@ -89,25 +113,37 @@ def test_bad_settings_exit(argv: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def env_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
-    server = start_simulator(tmp_path_factory.mktemp("sim-env"), env={
-        "SIM_KEYS": "env-key", "SIM_INSTANT_SHARE": "1", "SIM_RENDER_MEAN": "0.1",
-        "SIM_SEED": "11", "SIM_FAULTS": '{"webhook_deliveries": 2, "retry_after": 7}',
-        "SIM_QUEUE_LIMIT": "1",
-    })
+    server = start_simulator(
+        tmp_path_factory.mktemp("sim-env"),
+        env={
+            "SIM_KEYS": "env-key",
+            "SIM_INSTANT_SHARE": "1",
+            "SIM_RENDER_MEAN": "0.1",
+            "SIM_SEED": "11",
+            "SIM_FAULTS": '{"webhook_deliveries": 2, "retry_after": 7}',
+            "SIM_QUEUE_LIMIT": "1",
+        },
+    )
     try:
         yield server
     finally:
         server.stop()
 
 
-def test_env_configured_server_answers_done_at_once(env_server: SimProcess,
-                                                    tmp_path: Path) -> None:
+def test_env_configured_server_answers_done_at_once(env_server: SimProcess, tmp_path: Path) -> None:
     sim = Sim(env_server.url, key="env-key")
     assert sim.submit(key="sim-key").status_code == 401  # default key replaced by SIM_KEYS
     r = sim.submit(num_frames=2, width=32, height=32, output_type="mp4", track_id="now")
     body = r.json()
-    assert list(body) == ["status", "generationTime", "id", "output", "proxy_links", "meta",
-                          "future_links"]
+    assert list(body) == [
+        "status",
+        "generationTime",
+        "id",
+        "output",
+        "proxy_links",
+        "meta",
+        "future_links",
+    ]
     assert body["status"] == "success" and isinstance(body["id"], int)
     assert body["meta"]["id"] == str(body["id"])
     assert body["output"] == body["future_links"]

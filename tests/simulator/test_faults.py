@@ -81,8 +81,9 @@ def test_never_finish_stays_processing(sim: Sim) -> None:
 
 
 def test_webhook_success_payload(sim: Sim, webhook_receiver: Receiver) -> None:
-    submitted = sim.submit(webhook=webhook_receiver.url, track_id="wh-1", num_frames=2,
-                           width=32, height=32).json()
+    submitted = sim.submit(
+        webhook=webhook_receiver.url, track_id="wh-1", num_frames=2, width=32, height=32
+    ).json()
     fetched = sim.wait_status(submitted["id"])
     [payload] = webhook_receiver.wait_for(1)
     assert payload["status"] == "success"

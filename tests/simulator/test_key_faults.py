@@ -110,46 +110,85 @@ def test_fetch_faults_use_the_seeded_dice(sim: Sim) -> None:
 
 def test_new_faults_defaults_and_validation(sim: Sim) -> None:
     current = sim.http.get(f"{sim.url}/_sim/faults", timeout=5).json()
-    assert {name: current[name] for name in (
-        "lost_after_create_share", "lost_after_create_mode", "lost_slow_seconds",
-        "lost_before_create_share", "external_holders", "fetch_401_share", "fetch_5xx_share",
-    )} == {"lost_after_create_share": 0.0, "lost_after_create_mode": "mixed",
-           "lost_slow_seconds": 35.0, "lost_before_create_share": 0.0, "external_holders": 0,
-           "fetch_401_share": 0.0, "fetch_5xx_share": 0.0}
+    assert {
+        name: current[name]
+        for name in (
+            "lost_after_create_share",
+            "lost_after_create_mode",
+            "lost_slow_seconds",
+            "lost_before_create_share",
+            "external_holders",
+            "fetch_401_share",
+            "fetch_5xx_share",
+        )
+    } == {
+        "lost_after_create_share": 0.0,
+        "lost_after_create_mode": "mixed",
+        "lost_slow_seconds": 35.0,
+        "lost_before_create_share": 0.0,
+        "external_holders": 0,
+        "fetch_401_share": 0.0,
+        "fetch_5xx_share": 0.0,
+    }
     for mode in ("cut", "slow", "reset", "mixed"):
         assert sim.faults(lost_after_create_mode=mode)["lost_after_create_mode"] == mode
-    bad: list[dict[str, Any]] = [{"lost_after_create_mode": "drop"}, {"lost_after_create_mode": 1},
-           {"lost_after_create_share": 1.5}, {"lost_before_create_share": -0.1},
-           {"lost_slow_seconds": -1}, {"lost_slow_seconds": "35"}, {"external_holders": -1},
-           {"external_holders": 1.5}, {"external_holders": True}, {"fetch_401_share": "x"},
-           {"fetch_5xx_share": 2}]
+    bad: list[dict[str, Any]] = [
+        {"lost_after_create_mode": "drop"},
+        {"lost_after_create_mode": 1},
+        {"lost_after_create_share": 1.5},
+        {"lost_before_create_share": -0.1},
+        {"lost_slow_seconds": -1},
+        {"lost_slow_seconds": "35"},
+        {"external_holders": -1},
+        {"external_holders": 1.5},
+        {"external_holders": True},
+        {"fetch_401_share": "x"},
+        {"fetch_5xx_share": 2},
+    ]
     for body in bad:
         r = sim.http.post(f"{sim.url}/_sim/faults", json=body, timeout=5)
         assert r.status_code == 400, body
         assert next(iter(body)) in r.json()["error"]
-    assert sim.http.get(f"{sim.url}/_sim/faults", timeout=5).json()["lost_after_create_mode"] \
+    assert (
+        sim.http.get(f"{sim.url}/_sim/faults", timeout=5).json()["lost_after_create_mode"]
         == "mixed"
+    )
     assert set(current) == set(DEFAULT_FAULTS)
 
 
 def test_new_faults_on_the_command_line() -> None:
-    config = parse_config(["--faults", '{"lost_after_create_share": 1, "external_holders": 2,'
-                                       ' "lost_after_create_mode": "slow"}'], {})
-    assert config.faults == {"lost_after_create_share": 1.0, "external_holders": 2,
-                             "lost_after_create_mode": "slow"}
-    for bad in ('{"lost_after_create_mode": "drop"}', '{"external_holders": -2}',
-                '{"fetch_401_share": 3}'):
+    config = parse_config(
+        [
+            "--faults",
+            '{"lost_after_create_share": 1, "external_holders": 2,'
+            ' "lost_after_create_mode": "slow"}',
+        ],
+        {},
+    )
+    assert config.faults == {
+        "lost_after_create_share": 1.0,
+        "external_holders": 2,
+        "lost_after_create_mode": "slow",
+    }
+    for bad in (
+        '{"lost_after_create_mode": "drop"}',
+        '{"external_holders": -2}',
+        '{"fetch_401_share": 3}',
+    ):
         with pytest.raises(SystemExit):
             parse_config(["--faults", bad], {})
 
 
 @pytest.fixture(scope="module")
 def faulty_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
-    faults = ('{"lost_after_create_share": 1, "lost_after_create_mode": "reset",'
-              ' "fetch_401_share": 1, "external_holders": 3}')
-    server = start_simulator(tmp_path_factory.mktemp("sim-faulty"),
-                             ["--keys", KEY, "--queue-limit", "5", "--render-mean", "0.2",
-                              "--faults", faults])
+    faults = (
+        '{"lost_after_create_share": 1, "lost_after_create_mode": "reset",'
+        ' "fetch_401_share": 1, "external_holders": 3}'
+    )
+    server = start_simulator(
+        tmp_path_factory.mktemp("sim-faulty"),
+        ["--keys", KEY, "--queue-limit", "5", "--render-mean", "0.2", "--faults", faults],
+    )
     try:
         yield server
     finally:
@@ -160,8 +199,11 @@ def test_faults_set_at_start_hold_and_survive_reset(faulty_server: SimProcess) -
     sim = Sim(faulty_server.url)
     for round_ in range(2):
         with pytest.raises(requests.exceptions.ConnectionError):
-            requests.post(f"{sim.api}/video/text2video", timeout=30,
-                          json={"key": KEY, "prompt": "at start", "track_id": f"t{round_}"})
+            requests.post(
+                f"{sim.api}/video/text2video",
+                timeout=30,
+                json={"key": KEY, "prompt": "at start", "track_id": f"t{round_}"},
+            )
         stats = sim.stats()
         assert stats["created"]["by_track_id"] == {f"t{round_}": 1}
         [job_id] = stats["jobs"]

@@ -23,8 +23,12 @@ SMALL: dict[str, Any] = {"num_frames": 2, "width": 32, "height": 32}
 
 
 def post_submit(sim: Sim, track_id: str, timeout: float = 30) -> requests.Response:
-    body: dict[str, Any] = {"key": KEY, "prompt": f"lost answer {track_id}",
-                            "track_id": track_id, **SMALL}
+    body: dict[str, Any] = {
+        "key": KEY,
+        "prompt": f"lost answer {track_id}",
+        "track_id": track_id,
+        **SMALL,
+    }
     return requests.post(f"{sim.api}/video/text2video", json=body, timeout=timeout)
 
 
@@ -66,8 +70,12 @@ def test_reset_after_create_is_a_connection_error_but_the_job_exists(sim: Sim) -
     stats = sim.stats()
     assert stats["submits"]["by_track_id"] == {"r1": 1}
     assert stats["created"] == {"total": 1, "by_key": {KEY: 1}, "by_track_id": {"r1": 1}}
-    assert stats["lost_after_create"] == {"total": 1, "by_key": {KEY: 1},
-                                          "by_track_id": {"r1": 1}, "by_mode": {"reset": 1}}
+    assert stats["lost_after_create"] == {
+        "total": 1,
+        "by_key": {KEY: 1},
+        "by_track_id": {"r1": 1},
+        "by_mode": {"reset": 1},
+    }
     assert stats["lost_before_create"]["total"] == 0
     assert stats["injected"]["lost_after_create_reset"] == 1
     job_id, job = job_of(stats, "r1")
@@ -129,8 +137,7 @@ def test_mixed_picks_each_mode_with_seeded_dice(sim: Sim) -> None:
     track_ids = [f"m{i}" for i in range(11)]  # with the session's seed all three modes come
 
     def run() -> list[str]:
-        sim.faults(lost_after_create_share=1.0, lost_after_create_mode="mixed",
-                   lost_slow_seconds=3)
+        sim.faults(lost_after_create_share=1.0, lost_after_create_mode="mixed", lost_slow_seconds=3)
         seen = [outcome(sim, t, timeout=1) for t in track_ids]
         stats = sim.stats()
         assert stats["created"]["by_track_id"] == dict.fromkeys(track_ids, 1)
@@ -170,8 +177,7 @@ def test_reset_before_create_creates_nothing(sim: Sim) -> None:
     stats = sim.stats()
     assert stats["submits"]["by_track_id"] == {"b1": 1}
     assert stats["created"]["total"] == 0 and stats["jobs"] == {}
-    assert stats["lost_before_create"] == {"total": 1, "by_key": {KEY: 1},
-                                           "by_track_id": {"b1": 1}}
+    assert stats["lost_before_create"] == {"total": 1, "by_key": {KEY: 1}, "by_track_id": {"b1": 1}}
     assert stats["lost_after_create"]["total"] == 0
     assert stats["injected"]["lost_before_create"] == 1
     # nothing was remembered either: the very same body is accepted, not refused as spam
@@ -187,8 +193,9 @@ def test_before_and_after_create_look_alike_to_the_client_but_not_in_stats(sim: 
     sim.faults(lost_before_create_share=1.0)
     with pytest.raises(requests.exceptions.ConnectionError):
         post_submit(sim, "before")
-    sim.faults(lost_before_create_share=0.0, lost_after_create_share=1.0,
-               lost_after_create_mode="reset")
+    sim.faults(
+        lost_before_create_share=0.0, lost_after_create_share=1.0, lost_after_create_mode="reset"
+    )
     with pytest.raises(requests.exceptions.ConnectionError):
         post_submit(sim, "after")
     stats = sim.stats()
@@ -222,15 +229,27 @@ def test_reset_in_process_raises_connection_dropped() -> None:
     from simulator.config import SimConfig
 
     app = create_app(SimConfig(keys=(KEY,), faults={"lost_before_create_share": 1.0}))
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": "POST", "path": "/api/v6/video/text2video",
-             "raw_path": b"/api/v6/video/text2video", "query_string": b"", "root_path": "",
-             "headers": [(b"content-type", b"application/json")], "scheme": "http",
-             "server": ("sim", 80), "client": ("127.0.0.1", 1)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "path": "/api/v6/video/text2video",
+        "raw_path": b"/api/v6/video/text2video",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "scheme": "http",
+        "server": ("sim", 80),
+        "client": ("127.0.0.1", 1),
+    }
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b'{"key": "sim-key", "prompt": "x"}',
-                "more_body": False}
+        return {
+            "type": "http.request",
+            "body": b'{"key": "sim-key", "prompt": "x"}',
+            "more_body": False,
+        }
 
     async def send(message: MutableMapping[str, Any]) -> None:
         pass

@@ -23,11 +23,21 @@ def download(sim: Sim, fields: dict[str, object], target: Path) -> Path:
 
 @pytest.mark.parametrize("output_type", ["mp4", "gif"])
 @pytest.mark.parametrize(("width", "height", "frames", "fps"), SIZES)
-def test_video_matches_request(sim: Sim, tmp_path: Path, output_type: str, width: int,
-                               height: int, frames: int, fps: int) -> None:
-    path = download(sim, {"output_type": output_type, "width": width, "height": height,
-                          "num_frames": frames, "fps": fps, "prompt": "a kite over a hill"},
-                    tmp_path / f"v.{output_type}")
+def test_video_matches_request(
+    sim: Sim, tmp_path: Path, output_type: str, width: int, height: int, frames: int, fps: int
+) -> None:
+    path = download(
+        sim,
+        {
+            "output_type": output_type,
+            "width": width,
+            "height": height,
+            "num_frames": frames,
+            "fps": fps,
+            "prompt": "a kite over a hill",
+        },
+        tmp_path / f"v.{output_type}",
+    )
     info = ffprobe(path)
     assert (info["width"], info["height"]) == (width, height)
     assert int(info["nb_read_frames"]) == frames

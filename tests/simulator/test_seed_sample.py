@@ -27,9 +27,9 @@ def sample_code() -> str:
     return blocks[0]
 
 
-def test_docs_sample_client_runs_unchanged(sim: Sim, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_docs_sample_client_runs_unchanged(
+    sim: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = sample_code().replace(REAL_BASE, sim.api)
     real_sleep = time.sleep
     monkeypatch.setattr(time, "sleep", lambda _s: real_sleep(0.05))

@@ -13,8 +13,17 @@ def test_submit_processing_shape_has_integer_id_and_string_meta_id(sim: Sim) -> 
     r = sim.submit(track_id="t-1", webhook=None, output_type="mp4", num_frames=5)
     assert r.status_code == 200
     body = r.json()
-    assert list(body) == ["status", "tip", "eta", "message", "fetch_result", "id", "output",
-                          "meta", "future_links"]
+    assert list(body) == [
+        "status",
+        "tip",
+        "eta",
+        "message",
+        "fetch_result",
+        "id",
+        "output",
+        "meta",
+        "future_links",
+    ]
     assert body["status"] == "processing"
     assert isinstance(body["id"], int)
     assert body["meta"]["id"] == str(body["id"])
@@ -80,8 +89,12 @@ def test_invalid_key_is_401_on_submit_and_fetch(sim: Sim) -> None:
 
 
 def test_key_header_is_accepted(sim: Sim) -> None:
-    r = sim.http.post(f"{sim.api}/video/text2video", json={"prompt": "header key"},
-                      headers={"key": OTHER_KEY}, timeout=5)
+    r = sim.http.post(
+        f"{sim.api}/video/text2video",
+        json={"prompt": "header key"},
+        headers={"key": OTHER_KEY},
+        timeout=5,
+    )
     assert r.status_code == 200 and r.json()["status"] == "processing"
     assert sim.stats()["submits"]["by_key"] == {OTHER_KEY: 1}
 
@@ -90,8 +103,10 @@ def test_credits_exhausted_is_402(sim: Sim) -> None:
     sim.faults(credits_exhausted=True)
     r = sim.submit()
     assert r.status_code == 402
-    assert r.json() == {"status": "error",
-                        "message": "Insufficient credits. Please add more credits to continue."}
+    assert r.json() == {
+        "status": "error",
+        "message": "Insufficient credits. Please add more credits to continue.",
+    }
 
 
 def test_premium_required_is_403(sim: Sim) -> None:
@@ -115,8 +130,10 @@ def test_queue_limit_is_429_with_retry_after_and_counts_per_key(sim: Sim) -> Non
 
 
 def test_finished_jobs_free_their_queue_slot(sim: Sim) -> None:
-    ids = [sim.submit(track_id=f"f{i}", num_frames=2, width=32, height=32).json()["id"]
-           for i in range(5)]
+    ids = [
+        sim.submit(track_id=f"f{i}", num_frames=2, width=32, height=32).json()["id"]
+        for i in range(5)
+    ]
     assert sim.submit(track_id="f5").status_code == 429
     for job_id in ids:
         sim.wait_status(job_id)
@@ -139,9 +156,10 @@ def test_spam_filter_refuses_the_same_body_within_the_window(sim: Sim) -> None:
     again = sim.submit(body)
     assert again.status_code == 429
     assert again.json() == {
-        "status": "error", "message": "Rate limit exceeded",
+        "status": "error",
+        "message": "Rate limit exceeded",
         "tips": "you are sending same request multiple times, spam filter is enabled, "
-                "please wait for 30 seconds...",
+        "please wait for 30 seconds...",
     }
     assert sim.submit({**body, "track_id": "s2"}).status_code == 200  # any param differs
     assert sim.submit(body, key=OTHER_KEY).status_code == 200  # another key

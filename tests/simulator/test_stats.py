@@ -18,8 +18,11 @@ def test_counters_by_key_and_track_id(sim: Sim) -> None:
     sim.faults(http_500_share=1.0)
     sim.fetch(a)  # answered with an injected fault: still counted
     stats = sim.stats()
-    assert stats["submits"] == {"total": 3, "by_key": {KEY: 1, OTHER_KEY: 1, "wrong": 1},
-                                "by_track_id": {"A": 1, "B": 1, "C": 1}}
+    assert stats["submits"] == {
+        "total": 3,
+        "by_key": {KEY: 1, OTHER_KEY: 1, "wrong": 1},
+        "by_track_id": {"A": 1, "B": 1, "C": 1},
+    }
     assert stats["fetches"]["total"] == fetches_of_a + 2
     assert stats["fetches"]["by_track_id"] == {"A": fetches_of_a + 1, "B": 1}
     assert stats["downloads"] == {"total": 2, "by_key": {KEY: 2}, "by_track_id": {"A": 2}}
@@ -29,8 +32,14 @@ def test_counters_by_key_and_track_id(sim: Sim) -> None:
     assert job["ready_at"] >= job["submitted_at"] and isinstance(job["eta"], int)
     [output] = job["outputs"]
     assert output["url"] == url and output["bytes"] > 0 and len(output["sha256"]) == 64
-    assert set(stats["injected"]) >= {"http_500", "truncated_json", "slow", "link_404",
-                                      "rate_limited", "webhooks_sent"}
+    assert set(stats["injected"]) >= {
+        "http_500",
+        "truncated_json",
+        "slow",
+        "link_404",
+        "rate_limited",
+        "webhooks_sent",
+    }
 
 
 def test_reset_clears_counters_jobs_and_faults_but_never_reuses_ids(sim: Sim) -> None:

@@ -22,8 +22,11 @@ BAD: list[tuple[str, Any, str]] = [
     ("upscale_width", 2048, "The upscale width may not be greater than 1024."),
     ("upscale_strength", 1.5, "The upscale strength must be between 0 and 1."),
     ("upscale_guidance_scale", 12, "The upscale guidance scale must be between 0 and 8."),
-    ("upscale_num_inference_steps", 51,
-     "The upscale num inference steps may not be greater than 50."),
+    (
+        "upscale_num_inference_steps",
+        51,
+        "The upscale num inference steps may not be greater than 50.",
+    ),
     ("fps", 17, "The fps may not be greater than 16."),
     ("output_type", "webm", "The selected output type is invalid."),
     ("seed", "42", "The seed must be an integer."),
@@ -31,10 +34,10 @@ BAD: list[tuple[str, Any, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("field", "value", "message"), BAD,
-                         ids=[f"{f}={v!r}" for f, v, _ in BAD])
-def test_limit_violation_is_400_with_object_message(sim: Sim, field: str, value: Any,
-                                                    message: str) -> None:
+@pytest.mark.parametrize(("field", "value", "message"), BAD, ids=[f"{f}={v!r}" for f, v, _ in BAD])
+def test_limit_violation_is_400_with_object_message(
+    sim: Sim, field: str, value: Any, message: str
+) -> None:
     r = sim.submit({field: value})
     assert r.status_code == 400
     assert r.json() == {"status": "error", "message": {field: [message]}}
@@ -58,11 +61,21 @@ GOOD: list[dict[str, Any]] = [
     {"height": 512, "width": 512, "num_frames": 25, "num_inference_steps": 50},
     {"guidance_scale": 0, "clip_skip": None, "seed": None},
     {"guidance_scale": 8, "clip_skip": 2, "seed": 7},
-    {"upscale_height": 1024, "upscale_width": 1024, "upscale_strength": 1,
-     "upscale_guidance_scale": 8, "upscale_num_inference_steps": 50},
+    {
+        "upscale_height": 1024,
+        "upscale_width": 1024,
+        "upscale_strength": 1,
+        "upscale_guidance_scale": 8,
+        "upscale_num_inference_steps": 50,
+    },
     {"fps": 16, "output_type": "gif", "webhook": None, "track_id": None},
-    {"output_type": "mp4", "instant_response": True, "temp": True,
-     "use_improved_sampling": False, "negative_prompt": "blurry"},
+    {
+        "output_type": "mp4",
+        "instant_response": True,
+        "temp": True,
+        "use_improved_sampling": False,
+        "negative_prompt": "blurry",
+    },
 ]
 
 
@@ -75,7 +88,8 @@ def test_values_at_the_limits_are_accepted(sim: Sim, fields: dict[str, Any]) -> 
 
 
 def test_body_that_is_not_json_is_400(sim: Sim) -> None:
-    r = sim.http.post(f"{sim.api}/video/text2video", data=b"{not json",
-                      headers={"key": sim.key}, timeout=5)
+    r = sim.http.post(
+        f"{sim.api}/video/text2video", data=b"{not json", headers={"key": sim.key}, timeout=5
+    )
     assert r.status_code == 400
     assert r.json()["status"] == "error"

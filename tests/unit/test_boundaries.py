@@ -11,12 +11,33 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Everything a Celery task runs on a worker.
-TASK_MODULES = ["tasks", "steps/runtime", "steps/submit", "steps/poll", "steps/download",
-                "steps/transitions", "steps/slots", "reconcile", "limiter",
-                "modelslab/__init__", "modelslab/client", "modelslab/answers",
-                "transfer", "pinning", "storage/__init__", "storage/keys", "storage/streams",
-                "storage/local", "storage/s3", "probe", "policy", "netguard", "webhook",
-                "celery_app"]
+TASK_MODULES = [
+    "tasks",
+    "steps/runtime",
+    "steps/submit",
+    "steps/poll",
+    "steps/download",
+    "steps/transitions",
+    "steps/slots",
+    "reconcile",
+    "limiter",
+    "limiter_scripts",
+    "modelslab/__init__",
+    "modelslab/client",
+    "modelslab/answers",
+    "transfer",
+    "pinning",
+    "storage/__init__",
+    "storage/keys",
+    "storage/streams",
+    "storage/local",
+    "storage/s3",
+    "probe",
+    "policy",
+    "netguard",
+    "webhook",
+    "celery_app",
+]
 # Packages whose every module a task runs: each must be listed above.
 TASK_PACKAGES = ["steps", "modelslab", "storage"]
 
@@ -58,8 +79,9 @@ def test_simulator_imports_nothing_from_producer_or_worker() -> None:
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
-            offenders += [f"{path.name}: {n}" for n in names
-                          if n.split(".")[0] in ("producer", "worker")]
+            offenders += [
+                f"{path.name}: {n}" for n in names if n.split(".")[0] in ("producer", "worker")
+            ]
     assert offenders == []
 
 
@@ -75,15 +97,21 @@ def _imports(package: str) -> list[tuple[str, str]]:
     return found
 
 
-@pytest.mark.parametrize(("package", "forbidden"), [
-    ("t2v_core", ("producer", "worker", "simulator", "boto3", "requests")),
-    ("producer", ("worker", "simulator", "boto3", "requests")),
-])
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("t2v_core", ("producer", "worker", "simulator", "boto3", "requests")),
+        ("producer", ("worker", "simulator", "boto3", "requests")),
+    ],
+)
 def test_the_shared_core_and_the_client_import_no_heavier_side(
     package: str, forbidden: tuple[str, ...]
 ) -> None:
-    offenders = [f"{name}: {module}" for name, module in _imports(package)
-                 if module.split(".")[0] in forbidden]
+    offenders = [
+        f"{name}: {module}"
+        for name, module in _imports(package)
+        if module.split(".")[0] in forbidden
+    ]
     assert offenders == []
 
 
@@ -96,8 +124,11 @@ def _module_strings(package: str) -> list[str]:
     found = []
     for path in sorted((ROOT / package).rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Constant) and isinstance(node.value, str)
-                    and MODULE_PATH.match(node.value)):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and MODULE_PATH.match(node.value)
+            ):
                 found.append(f"{path.name}:{node.lineno}: {node.value!r}")
             if isinstance(node, ast.Call):
                 func = node.func
@@ -119,29 +150,37 @@ def test_the_string_check_finds_an_import_by_string(tmp_path: Path) -> None:
     assert not MODULE_PATH.match("worker") and not MODULE_PATH.match("t2v-queue[worker]")
 
 
-@pytest.mark.parametrize(("path", "forbidden"), [
-    # The answer normaliser is pure: the HTTP client in modelslab/client.py does the talking.
-    ("worker/modelslab/answers.py", ("requests", "urllib3", "httpx", "http", "aiohttp")),
-])
+@pytest.mark.parametrize(
+    ("path", "forbidden"),
+    [
+        # The answer normaliser is pure: the HTTP client in modelslab/client.py does the talking.
+        ("worker/modelslab/answers.py", ("requests", "urllib3", "httpx", "http", "aiohttp")),
+    ],
+)
 def test_a_pure_module_imports_no_io_library(path: str, forbidden: tuple[str, ...]) -> None:
     tree = ast.parse((ROOT / path).read_text())
     modules = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    modules += [n.module for n in ast.walk(tree)
-                if isinstance(n, ast.ImportFrom) and n.module and not n.level]
+    modules += [
+        n.module
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.module and not n.level
+    ]
     assert [m for m in modules if m.split(".")[0] in forbidden] == []
 
 
 def test_only_the_s3_backend_imports_boto3() -> None:
-    offenders = [f"{name}: {module}" for name, module in _imports("worker")
-                 if module.split(".")[0] in ("boto3", "botocore", "s3transfer")]
+    offenders = [
+        f"{name}: {module}"
+        for name, module in _imports("worker")
+        if module.split(".")[0] in ("boto3", "botocore", "s3transfer")
+    ]
     assert offenders and {o.split(":")[0] for o in offenders} == {"s3.py"}
 
 
 def test_redis_key_and_queue_names_are_spelled_only_in_names_py() -> None:
     # One module owns every name on the wire: a "t2v:..." key or a "t2v.<step>" queue
     # written as a literal anywhere else is a second definition waiting to drift.
-    wire = ("t2v:", "t2v.submit", "t2v.poll", "t2v.download", "t2v.maintenance",
-            "t2v.reconcile")
+    wire = ("t2v:", "t2v.submit", "t2v.poll", "t2v.download", "t2v.maintenance", "t2v.reconcile")
     offenders = []
     for package in ("t2v_core", "producer", "worker"):
         for path in sorted((ROOT / package).rglob("*.py")):
@@ -149,16 +188,28 @@ def test_redis_key_and_queue_names_are_spelled_only_in_names_py() -> None:
                 continue
             tree = ast.parse(path.read_text())
             # Docstrings and logger names are prose, not names on the wire.
-            skip = {id(n.body[0].value) for n in ast.walk(tree)
-                    if isinstance(n, ast.Module | ast.FunctionDef | ast.ClassDef)
-                    and n.body and isinstance(n.body[0], ast.Expr)}
-            skip |= {id(n.args[0]) for n in ast.walk(tree)
-                     if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-                     and n.func.attr == "getLogger" and n.args}
+            skip = {
+                id(n.body[0].value)
+                for n in ast.walk(tree)
+                if isinstance(n, ast.Module | ast.FunctionDef | ast.ClassDef)
+                and n.body
+                and isinstance(n.body[0], ast.Expr)
+            }
+            skip |= {
+                id(n.args[0])
+                for n in ast.walk(tree)
+                if isinstance(n, ast.Call)
+                and isinstance(n.func, ast.Attribute)
+                and n.func.attr == "getLogger"
+                and n.args
+            }
             for node in ast.walk(tree):
-                if (isinstance(node, ast.Constant) and isinstance(node.value, str)
-                        and id(node) not in skip
-                        and any(node.value.startswith(w) for w in wire)):
+                if (
+                    isinstance(node, ast.Constant)
+                    and isinstance(node.value, str)
+                    and id(node) not in skip
+                    and any(node.value.startswith(w) for w in wire)
+                ):
                     offenders.append(f"{package}/{path.name}:{node.lineno}: {node.value!r}")
     assert offenders == []
 
@@ -179,8 +230,7 @@ def _long_modules(root: Path, packages: tuple[str, ...], limit: int) -> list[str
 
 def test_every_module_is_under_400_lines() -> None:
     # A newcomer reads a module in one sitting: one concern a file, each under 400 lines.
-    long = _long_modules(ROOT, ("t2v_core", "producer", "worker", "simulator"),
-                         MAX_MODULE_LINES)
+    long = _long_modules(ROOT, ("t2v_core", "producer", "worker", "simulator"), MAX_MODULE_LINES)
     assert long == [], f"over {MAX_MODULE_LINES} lines (split by concern): {long}"
 
 

@@ -18,15 +18,20 @@ def test_config_has_late_acks_events_and_one_queue_per_step() -> None:
     assert conf["worker_send_task_events"] is True and conf["task_send_sent_event"] is True
     assert conf["worker_prefetch_multiplier"] == 1
     assert {q.name for q in conf["task_queues"]} == {
-        QUEUE_SUBMIT, QUEUE_POLL, QUEUE_DOWNLOAD, QUEUE_MAINTENANCE}
+        QUEUE_SUBMIT,
+        QUEUE_POLL,
+        QUEUE_DOWNLOAD,
+        QUEUE_MAINTENANCE,
+    }
     assert conf["task_routes"]["t2v.poll"] == {"queue": QUEUE_POLL}
     assert conf["beat_schedule"]["t2v-reconcile"]["task"] == "t2v.reconcile"
 
 
 def test_visibility_timeout_must_exceed_longest_countdown() -> None:
     settings = WorkerSettings()
-    assert (celery_config(settings)["broker_transport_options"]["visibility_timeout"]
-            > longest_countdown(settings))
+    assert celery_config(settings)["broker_transport_options"][
+        "visibility_timeout"
+    ] > longest_countdown(settings)
     with pytest.raises(ConfigError, match="VISIBILITY_TIMEOUT"):
         celery_config(WorkerSettings(visibility_timeout=longest_countdown(settings)))
 

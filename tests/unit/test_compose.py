@@ -32,14 +32,22 @@ PYPROJECT = REPO / "pyproject.toml"
 DEV_LOCK = REPO / "requirements.lock"
 
 API_KEY_VAR = "T2V_MODELSLAB_API_KEY"
-ALL_QUEUES = {
-    getattr(states, name) for name in dir(states) if name.startswith("QUEUE_")
-}
+ALL_QUEUES = {getattr(states, name) for name in dir(states) if name.startswith("QUEUE_")}
 SETTINGS_VARS = {f"T2V_{name.upper()}" for name in WorkerSettings.model_fields}
 # The simulator's flags as the brief fixed them, used only if its parser is not importable.
 SIMULATOR_FLAGS_FALLBACK = {
-    "--host", "--port", "--keys", "--seed", "--render-mean", "--render-spread", "--eta-noise",
-    "--instant-share", "--queue-limit", "--media-dir", "--public-url", "--faults",
+    "--host",
+    "--port",
+    "--keys",
+    "--seed",
+    "--render-mean",
+    "--render-spread",
+    "--eta-noise",
+    "--instant-share",
+    "--queue-limit",
+    "--media-dir",
+    "--public-url",
+    "--faults",
 }
 
 # -- compose interpolation: ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?err}, $VAR, $$ ----
@@ -63,13 +71,13 @@ def _expand(text: str, env: Mapping[str, str], seen: set[str]) -> str:
             while j < len(text) and depth:  # find the matching brace (defaults may nest)
                 depth += {"{": 1, "}": -1}.get(text[j], 0)
                 j += 1
-            body = text[i + 2:j - 1]
+            body = text[i + 2 : j - 1]
             m = _NAME.match(body)
             assert m, f"bad interpolation {text[i:j]!r}"
-            name, rest = m.group(0), body[m.end():]
+            name, rest = m.group(0), body[m.end() :]
             seen.add(name)
             op = next((o for o in (":-", ":?", "-", "?") if rest.startswith(o)), "")
-            arg = rest[len(op):]
+            arg = rest[len(op) :]
             value = env.get(name)
             if op.startswith(":") and not value:
                 value = None
@@ -149,7 +157,7 @@ class CeleryCall:
             if arg.startswith(long + "="):
                 return arg.split("=", 1)[1]
             if arg.startswith(short) and len(arg) > len(short) and not arg.startswith("--"):
-                return arg[len(short):]
+                return arg[len(short) :]
         return None
 
     @property
@@ -189,7 +197,7 @@ def celery_call(argv: list[str]) -> CeleryCall | None:
             i += 1
         i += 1
     sub = rest[i] if i < len(rest) else None
-    return CeleryCall(app=app, sub=sub, args=rest[i + 1:])
+    return CeleryCall(app=app, sub=sub, args=rest[i + 1 :])
 
 
 def celery_services(compose: Mapping[str, Any]) -> Iterator[tuple[str, CeleryCall]]:
@@ -205,8 +213,9 @@ def check_settings_vars(compose: Mapping[str, Any]) -> list[str]:
     for name, svc in services(compose).items():
         used = {k for k in env_of(svc) if k.startswith("T2V_")}
         used |= {v for v in referenced_vars(svc) if v.startswith("T2V_")}
-        problems += [f"{name}: {v} is not a WorkerSettings field"
-                     for v in sorted(used - SETTINGS_VARS)]
+        problems += [
+            f"{name}: {v} is not a WorkerSettings field" for v in sorted(used - SETTINGS_VARS)
+        ]
     return problems
 
 
@@ -249,9 +258,11 @@ def check_api_key_scope(compose: Mapping[str, Any]) -> list[str]:
         holds = API_KEY_VAR in env_of(svc) or API_KEY_VAR in referenced_vars(svc)
         if holds and name not in task_runners:
             problems.append(f"{name}: gets {API_KEY_VAR} but runs no tasks")
-    problems += [f"{name}: runs tasks without {API_KEY_VAR}"
-                 for name in sorted(task_runners)
-                 if API_KEY_VAR not in env_of(services(compose)[name])]
+    problems += [
+        f"{name}: runs tasks without {API_KEY_VAR}"
+        for name in sorted(task_runners)
+        if API_KEY_VAR not in env_of(services(compose)[name])
+    ]
     return problems
 
 
@@ -332,8 +343,12 @@ def check_wiring(compose: Mapping[str, Any]) -> list[str]:
     problems = []
     for name, svc in svcs.items():
         env = {k: interpolate(v) for k, v in env_of(svc).items()}
-        for var in ("T2V_BROKER_URL", "T2V_DATABASE_URL", "T2V_S3_ENDPOINT_URL",
-                    "T2V_MODELSLAB_BASE_URL"):
+        for var in (
+            "T2V_BROKER_URL",
+            "T2V_DATABASE_URL",
+            "T2V_S3_ENDPOINT_URL",
+            "T2V_MODELSLAB_BASE_URL",
+        ):
             if var in env and urlparse(env[var]).hostname not in svcs:
                 problems.append(f"{name}: {var} points at no service: {env[var]}")
         base = urlparse(env.get("T2V_MODELSLAB_BASE_URL", "")).hostname
@@ -352,8 +367,11 @@ def check_wiring(compose: Mapping[str, Any]) -> list[str]:
                 source = str(volume).split(":", 1)[0]
                 if source.endswith(".json"):
                     config = json.loads((REPO / source).read_text())
-                    pairs = {(c["accessKey"], c["secretKey"])
-                             for ident in config["identities"] for c in ident["credentials"]}
+                    pairs = {
+                        (c["accessKey"], c["secretKey"])
+                        for ident in config["identities"]
+                        for c in ident["credentials"]
+                    }
                     if (env["AWS_ACCESS_KEY_ID"], env.get("AWS_SECRET_ACCESS_KEY")) not in pairs:
                         problems.append(f"{name}: AWS keys are not in {source}")
     return problems
@@ -368,10 +386,12 @@ def check_dockerfile(dockerfile: str) -> list[str]:
     if not installs:
         problems.append("the Dockerfile pip-installs no `.[extras]`")
     for group in installs:
-        problems += [f"extra {e!r} not in pyproject" for e in group.split(",")
-                     if e.strip() not in extras]
-    problems += check_dockerfile_lock(dockerfile, [e.strip() for g in installs
-                                                   for e in g.split(",") if e.strip() in extras])
+        problems += [
+            f"extra {e!r} not in pyproject" for e in group.split(",") if e.strip() not in extras
+        ]
+    problems += check_dockerfile_lock(
+        dockerfile, [e.strip() for g in installs for e in g.split(",") if e.strip() in extras]
+    )
     copied = set()
     for line in dockerfile.splitlines():
         parts = line.split()
@@ -380,8 +400,9 @@ def check_dockerfile(dockerfile: str) -> list[str]:
     if "." in {p.split()[1] for p in dockerfile.splitlines() if p.startswith("COPY ")}:
         return problems  # COPY . copies everything (.dockerignore decides)
     includes = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
-    problems += [f"package {p} not copied" for p in (i.rstrip("*") for i in includes)
-                 if p not in copied]
+    problems += [
+        f"package {p} not copied" for p in (i.rstrip("*") for i in includes) if p not in copied
+    ]
     for needed in ("pyproject.toml", pyproject["project"].get("readme")):
         if needed and needed not in copied:
             problems.append(f"{needed} not copied (pip install needs it)")
@@ -392,8 +413,9 @@ def check_dockerfile(dockerfile: str) -> list[str]:
     return problems
 
 
-def check_dockerfile_lock(dockerfile: str, extras: list[str],
-                          read: Callable[[str], str] | None = None) -> list[str]:
+def check_dockerfile_lock(
+    dockerfile: str, extras: list[str], read: Callable[[str], str] | None = None
+) -> list[str]:
     """The image installs its dependencies from a hashed lock, then the project with --no-deps.
 
     ``read`` returns a lock's text by its path in the repository (the real file by default).
@@ -403,13 +425,18 @@ def check_dockerfile_lock(dockerfile: str, extras: list[str],
     locks = re.findall(r"pip install\s[^\n&;]*?--require-hashes\s[^\n&;]*?-r\s+(\S+)", dockerfile)
     if not locks:
         problems.append("the Dockerfile installs no lock with `pip install --require-hashes -r`")
-    project = [m.start() for m in re.finditer(r"pip install[^\n]*?\s'?\.(\[|'|\s|$)",
-                                              dockerfile, re.M)]
+    project = [
+        m.start() for m in re.finditer(r"pip install[^\n]*?\s'?\.(\[|'|\s|$)", dockerfile, re.M)
+    ]
     for line in re.findall(r"pip install[^\n]*?\s'?\.(?:\[[^\]]*\])?'?(?:\s|$)", dockerfile):
         if "--no-deps" not in line:
             problems.append(f"the project is installed with its dependencies: {line.strip()!r}")
-    copied = {p for line in dockerfile.splitlines() if line.startswith("COPY ")
-              for p in line.split()[1:-1]}
+    copied = {
+        p
+        for line in dockerfile.splitlines()
+        if line.startswith("COPY ")
+        for p in line.split()[1:-1]
+    }
     for lock in locks:
         if lock not in copied and "." not in copied:
             problems.append(f"{lock} is installed but not copied into the image")
@@ -463,8 +490,12 @@ def check_lock_covers(lock_text: str, extras: list[str]) -> list[str]:
             continue
         name = _canonical(req.name)
         if name == _canonical(pyproject["name"]):  # t2v-queue[postgres,...]: its own extras
-            todo += [(r, e) for e in req.extras if e not in seen
-                     for r in pyproject["optional-dependencies"][e]]
+            todo += [
+                (r, e)
+                for e in req.extras
+                if e not in seen
+                for r in pyproject["optional-dependencies"][e]
+            ]
             seen |= req.extras
             continue
         if name not in pins:
@@ -475,8 +506,15 @@ def check_lock_covers(lock_text: str, extras: list[str]) -> list[str]:
 
 
 ALL_CHECKS: list[Callable[[Mapping[str, Any]], list[str]]] = [
-    check_settings_vars, check_celery_apps, check_queues, check_single_beat,
-    check_api_key_scope, check_flower, check_simulator, check_celery_flags, check_wiring,
+    check_settings_vars,
+    check_celery_apps,
+    check_queues,
+    check_single_beat,
+    check_api_key_scope,
+    check_flower,
+    check_simulator,
+    check_celery_flags,
+    check_wiring,
 ]
 
 
@@ -523,65 +561,95 @@ def _set_command(svc: str, old: str, new: str) -> Callable[[dict[str, Any]], Non
     def mutate(c: dict[str, Any]) -> None:
         cmd = c["services"][svc]["command"]
         c["services"][svc]["command"] = [new if a == old else a.replace(old, new) for a in cmd]
+
     return mutate
 
 
 def _set_env(svc: str, key: str, value: str) -> Callable[[dict[str, Any]], None]:
     def mutate(c: dict[str, Any]) -> None:
         c["services"][svc]["environment"] = {**env_of(c["services"][svc]), key: value}
+
     return mutate
 
 
 def _drop_service(svc: str) -> Callable[[dict[str, Any]], None]:
     def mutate(c: dict[str, Any]) -> None:
         del c["services"][svc]
+
     return mutate
 
 
 def _add_beat_flag(svc: str) -> Callable[[dict[str, Any]], None]:
     def mutate(c: dict[str, Any]) -> None:
         c["services"][svc]["command"] = [*c["services"][svc]["command"], "-B"]
+
     return mutate
 
 
 def _set_ports(svc: str, ports: list[Any]) -> Callable[[dict[str, Any]], None]:
     def mutate(c: dict[str, Any]) -> None:
         c["services"][svc]["ports"] = ports
+
     return mutate
 
 
 MUTATIONS = {
-    "unknown T2V_ variable": (_set_env("worker", "T2V_BROKER", "redis://redis"),
-                              check_settings_vars),
-    "T2V_ variable in a command": (_set_command("worker", "${WORKER_CONCURRENCY:-4}",
-                                                "${T2V_CONCURRENCY:-4}"), check_settings_vars),
+    "unknown T2V_ variable": (
+        _set_env("worker", "T2V_BROKER", "redis://redis"),
+        check_settings_vars,
+    ),
+    "T2V_ variable in a command": (
+        _set_command("worker", "${WORKER_CONCURRENCY:-4}", "${T2V_CONCURRENCY:-4}"),
+        check_settings_vars,
+    ),
     "wrong celery app": (_set_command("worker", "worker", "workers"), check_celery_apps),
     "wrong queue name": (_set_command("worker", "t2v.poll", "t2v.polls"), check_queues),
     "queue left unconsumed": (_drop_service("maintenance"), check_queues),
     "no beat": (_drop_service("beat"), check_single_beat),
     "two beats": (_add_beat_flag("maintenance"), check_single_beat),
     "API key given to flower": (_set_env("flower", API_KEY_VAR, "k"), check_api_key_scope),
-    "API key passed to the simulator": (_set_env("simulator", "SIM_KEYS",
-                                                 "${T2V_MODELSLAB_API_KEY}"), check_api_key_scope),
-    "worker without API key": (lambda c: c["services"]["worker"]["environment"].pop(API_KEY_VAR),
-                               check_api_key_scope),
-    "flower without auth": (lambda c: c["services"]["flower"].update(
-        command=[a for a in c["services"]["flower"]["command"]
-                 if not a.startswith("--basic-auth")]), check_flower),
+    "API key passed to the simulator": (
+        _set_env("simulator", "SIM_KEYS", "${T2V_MODELSLAB_API_KEY}"),
+        check_api_key_scope,
+    ),
+    "worker without API key": (
+        lambda c: c["services"]["worker"]["environment"].pop(API_KEY_VAR),
+        check_api_key_scope,
+    ),
+    "flower without auth": (
+        lambda c: c["services"]["flower"].update(
+            command=[
+                a for a in c["services"]["flower"]["command"] if not a.startswith("--basic-auth")
+            ]
+        ),
+        check_flower,
+    ),
     "flower on all interfaces": (_set_ports("flower", ["5555:5555"]), check_flower),
-    "flower long-form port": (_set_ports("flower", [{"target": 5555, "published": 5555}]),
-                              check_flower),
-    "unknown simulator flag": (_set_command("simulator", "--public-url", "--public-uri"),
-                               check_simulator),
+    "flower long-form port": (
+        _set_ports("flower", [{"target": 5555, "published": 5555}]),
+        check_flower,
+    ),
+    "unknown simulator flag": (
+        _set_command("simulator", "--public-url", "--public-uri"),
+        check_simulator,
+    ),
     "bad simulator value": (_set_command("simulator", "8765", "port"), check_simulator),
-    "unknown celery flag": (_set_command("worker", "--without-gossip", "--no-gossip"),
-                            check_celery_flags),
-    "unknown flower flag": (_set_command("flower", "--address=0.0.0.0", "--adress=0.0.0.0"),
-                            check_celery_flags),
-    "downloads from simulator refused": (_set_env("worker", "T2V_DOWNLOAD_ALLOWED_HOSTS", ""),
-                                         check_wiring),
-    "broker at no service": (_set_env("worker", "T2V_BROKER_URL", "redis://rediss:6379/0"),
-                             check_wiring),
+    "unknown celery flag": (
+        _set_command("worker", "--without-gossip", "--no-gossip"),
+        check_celery_flags,
+    ),
+    "unknown flower flag": (
+        _set_command("flower", "--address=0.0.0.0", "--adress=0.0.0.0"),
+        check_celery_flags,
+    ),
+    "downloads from simulator refused": (
+        _set_env("worker", "T2V_DOWNLOAD_ALLOWED_HOSTS", ""),
+        check_wiring,
+    ),
+    "broker at no service": (
+        _set_env("worker", "T2V_BROKER_URL", "redis://rediss:6379/0"),
+        check_wiring,
+    ),
     "S3 keys out of sync": (_set_env("worker", "AWS_SECRET_ACCESS_KEY", "other"), check_wiring),
 }
 
@@ -603,8 +671,10 @@ def test_check_rejects_broken_compose(compose: dict[str, Any], name: str) -> Non
         ("USER t2v", "USER root"),
         ("ENV PYTHONUNBUFFERED=1", "ENV T2V_MODELSLAB_API_KEY=sk-1 PYTHONUNBUFFERED=1"),
         # the lock: installed with hashes, copied, before the project, which adds nothing
-        ("pip install --require-hashes -r requirements-image.lock",
-         "pip install -r requirements-image.lock"),
+        (
+            "pip install --require-hashes -r requirements-image.lock",
+            "pip install -r requirements-image.lock",
+        ),
         ("RUN pip install --require-hashes -r requirements-image.lock\n", ""),
         ("COPY requirements-image.lock ./\n", ""),
         ("pip install --no-deps '.[", "pip install '.["),
@@ -636,8 +706,10 @@ def _image_lock() -> str:
     [
         ("a pin dropped", lambda t: re.sub(r"\nboto3==.*?(?=\n\S)", "", t, flags=re.S)),
         ("a version outside the range", lambda t: re.sub(r"\ncelery==\S+", "\ncelery==4.4.7", t)),
-        ("a pin without hashes", lambda t: re.sub(r"(\nrequests==\S+) \\\n(\s+--hash=\S+( \\)?\n)+",
-                                                  r"\1\n", t)),
+        (
+            "a pin without hashes",
+            lambda t: re.sub(r"(\nrequests==\S+) \\\n(\s+--hash=\S+( \\)?\n)+", r"\1\n", t),
+        ),
         ("a range instead of a pin", lambda t: t.replace("\nclick==", "\nclick>=")),
     ],
 )

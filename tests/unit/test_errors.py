@@ -22,12 +22,14 @@ def test_a_field_error_is_a_frozen_value_with_the_public_dict_shape() -> None:
 
 def test_str_shows_the_value_only_when_there_is_one() -> None:
     assert str(FieldError("width", 1024, "must be at most 512")) == (
-        "width=1024: must be at most 512")
+        "width=1024: must be at most 512"
+    )
     assert str(FieldError("key", "k", "bad")) == "key='k': bad"
     assert str(FieldError("prompt", None, "is required")) == "prompt: is required"
     assert str(FieldError(None, None, "not valid JSON")) == "not valid JSON"
     assert str(FieldError("id", 7, "must be a non-blank string", line=3)) == (
-        "line 3: id=7: must be a non-blank string")
+        "line 3: id=7: must be a non-blank string"
+    )
     assert str(FieldError(None, None, "not valid JSON (x)", line=4)) == "line 4: not valid JSON (x)"
 
 
@@ -41,7 +43,11 @@ def test_prefixing_and_lines_make_new_values() -> None:
     assert error.on_line(2) == FieldError("idempotency_key", "k", "bad", line=2)
     # A batch line's dict is led by its line number; nothing else changes.
     assert list(on.as_dict().items()) == [
-        ("line", 7), ("field", "id"), ("value", "k"), ("reason", "bad")]
+        ("line", 7),
+        ("field", "id"),
+        ("value", "k"),
+        ("reason", "bad"),
+    ]
 
 
 def test_request_invalid_of_one_field() -> None:
@@ -49,7 +55,8 @@ def test_request_invalid_of_one_field() -> None:
     assert isinstance(exc, ValueError) and isinstance(exc, T2VError)
     assert str(exc) == "status='nope': must be one of queued, failed"
     assert exc.errors == [
-        {"field": "status", "value": "nope", "reason": "must be one of queued, failed"}]
+        {"field": "status", "value": "nope", "reason": "must be one of queued, failed"}
+    ]
     assert exc.field_errors == [FieldError("status", "nope", "must be one of queued, failed")]
     told = RequestInvalid.of("JOB_ID", None, "missing", message="give a JOB_ID or --account")
     assert str(told) == "give a JOB_ID or --account"
@@ -68,11 +75,16 @@ def test_request_invalid_from_a_list_keeps_dicts_and_typed_errors_in_step() -> N
 
 
 def test_listing_names_the_first_errors_and_keeps_them_all() -> None:
-    two = RequestInvalid.listing([FieldError("[0].fps", 99, "must be at most 16"),
-                                  FieldError("[1].prompt", None, "is required")])
+    two = RequestInvalid.listing(
+        [
+            FieldError("[0].fps", 99, "must be at most 16"),
+            FieldError("[1].prompt", None, "is required"),
+        ]
+    )
     assert str(two) == "[0].fps=99: must be at most 16; [1].prompt: is required"
     many = RequestInvalid.listing(
-        FieldError(f"[{i}].width", 3, "must be even") for i in range(LISTED_MAX + 2))
+        FieldError(f"[{i}].width", 3, "must be even") for i in range(LISTED_MAX + 2)
+    )
     assert len(many.errors) == LISTED_MAX + 2
     assert str(many).endswith(f"[{LISTED_MAX - 1}].width=3: must be even; ... and 2 more")
 

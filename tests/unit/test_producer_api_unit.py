@@ -18,21 +18,40 @@ from t2v_core.states import JobStatus
 def test_all_names_are_importable() -> None:
     for name in producer.__all__:
         assert getattr(producer, name) is not None, name
-    contract = {"Text2VideoRequest", "enqueue", "enqueue_many", "get_job", "list_jobs",
-                "cancel", "Job", "JobRecord", "OutputRecord", "JobStatus", "Settings",
-                "get_settings", "RequestInvalid", "EnqueueError", "JobFailed", "JobTimeout",
-                "JobNotFound", "T2VError"}
+    contract = {
+        "Text2VideoRequest",
+        "enqueue",
+        "enqueue_many",
+        "get_job",
+        "list_jobs",
+        "cancel",
+        "Job",
+        "JobRecord",
+        "OutputRecord",
+        "JobStatus",
+        "Settings",
+        "get_settings",
+        "RequestInvalid",
+        "EnqueueError",
+        "JobFailed",
+        "JobTimeout",
+        "JobNotFound",
+        "T2VError",
+    }
     assert contract <= set(producer.__all__)
     assert len(set(producer.__all__)) == len(producer.__all__)
 
 
 def test_importing_the_producer_and_its_cli_never_imports_the_worker() -> None:
-    code = ("import sys, producer, producer.cli; "
-            "bad = [m for m in sys.modules "
-            "if m.split('.')[0] in ('worker', 'simulator', 'boto3')]; "
-            "print(bad); sys.exit(1 if bad else 0)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60)
+    code = (
+        "import sys, producer, producer.cli; "
+        "bad = [m for m in sys.modules "
+        "if m.split('.')[0] in ('worker', 'simulator', 'boto3')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -44,8 +63,15 @@ def test_job_not_found_is_a_key_error_with_a_plain_message() -> None:
 
 def _record(status: JobStatus, error: str | None = None) -> JobRecord:
     now = datetime.now(UTC)
-    return JobRecord(id="j1", status=status, request={"prompt": "x"}, model_effective="wan2.2",
-                     created_at=now, updated_at=now, error=error)
+    return JobRecord(
+        id="j1",
+        status=status,
+        request={"prompt": "x"},
+        model_effective="wan2.2",
+        created_at=now,
+        updated_at=now,
+        error=error,
+    )
 
 
 class Script:
@@ -93,28 +119,32 @@ def test_wait_raises_job_timeout_carrying_the_record() -> None:
 
 # enqueue_many's keys are checked before any service is touched (these ports are closed).
 def _offline_producer() -> producer.Producer:
-    settings = producer.Settings(database_url="postgresql+psycopg://nobody@127.0.0.1:1/none",
-                                 broker_url="redis://127.0.0.1:1/0",
-                                 _env_file=None)  # type: ignore[call-arg]
+    settings = producer.Settings(
+        database_url="postgresql+psycopg://nobody@127.0.0.1:1/none",
+        broker_url="redis://127.0.0.1:1/0",
+        _env_file=None,
+    )  # type: ignore[call-arg]
     return producer.Producer(settings)
 
 
-@pytest.mark.parametrize(("keys", "fields", "match"), [
-    (["a"], ["idempotency_keys"], "must have one entry per request: 1 for 2 request"),
-    (["a", "b", "c"], ["idempotency_keys"], "3 for 2 request"),
-    ("ab", ["idempotency_keys"], "not a str"),
-    (["a", ""], ["[1].idempotency_key"], "must be a non-blank string"),
-    ([7, "x" * 256], ["[0].idempotency_key", "[1].idempotency_key"], "at most 255 characters"),
-    (["same", "same"], ["[1].idempotency_key"], r"also the key of \[0\], with a different"),
-])
+@pytest.mark.parametrize(
+    ("keys", "fields", "match"),
+    [
+        (["a"], ["idempotency_keys"], "must have one entry per request: 1 for 2 request"),
+        (["a", "b", "c"], ["idempotency_keys"], "3 for 2 request"),
+        ("ab", ["idempotency_keys"], "not a str"),
+        (["a", ""], ["[1].idempotency_key"], "must be a non-blank string"),
+        ([7, "x" * 256], ["[0].idempotency_key", "[1].idempotency_key"], "at most 255 characters"),
+        (["same", "same"], ["[1].idempotency_key"], r"also the key of \[0\], with a different"),
+    ],
+)
 def test_enqueue_many_refuses_bad_keys_naming_the_index(
     keys: object, fields: list[str], match: str
 ) -> None:
     from t2v_core.errors import RequestInvalid
 
     with pytest.raises(RequestInvalid, match=match) as info:
-        _offline_producer().enqueue_many([{"prompt": "a"}, {"prompt": "b"}],
-                                         idempotency_keys=keys)  # type: ignore[arg-type]
+        _offline_producer().enqueue_many([{"prompt": "a"}, {"prompt": "b"}], idempotency_keys=keys)  # type: ignore[arg-type]
     assert [e["field"] for e in info.value.errors] == fields
 
 
@@ -124,6 +154,10 @@ def test_enqueue_many_reports_bad_requests_and_bad_keys_together() -> None:
     with pytest.raises(RequestInvalid) as info:
         _offline_producer().enqueue_many(
             iter([{"prompt": "a", "fps": 99}, {"prompt": "b"}, {"prompt": " "}]),
-            idempotency_keys=[None, " ", "ok"])
+            idempotency_keys=[None, " ", "ok"],
+        )
     assert [e["field"] for e in info.value.errors] == [
-        "[0].fps", "[1].idempotency_key", "[2].prompt"]
+        "[0].fps",
+        "[1].idempotency_key",
+        "[2].prompt",
+    ]

@@ -15,8 +15,10 @@ import producer.plugins as plugins_module
 from producer.cli import cli
 
 # Point at closed ports: these tests must fail before any service is touched.
-ENV = {"T2V_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
-       "T2V_BROKER_URL": "redis://127.0.0.1:1/0"}
+ENV = {
+    "T2V_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
+    "T2V_BROKER_URL": "redis://127.0.0.1:1/0",
+}
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -55,14 +57,19 @@ def test_usage_errors_exit_2() -> None:
 
 def test_an_invalid_batch_file_names_each_bad_line_and_enqueues_nothing(tmp_path: Path) -> None:
     path = tmp_path / "jobs.jsonl"
-    path.write_text('{"prompt": "ok"}\n\n{"prompt": "b", "width": 7}\nnot json\n'
-                    '# a comment\n{"prompt": "c", "key": "sk-secret"}\n')
+    path.write_text(
+        '{"prompt": "ok"}\n\n{"prompt": "b", "width": 7}\nnot json\n'
+        '# a comment\n{"prompt": "c", "key": "sk-secret"}\n'
+    )
     code, out, _ = run("batch", str(path), "--json")
     assert code == 2
     data = json.loads(out)
     assert "nothing enqueued" in data["error"]
     assert [(e["line"], e["field"]) for e in data["errors"]] == [
-        (3, "width"), (4, None), (6, "key")]
+        (3, "width"),
+        (4, None),
+        (6, "key"),
+    ]
     assert "sk-secret" not in out
 
 
@@ -74,14 +81,19 @@ def test_passthrough_commands_hand_their_arguments_over(monkeypatch: pytest.Monk
     plugin.up = lambda argv: calls.append(("up", argv)) or 0  # type: ignore[attr-defined]
     plugin.demo = lambda argv: calls.append(("demo", argv)) or 4  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fake_t2v_plugin", plugin)
-    entries = {name: EntryPoint(name, f"fake_t2v_plugin:{attr}", "t2v.commands")
-               for name, attr in (("simulator", "sim"), ("up", "up"), ("demo", "demo"))}
+    entries = {
+        name: EntryPoint(name, f"fake_t2v_plugin:{attr}", "t2v.commands")
+        for name, attr in (("simulator", "sim"), ("up", "up"), ("demo", "demo"))
+    }
     monkeypatch.setattr(plugins_module, "_plugins", lambda: entries)
     assert run("simulator", "--port", "9", "--help")[0] == 0
     assert run("up", "--no-flower")[0] == 0
     assert run("demo", "a cat", "--timeout", "5")[0] == 4
-    assert calls == [("simulator", ["--port", "9", "--help"]), ("up", ["--no-flower"]),
-                     ("demo", ["a cat", "--timeout", "5"])]
+    assert calls == [
+        ("simulator", ["--port", "9", "--help"]),
+        ("up", ["--no-flower"]),
+        ("demo", ["a cat", "--timeout", "5"]),
+    ]
 
 
 def test_a_missing_extra_exits_2_with_the_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,17 +113,21 @@ def test_batch_keys_a_line_by_its_id_else_by_its_canonical_json(tmp_path: Path) 
     from producer.batch import read_batch
 
     path = tmp_path / "jobs.jsonl"
-    path.write_text('{"prompt": "a", "num_frames": 8}\n'
-                    '{"id": "order-7", "prompt": "b"}\n'
-                    '{"num_frames":8,"prompt":"a"}\n'  # the same object, written differently
-                    '{"prompt": "c"}\n')
+    path.write_text(
+        '{"prompt": "a", "num_frames": 8}\n'
+        '{"id": "order-7", "prompt": "b"}\n'
+        '{"num_frames":8,"prompt":"a"}\n'  # the same object, written differently
+        '{"prompt": "c"}\n'
+    )
     entries = read_batch(path)
-    canonical = json.dumps({"prompt": "a", "num_frames": 8}, sort_keys=True,
-                           separators=(",", ":"))
+    canonical = json.dumps({"prompt": "a", "num_frames": 8}, sort_keys=True, separators=(",", ":"))
     digest = "batch:" + hashlib.sha256(canonical.encode()).hexdigest()
     assert [(e.line, e.key, e.from_id) for e in entries] == [
-        (1, digest, False), (2, "order-7", True), (3, digest + ":2", False),
-        (4, "batch:" + hashlib.sha256(b'{"prompt":"c"}').hexdigest(), False)]
+        (1, digest, False),
+        (2, "order-7", True),
+        (3, digest + ":2", False),
+        (4, "batch:" + hashlib.sha256(b'{"prompt":"c"}').hexdigest(), False),
+    ]
     assert entries[1].request.prompt == "b"  # `id` is not a request field: taken out
     # The file's name is not part of a key; --no-dedupe keys nothing.
     other = tmp_path / "elsewhere.jsonl"
@@ -122,15 +138,23 @@ def test_batch_keys_a_line_by_its_id_else_by_its_canonical_json(tmp_path: Path) 
 
 def test_batch_ids_must_be_strings_and_one_id_one_request(tmp_path: Path) -> None:
     path = tmp_path / "jobs.jsonl"
-    path.write_text('{"id": 7, "prompt": "a"}\n{"id": " ", "prompt": "b"}\n'
-                    f'{{"id": "{"x" * 256}", "prompt": "c"}}\n'
-                    '{"id": "d", "prompt": "d"}\n{"id": "d", "prompt": "d"}\n'
-                    '{"id": "d", "prompt": "other"}\n{"id": null, "prompt": "e", "fps": 99}\n')
+    path.write_text(
+        '{"id": 7, "prompt": "a"}\n{"id": " ", "prompt": "b"}\n'
+        f'{{"id": "{"x" * 256}", "prompt": "c"}}\n'
+        '{"id": "d", "prompt": "d"}\n{"id": "d", "prompt": "d"}\n'
+        '{"id": "d", "prompt": "other"}\n{"id": null, "prompt": "e", "fps": 99}\n'
+    )
     code, out, _ = run("batch", str(path), "--json")
     assert code == 2
     data = json.loads(out)
     assert [(e["line"], e["field"]) for e in data["errors"]] == [
-        (1, "id"), (2, "id"), (3, "id"), (6, "id"), (7, "id"), (7, "fps")]
+        (1, "id"),
+        (2, "id"),
+        (3, "id"),
+        (6, "id"),
+        (7, "id"),
+        (7, "fps"),
+    ]
     assert "line 6: id='d': also the id of line 4, with a different request" in data["error"]
     assert data["errors"][2]["reason"] == "must be at most 255 characters"
 
@@ -139,6 +163,11 @@ def test_batch_help_tells_how_lines_are_keyed() -> None:
     code, out, _ = run("batch", "--help")
     assert code == 0
     text = " ".join(out.split())
-    for words in ('its "id" field', '"batch:" + the sha256', "enqueues only the lines not",
-                  "counts new and already there", "--no-dedupe makes every line a new job"):
+    for words in (
+        'its "id" field',
+        '"batch:" + the sha256',
+        "enqueues only the lines not",
+        "counts new and already there",
+        "--no-dedupe makes every line a new job",
+    ):
         assert words in text, words

@@ -24,16 +24,28 @@ INVALID: dict[str, st.SearchStrategy[Any]] = {
         st.text(min_size=PROMPT_MAX_CHARS + 1, max_size=PROMPT_MAX_CHARS + 5).filter(
             lambda s: len(s.strip()) > PROMPT_MAX_CHARS
         ),
-        st.integers(), st.none(),
+        st.integers(),
+        st.none(),
     ),
-    "width": st.one_of(st.integers(max_value=1), st.integers(min_value=513),
-                       st.integers(3, 511).filter(lambda n: n % 2), st.text(max_size=3)),
-    "height": st.one_of(st.integers(max_value=1), st.integers(min_value=513),
-                        st.integers(3, 511).filter(lambda n: n % 2)),
+    "width": st.one_of(
+        st.integers(max_value=1),
+        st.integers(min_value=513),
+        st.integers(3, 511).filter(lambda n: n % 2),
+        st.text(max_size=3),
+    ),
+    "height": st.one_of(
+        st.integers(max_value=1),
+        st.integers(min_value=513),
+        st.integers(3, 511).filter(lambda n: n % 2),
+    ),
     "num_frames": st.one_of(st.integers(max_value=0), st.integers(min_value=26), st.floats()),
     "num_inference_steps": st.one_of(st.integers(max_value=0), st.integers(min_value=51)),
-    "guidance_scale": st.one_of(st.floats(max_value=-0.001), st.floats(min_value=8.001),
-                                st.just(float("nan")), st.booleans()),
+    "guidance_scale": st.one_of(
+        st.floats(max_value=-0.001),
+        st.floats(min_value=8.001),
+        st.just(float("nan")),
+        st.booleans(),
+    ),
     "clip_skip": st.one_of(st.integers(max_value=0), st.integers(min_value=3)),
     "upscale_height": st.one_of(st.integers(max_value=1), st.integers(min_value=1025)),
     "upscale_width": st.one_of(st.integers(max_value=1), st.integers(min_value=1025)),
@@ -41,8 +53,9 @@ INVALID: dict[str, st.SearchStrategy[Any]] = {
     "upscale_guidance_scale": st.one_of(st.floats(min_value=8.001), st.just(12)),
     "upscale_num_inference_steps": st.one_of(st.integers(max_value=0), st.integers(min_value=51)),
     "fps": st.one_of(st.integers(max_value=0), st.integers(min_value=17), st.just("5")),
-    "seed": st.one_of(st.integers(max_value=-1), st.integers(min_value=SEED_MAX + 1),
-                      st.booleans()),
+    "seed": st.one_of(
+        st.integers(max_value=-1), st.integers(min_value=SEED_MAX + 1), st.booleans()
+    ),
     "improved_sampling_seed": st.integers(max_value=-1),
     "output_type": st.text(max_size=6).filter(lambda s: s not in ("mp4", "gif")),
     "use_improved_sampling": st.one_of(st.integers(), st.text(max_size=4)),
@@ -121,7 +134,10 @@ def test_defaults_and_the_documented_contradictions() -> None:
     assert (body["width"], body["height"], body["num_frames"]) == (512, 512, 25)
     assert body["num_inference_steps"] == 20 and body["guidance_scale"] == 7
     assert (body["upscale_height"], body["upscale_width"], body["upscale_strength"]) == (
-        640, 1024, 0.6)
+        640,
+        1024,
+        0.6,
+    )
     # Unset optional fields are left out, not sent as null.
     for absent in ("fps", "seed", "clip_skip", "negative_prompt", "improved_sampling_seed"):
         assert absent not in body
@@ -179,7 +195,7 @@ def test_every_construction_path_raises_request_invalid() -> None:
         lambda: Text2VideoRequest.parse({"prompt": ""}),
         lambda: Text2VideoRequest.model_validate({"prompt": ""}),
     ):
-        with pytest.raises(RequestInvalid, match="prompt=\"\": must not be blank"):
+        with pytest.raises(RequestInvalid, match='prompt="": must not be blank'):
             build()
     with pytest.raises(RequestInvalid, match="prompt: is required"):
         Text2VideoRequest.parse({})
@@ -191,7 +207,7 @@ def test_requests_are_frozen_and_strict() -> None:
     request = Text2VideoRequest(prompt="x")
     with pytest.raises(ValueError, match="frozen"):
         request.width = 256  # type: ignore[misc]
-    with pytest.raises(RequestInvalid, match="num_frames=\"5\": must be an integer"):
+    with pytest.raises(RequestInvalid, match='num_frames="5": must be an integer'):
         Text2VideoRequest.parse({"prompt": "x", "num_frames": "5"})
 
 

@@ -27,15 +27,31 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def rendering(**values: Any) -> JobRecord:
-    return JobRecord.model_validate({
-        "id": "j1", "status": JobStatus.PROCESSING, "request": {"prompt": "p"},
-        "model_effective": "wan2.2", "provider_id": "42", "eta_seconds": 30.0,
-        "created_at": NOW - timedelta(minutes=5), "updated_at": NOW, **values})
+    return JobRecord.model_validate(
+        {
+            "id": "j1",
+            "status": JobStatus.PROCESSING,
+            "request": {"prompt": "p"},
+            "model_effective": "wan2.2",
+            "provider_id": "42",
+            "eta_seconds": 30.0,
+            "created_at": NOW - timedelta(minutes=5),
+            "updated_at": NOW,
+            **values,
+        }
+    )
 
 
 def decide(outcome: Any, elapsed: float, **values: Any) -> Any:
-    return decide_poll(rendering(**values), outcome, elapsed=elapsed, policy=POLICY,
-                       rng=random.Random(1), transient_base=1.0, cap=900.0)
+    return decide_poll(
+        rendering(**values),
+        outcome,
+        elapsed=elapsed,
+        policy=POLICY,
+        rng=random.Random(1),
+        transient_base=1.0,
+        cap=900.0,
+    )
 
 
 def test_a_finished_or_failed_render_is_finished() -> None:
@@ -58,13 +74,16 @@ def test_still_processing_looks_again_and_holds_the_slot_past_it() -> None:
 
 
 def test_past_the_deadline_a_paid_render_is_parked_not_failed() -> None:
-    late = decide(ProviderResult(ProviderStatus.PROCESSING, "42", raw_status="processing"),
-                  700.0, poll_count=30)
+    late = decide(
+        ProviderResult(ProviderStatus.PROCESSING, "42", raw_status="processing"),
+        700.0,
+        poll_count=30,
+    )
     assert isinstance(late, Problem) and late.kind is ErrorKind.DEADLINE and late.parks
-    assert late.detail == {"deadline_s": 600, "elapsed_s": 700,
-                           "provider_status": "processing"}
-    odd = decide(ProviderResult(ProviderStatus.UNKNOWN, "42", raw_status="queued"), 700.0,
-                 poll_count=30)
+    assert late.detail == {"deadline_s": 600, "elapsed_s": 700, "provider_status": "processing"}
+    odd = decide(
+        ProviderResult(ProviderStatus.UNKNOWN, "42", raw_status="queued"), 700.0, poll_count=30
+    )
     assert isinstance(odd, Problem) and odd.kind is ErrorKind.STATUS_UNKNOWN and odd.parks
 
 
@@ -83,20 +102,25 @@ def test_a_refused_fetch_parks_the_render() -> None:
     assert refused.parks and "401" in refused.message
 
 
-@pytest.mark.parametrize(("exc", "waited", "attempts", "want"), [
-    (LinkNotReady("404"), 10.0, 1, RetryLater(None)),
-    (LinkNotReady("404"), 300.0, 1, ErrorKind.LINK_MISSING),
-    (LinkServesPage("an HTML page"), 10.0, 9, RetryLater(None)),
-    (LinkServesPage("an HTML page"), 301.0, 2, ErrorKind.LINK_NOT_VIDEO),
-    (PermanentError("not an MP4"), 0.0, 1, ErrorKind.DOWNLOAD_REFUSED),
-    (OSError("storage down"), 0.0, 9, RetryLater(None)),
-    (OSError("storage down"), 0.0, 10, ErrorKind.DOWNLOAD),
-    (RateLimited("429", retry_after=12.0), 0.0, 1, RetryLater(12.0)),
-])
-def test_a_failed_transfer_retries_or_parks(exc: Exception, waited: float, attempts: int,
-                                            want: Any) -> None:
-    got = decide_download_failure(exc, waited=waited, attempts=attempts, window=300.0,
-                                  max_attempts=10)
+@pytest.mark.parametrize(
+    ("exc", "waited", "attempts", "want"),
+    [
+        (LinkNotReady("404"), 10.0, 1, RetryLater(None)),
+        (LinkNotReady("404"), 300.0, 1, ErrorKind.LINK_MISSING),
+        (LinkServesPage("an HTML page"), 10.0, 9, RetryLater(None)),
+        (LinkServesPage("an HTML page"), 301.0, 2, ErrorKind.LINK_NOT_VIDEO),
+        (PermanentError("not an MP4"), 0.0, 1, ErrorKind.DOWNLOAD_REFUSED),
+        (OSError("storage down"), 0.0, 9, RetryLater(None)),
+        (OSError("storage down"), 0.0, 10, ErrorKind.DOWNLOAD),
+        (RateLimited("429", retry_after=12.0), 0.0, 1, RetryLater(12.0)),
+    ],
+)
+def test_a_failed_transfer_retries_or_parks(
+    exc: Exception, waited: float, attempts: int, want: Any
+) -> None:
+    got = decide_download_failure(
+        exc, waited=waited, attempts=attempts, window=300.0, max_attempts=10
+    )
     if isinstance(want, ErrorKind):
         assert isinstance(got, Problem) and got.kind is want and got.parks, got
     else:
@@ -106,8 +130,11 @@ def test_a_failed_transfer_retries_or_parks(exc: Exception, waited: float, attem
 def test_a_problem_writes_message_kind_and_detail_in_one_shape() -> None:
     problem = Problem(ErrorKind.LINK_MISSING, "x" * 5000, {"waited_s": 300})
     values = problem.row_values()
-    assert values == {"error": "x" * 2000, "error_kind": "link_missing",
-                      "error_detail": {"waited_s": 300}}
+    assert values == {
+        "error": "x" * 2000,
+        "error_kind": "link_missing",
+        "error_detail": {"waited_s": 300},
+    }
     assert Problem(ErrorKind.PERMANENT, "no").row_values()["error_detail"] is None
     assert not Problem(ErrorKind.GENERATION_FAILED, "nsfw").parks
 

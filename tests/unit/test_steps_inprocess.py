@@ -43,7 +43,9 @@ T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 CDN = "cdn.inproc.test"
 MP4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + b"\x00" * 1000
 STEPS: dict[str, Callable[[Runtime, str], None]] = {
-    TASK_SUBMIT: submit_step, TASK_POLL: poll_step, TASK_DOWNLOAD: download_step,
+    TASK_SUBMIT: submit_step,
+    TASK_POLL: poll_step,
+    TASK_DOWNLOAD: download_step,
 }
 
 # Every field the steps read, given here: nothing comes from the environment or a .env.
@@ -132,17 +134,21 @@ class Cdn(BaseAdapter):
         self.files: dict[str, bytes] = {}
         self.requests: list[str] = []
 
-    def send(self, request: requests.PreparedRequest, *args: Any,
-             **kwargs: Any) -> requests.Response:
+    def send(
+        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
+    ) -> requests.Response:
         url = str(request.url)
         self.requests.append(url)
         body = self.files.get(url)
         resp = requests.Response()
         resp.status_code, resp.reason = (200, "OK") if body is not None else (404, "Not Found")
         body = b"not found" if body is None else body
-        resp.headers = CaseInsensitiveDict({
-            "content-type": "video/mp4" if resp.status_code == 200 else "text/plain",
-            "content-length": str(len(body))})
+        resp.headers = CaseInsensitiveDict(
+            {
+                "content-type": "video/mp4" if resp.status_code == 200 else "text/plain",
+                "content-length": str(len(body)),
+            }
+        )
         resp.raw = io.BytesIO(body)
         resp.url, resp.request = url, request
         return resp
@@ -152,19 +158,20 @@ class Cdn(BaseAdapter):
 
 
 def processing(provider_id: str = "p-1", eta: float | None = 30.0) -> ProviderResult:
-    return ProviderResult(ProviderStatus.PROCESSING, provider_id, eta=eta,
-                          raw_status="processing")
+    return ProviderResult(ProviderStatus.PROCESSING, provider_id, eta=eta, raw_status="processing")
 
 
 def success(provider_id: str = "p-1", *urls: str) -> ProviderResult:
-    return ProviderResult(ProviderStatus.SUCCESS, provider_id,
-                          outputs=list(urls) or [f"https://{CDN}/{provider_id}/0.mp4"],
-                          raw_status="success")
+    return ProviderResult(
+        ProviderStatus.SUCCESS,
+        provider_id,
+        outputs=list(urls) or [f"https://{CDN}/{provider_id}/0.mp4"],
+        raw_status="success",
+    )
 
 
 def failed(provider_id: str = "p-1", message: str = "nsfw content") -> ProviderResult:
-    return ProviderResult(ProviderStatus.FAILED, provider_id, message=message,
-                          raw_status="failed")
+    return ProviderResult(ProviderStatus.FAILED, provider_id, message=message, raw_status="failed")
 
 
 # -- the world one test runs in -------------------------------------------------------------
@@ -180,9 +187,11 @@ class World:
 
     def enqueue(self, **values: Any) -> str:
         """A new `queued` row, as ``Producer.enqueue`` writes it (``values`` added)."""
-        row = self.store.insert_values(request={"prompt": "a red fox in the snow",
-                                                "model_id": "wan2.2"},
-                                       model_requested="wan2.2", model_effective="wan2.2")
+        row = self.store.insert_values(
+            request={"prompt": "a red fox in the snow", "model_id": "wan2.2"},
+            model_requested="wan2.2",
+            model_effective="wan2.2",
+        )
         self.store.insert_one({**row, **values})
         return str(row["id"])
 
@@ -233,10 +242,15 @@ def world(tmp_path: Path) -> Iterator[World]:
     provider = Provider()
     scheduled: list[tuple[str, str, float]] = []
     rt = Runtime(
-        settings=SETTINGS, store=store, client=provider,  # type: ignore[arg-type]
-        limiter=limiter, storage=LocalStorage(tmp_path / "videos"), http=http,
+        settings=SETTINGS,
+        store=store,
+        client=provider,  # type: ignore[arg-type]
+        limiter=limiter,
+        storage=LocalStorage(tmp_path / "videos"),
+        http=http,
         schedule=lambda task, job_id, countdown: scheduled.append((task, job_id, countdown)),
-        rng=random.Random(0), now=clock,
+        rng=random.Random(0),
+        now=clock,
     )
     world = World(rt, clock, provider, cdn, limiter, store, scheduled)
     yield world
@@ -305,8 +319,12 @@ def test_a_lost_submit_answer_is_not_sent_again(world: World) -> None:
 
 def test_a_full_provider_queue_sends_the_job_back_without_using_up_tries(world: World) -> None:
     job = world.enqueue()
-    full = RateLimited("HTTP 429: Maximum 1 queued requests allowed", retry_after=30.0,
-                       queue_full=True, provider_max=1)
+    full = RateLimited(
+        "HTTP 429: Maximum 1 queued requests allowed",
+        retry_after=30.0,
+        queue_full=True,
+        provider_max=1,
+    )
     world.provider.submit_answers += [full, full, full, processing("p-9")]
 
     submit_step(world.rt, job)
@@ -354,8 +372,7 @@ def test_polling_past_the_deadline_parks_the_render_and_does_not_fail_it(world: 
     assert world.scheduled == []  # reconcile's automatic retry picks a parked job up
 
 
-def test_a_render_that_just_finished_past_the_deadline_is_still_downloaded(
-        world: World) -> None:
+def test_a_render_that_just_finished_past_the_deadline_is_still_downloaded(world: World) -> None:
     job = world.submitted("p-1")
     world.take()
     world.clock.advance(SETTINGS.poll_deadline_seconds + 1)

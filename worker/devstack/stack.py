@@ -43,8 +43,9 @@ class LocalStack:
         self.lines.append(line)
         print(line, flush=True)
 
-    def start(self, *, flower: bool = True, concurrency: int = 2,
-              render_mean: float = 4.0) -> LocalStack:
+    def start(
+        self, *, flower: bool = True, concurrency: int = 2, render_mean: float = 4.0
+    ) -> LocalStack:
         from worker.settings import WorkerSettings
 
         settings = WorkerSettings()
@@ -59,12 +60,10 @@ class LocalStack:
         self._migrate()
         worker = processes.start_worker(self.run_dir, env=self.env, concurrency=concurrency)
         self.procs.append(worker)
-        self._note(f"Celery worker:  ready, {concurrency} processes + beat "
-                   f"(log {worker.log_path})")
+        self._note(f"Celery worker:  ready, {concurrency} processes + beat (log {worker.log_path})")
         if flower:
             password = secrets.token_urlsafe(12)
-            proc = processes.start_flower(self.run_dir, env=self.env, user="t2v",
-                                           password=password)
+            proc = processes.start_flower(self.run_dir, env=self.env, user="t2v", password=password)
             self.procs.append(proc)
             self._note(f"Flower:         {proc.url}  (user t2v, password {password})")
         return self
@@ -83,15 +82,20 @@ class LocalStack:
 
     def _start_simulator(self, allowed: Sequence[str], render_mean: float) -> None:
         key = "sim-" + secrets.token_hex(16)
-        proc = processes.start_simulator(self.run_dir, keys=[key],
-                                          args=["--render-mean", str(render_mean)],
-                                          env={"T2V_MODELSLAB_API_KEY": ""})
+        proc = processes.start_simulator(
+            self.run_dir,
+            keys=[key],
+            args=["--render-mean", str(render_mean)],
+            env={"T2V_MODELSLAB_API_KEY": ""},
+        )
         self.procs.append(proc)
-        self.env.update({
-            "T2V_MODELSLAB_API_KEY": key,
-            "T2V_MODELSLAB_BASE_URL": f"{proc.url}/api/v6",
-            "T2V_DOWNLOAD_ALLOWED_HOSTS": ",".join([*allowed, "127.0.0.1", "localhost"]),
-        })
+        self.env.update(
+            {
+                "T2V_MODELSLAB_API_KEY": key,
+                "T2V_MODELSLAB_BASE_URL": f"{proc.url}/api/v6",
+                "T2V_DOWNLOAD_ALLOWED_HOSTS": ",".join([*allowed, "127.0.0.1", "localhost"]),
+            }
+        )
         self._note(f"ModelsLab API:  {proc.url}/api/v6 (the local simulator; no key was set)")
 
     def _migrate(self) -> None:
@@ -147,25 +151,34 @@ def _handle_stop_signals() -> None:
 
 def up_main(argv: Sequence[str] | None = None) -> int:
     """The whole local stack in the foreground (`t2v up`)."""
-    parser = argparse.ArgumentParser(prog="t2v up", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="t2v up", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--no-flower", action="store_true", help="don't start Flower")
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--render-mean", type=float, default=4.0,
-                        help="simulator: mean render seconds (when it is started)")
+    parser.add_argument(
+        "--render-mean",
+        type=float,
+        default=4.0,
+        help="simulator: mean render seconds (when it is started)",
+    )
     args = parser.parse_args(list(argv or []))
     _handle_stop_signals()
     try:
-        with running_stack(flower=not args.no_flower, concurrency=args.concurrency,
-                           render_mean=args.render_mean) as stack:
-            print("Ready. Enqueue with `t2v submit \"PROMPT\" --wait`; Ctrl-C stops everything.",
-                  flush=True)
+        with running_stack(
+            flower=not args.no_flower, concurrency=args.concurrency, render_mean=args.render_mean
+        ) as stack:
+            print(
+                'Ready. Enqueue with `t2v submit "PROMPT" --wait`; Ctrl-C stops everything.',
+                flush=True,
+            )
             while stack.alive():
                 time.sleep(0.5)
             dead = [p for p in stack.procs if not p.alive()]
             for proc in dead:
-                print(f"{proc.name} exited ({proc.popen.returncode}):\n{proc.tail()}",
-                      file=sys.stderr)
+                print(
+                    f"{proc.name} exited ({proc.popen.returncode}):\n{proc.tail()}", file=sys.stderr
+                )
             return 1
     except KeyboardInterrupt:
         print("\nstopping...", flush=True)
@@ -177,8 +190,9 @@ def up_main(argv: Sequence[str] | None = None) -> int:
 
 def demo_main(argv: Sequence[str] | None = None) -> int:
     """Up, one job for PROMPT, print where the video landed, down (`t2v demo PROMPT`)."""
-    parser = argparse.ArgumentParser(prog="t2v demo",
-                                     description="Up, one job, print where the video is, down.")
+    parser = argparse.ArgumentParser(
+        prog="t2v demo", description="Up, one job, print where the video is, down."
+    )
     parser.add_argument("prompt")
     parser.add_argument("--output-type", choices=["mp4", "gif"], default="mp4")
     parser.add_argument("--timeout", type=float, default=300.0)
@@ -216,8 +230,10 @@ def _one_job(prompt: str, output_type: str, timeout: float) -> int:
     where = output.storage_uri
     if where.startswith("file://"):
         where = urlparse(where).path
-    print(f"\nStored video: {where}\n  {output.bytes} bytes, sha256 {output.sha256}, "
-          f"{output.frames} frames, {output.width}x{output.height}, poster {output.poster_uri}")
+    print(
+        f"\nStored video: {where}\n  {output.bytes} bytes, sha256 {output.sha256}, "
+        f"{output.frames} frames, {output.width}x{output.height}, poster {output.poster_uri}"
+    )
     return 0
 
 

@@ -211,7 +211,9 @@ def _classify_error(
             wait = max(wait or 0.0, SPAM_FILTER_WAIT)
         found = _QUEUE_MAX_RE.search(text)
         return RateLimited(
-            f"ModelsLab rate limit: {message}", retry_after=wait, queue_full=not spam,
+            f"ModelsLab rate limit: {message}",
+            retry_after=wait,
+            queue_full=not spam,
             provider_max=int(found.group(1)) if found else None,
         )
     if http_status >= 500 or http_status in (408, 409):

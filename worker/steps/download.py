@@ -47,49 +47,76 @@ def download_step(rt: Runtime, job_id: str) -> None:
     # Not the task time limit (600 s): a worker killed mid-download must not hold the job
     # that long. A slow download outliving the lease may be sent again; both copies write
     # the same storage keys and only one moves the row (compare-and-set).
-    if not rt.store.claim(job_id, JobStatus.DOWNLOADING, lease=rt.settings.download_claim_lease,
-                          slack=rt.settings.claim_slack,
-                          download_attempts=JobRow.download_attempts + 1):
+    if not rt.store.claim(
+        job_id,
+        JobStatus.DOWNLOADING,
+        lease=rt.settings.download_claim_lease,
+        slack=rt.settings.claim_slack,
+        download_attempts=JobRow.download_attempts + 1,
+    ):
         return
     rec = rt.store.get(job_id)
     assert rec is not None
     if rec.download_attempts > rt.settings.download_max_attempts:
         # The earlier tries never came back (their workers died mid-download): stop here.
-        park(rt, rec, Problem(ErrorKind.DOWNLOAD,
-                              f"download tried {rec.download_attempts - 1} times without "
-                              "finishing (workers stopped mid-download?)",
-                              {"attempts": rec.download_attempts - 1}))
+        park(
+            rt,
+            rec,
+            Problem(
+                ErrorKind.DOWNLOAD,
+                f"download tried {rec.download_attempts - 1} times without "
+                "finishing (workers stopped mid-download?)",
+                {"attempts": rec.download_attempts - 1},
+            ),
+        )
         return
     try:
         outputs = [store_output(rt, rec, i, url) for i, url in enumerate(rec.source_urls or [])]
     except Exception as exc:  # noqa: BLE001 - every failure is judged, none loses the render
         waited = (rt.now() - (rec.downloading_at or rt.now())).total_seconds()
         decision = decide_download_failure(
-            exc, waited=waited, attempts=rec.download_attempts,
+            exc,
+            waited=waited,
+            attempts=rec.download_attempts,
             window=rt.settings.download_not_found_window,
-            max_attempts=rt.settings.download_max_attempts)
+            max_attempts=rt.settings.download_max_attempts,
+        )
         if isinstance(decision, Problem):
             park(rt, rec, decision)
             return
-        log.warning("job %s: download attempt %d failed: %s: %s", rec.id,
-                    rec.download_attempts, type(exc).__name__, exc)
-        delay = retry_delay(rec.download_attempts, rt.settings.transient_base_delay,
-                            rt.settings.poll_max_delay, rt.rng,
-                            retry_after=decision.retry_after)
+        log.warning(
+            "job %s: download attempt %d failed: %s: %s",
+            rec.id,
+            rec.download_attempts,
+            type(exc).__name__,
+            exc,
+        )
+        delay = retry_delay(
+            rec.download_attempts,
+            rt.settings.transient_base_delay,
+            rt.settings.poll_max_delay,
+            rt.rng,
+            retry_after=decision.retry_after,
+        )
         reschedule(rt, rec, TASK_DOWNLOAD, rt.capped(delay), retry_count=JobRow.retry_count + 1)
         return
     if not outputs:
-        park(rt, rec, Problem(ErrorKind.PROVIDER,
-                              "provider reported success without output links"))
+        park(rt, rec, Problem(ErrorKind.PROVIDER, "provider reported success without output links"))
         return
-    if rt.store.transition(rec.id, JobStatus.SUCCEEDED, expect=[JobStatus.DOWNLOADING],
-                           outputs=[o.model_dump() for o in outputs], error=None,
-                           next_check_at=None):
+    if rt.store.transition(
+        rec.id,
+        JobStatus.SUCCEEDED,
+        expect=[JobStatus.DOWNLOADING],
+        outputs=[o.model_dump() for o in outputs],
+        error=None,
+        next_check_at=None,
+    ):
         log.info("job %s succeeded: %s", rec.id, ", ".join(o.storage_uri for o in outputs))
 
 
-def decide_download_failure(exc: Exception, *, waited: float, attempts: int, window: float,
-                            max_attempts: int) -> RetryLater | Problem:
+def decide_download_failure(
+    exc: Exception, *, waited: float, attempts: int, window: float, max_attempts: int
+) -> RetryLater | Problem:
     """What a failed transfer means, ``waited`` seconds after the render finished (pure).
 
     A link that 404s or serves a page may appear later: retried within the not-found
@@ -102,16 +129,23 @@ def decide_download_failure(exc: Exception, *, waited: float, attempts: int, win
             return RetryLater(exc.retry_after)
         detail = {"waited_s": round(waited), "window_s": round(window)}
         if isinstance(exc, LinkServesPage):
-            return Problem(ErrorKind.LINK_NOT_VIDEO, f"output link still serves no video "
-                           f"after {waited:.0f}s: {exc}", detail)
-        return Problem(ErrorKind.LINK_MISSING,
-                       f"output link still missing after {waited:.0f}s: {exc}", detail)
+            return Problem(
+                ErrorKind.LINK_NOT_VIDEO,
+                f"output link still serves no video after {waited:.0f}s: {exc}",
+                detail,
+            )
+        return Problem(
+            ErrorKind.LINK_MISSING, f"output link still missing after {waited:.0f}s: {exc}", detail
+        )
     if isinstance(exc, PermanentError):
         # Not a video, too big, a private address: our rules; the render stays paid for.
         return Problem(ErrorKind.DOWNLOAD_REFUSED, f"download refused: {exc}")
     if attempts >= max_attempts:
-        return Problem(ErrorKind.DOWNLOAD, f"download failed {attempts} times; last: "
-                       f"{type(exc).__name__}: {exc}", {"attempts": attempts})
+        return Problem(
+            ErrorKind.DOWNLOAD,
+            f"download failed {attempts} times; last: {type(exc).__name__}: {exc}",
+            {"attempts": attempts},
+        )
     return RetryLater(getattr(exc, "retry_after", None))
 
 
@@ -135,23 +169,38 @@ def store_output(rt: Runtime, rec: JobRecord, index: int, url: str) -> OutputRec
         except Exception as exc:  # noqa: BLE001 - any probe failure means "not a video"
             raise TransientError(f"downloaded file is not a playable video: {exc}") from exc
         meta: dict[str, Any] = {
-            "duration": info.duration, "frames": info.frames, "width": info.width,
-            "height": info.height, "fps": info.fps,
+            "duration": info.duration,
+            "frames": info.frames,
+            "width": info.width,
+            "height": info.height,
+            "fps": info.fps,
         }
         with tempfile.TemporaryDirectory(prefix="t2v-poster-") as tmp:
             poster = Path(tmp) / "poster.jpg"
             try:
                 make_poster(path, poster)
                 meta["poster_uri"] = rt.storage.put_file(
-                    poster_key(rec.id, index), poster, content_type="image/jpeg")
+                    poster_key(rec.id, index), poster, content_type="image/jpeg"
+                )
             except Exception as exc:  # noqa: BLE001 - a missing poster must not lose the video
                 log.warning("job %s: no poster for output %d: %s", rec.id, index, exc)
         return meta
 
-    result = download_to_storage(url, rt.storage, object_key(rec.id, index, ext),
-                                 session=rt.http, limits=rt.transfer_limits,
-                                 expected_type=ext, inspect=inspect)
+    result = download_to_storage(
+        url,
+        rt.storage,
+        object_key(rec.id, index, ext),
+        session=rt.http,
+        limits=rt.transfer_limits,
+        expected_type=ext,
+        inspect=inspect,
+    )
     return OutputRecord(
-        index=index, source_url=url, storage_uri=result.uri, bytes=result.bytes,
-        sha256=result.sha256, content_type=result.content_type, **(result.meta or {}),
+        index=index,
+        source_url=url,
+        storage_uri=result.uri,
+        bytes=result.bytes,
+        sha256=result.sha256,
+        content_type=result.content_type,
+        **(result.meta or {}),
     )

@@ -56,8 +56,13 @@ def poll_step(rt: Runtime, job_id: str) -> None:
         return
     if rec.status is not JobStatus.PROCESSING:
         return
-    if not rt.store.claim(job_id, JobStatus.PROCESSING, lease=rt.settings.claim_lease,
-                          slack=rt.settings.claim_slack, poll_count=JobRow.poll_count + 1):
+    if not rt.store.claim(
+        job_id,
+        JobStatus.PROCESSING,
+        lease=rt.settings.claim_lease,
+        slack=rt.settings.claim_slack,
+        poll_count=JobRow.poll_count + 1,
+    ):
         return  # a duplicate of a poll already taken, or one that came early
     rec = rt.store.get(job_id)
     assert rec is not None and rec.provider_id is not None
@@ -67,9 +72,15 @@ def poll_step(rt: Runtime, job_id: str) -> None:
         outcome = rt.client.fetch(rec.provider_id)
     except (TransientError, PermanentError) as exc:
         outcome = exc
-    decision = decide_poll(rec, outcome, elapsed=elapsed, policy=policy, rng=rt.rng,
-                           transient_base=rt.settings.transient_base_delay,
-                           cap=rt.settings.poll_max_first_delay)
+    decision = decide_poll(
+        rec,
+        outcome,
+        elapsed=elapsed,
+        policy=policy,
+        rng=rt.rng,
+        transient_base=rt.settings.transient_base_delay,
+        cap=rt.settings.poll_max_first_delay,
+    )
     if isinstance(decision, Finished):
         provider_finished(rt, rec, decision.result)
     elif isinstance(decision, Problem):
@@ -77,48 +88,69 @@ def poll_step(rt: Runtime, job_id: str) -> None:
     else:
         rt.limiter.hold(rec.id, decision.hold)
         if decision.fetch_failed:
-            log.info("job %s: fetch failed (%s); again in %.1fs", job_id, outcome,
-                     decision.delay)
+            log.info("job %s: fetch failed (%s); again in %.1fs", job_id, outcome, decision.delay)
             reschedule(rt, rec, TASK_POLL, decision.delay, retry_count=JobRow.retry_count + 1)
         else:
             reschedule(rt, rec, TASK_POLL, decision.delay)
 
 
-def decide_poll(rec: JobRecord, outcome: ProviderResult | TransientError | PermanentError, *,
-                elapsed: float, policy: PollPolicy, rng: random.Random,
-                transient_base: float, cap: float) -> PollDecision:
+def decide_poll(
+    rec: JobRecord,
+    outcome: ProviderResult | TransientError | PermanentError,
+    *,
+    elapsed: float,
+    policy: PollPolicy,
+    rng: random.Random,
+    transient_base: float,
+    cap: float,
+) -> PollDecision:
     """What a fetch's outcome means for a job ``elapsed`` seconds into its render (pure)."""
     limit = policy.deadline
     if isinstance(outcome, PermanentError):
         # A 4xx on fetch (a proxy's 401, a 404 for an id we know) says nothing about the
         # render we paid for: hold it for retry.
-        return Problem(ErrorKind.FETCH_REFUSED, f"provider refused the fetch: {outcome}",
-                       {"provider_id": rec.provider_id})
+        return Problem(
+            ErrorKind.FETCH_REFUSED,
+            f"provider refused the fetch: {outcome}",
+            {"provider_id": rec.provider_id},
+        )
     if isinstance(outcome, TransientError):
         if elapsed >= limit:
-            return Problem(ErrorKind.DEADLINE, f"not finished after {limit:.0f}s (deadline); "
-                           f"last fetch: {outcome}",
-                           {"deadline_s": round(limit), "elapsed_s": round(elapsed)})
-        delay = retry_delay(rec.retry_count + 1, transient_base, policy.max_delay, rng,
-                            retry_after=outcome.retry_after)
+            return Problem(
+                ErrorKind.DEADLINE,
+                f"not finished after {limit:.0f}s (deadline); last fetch: {outcome}",
+                {"deadline_s": round(limit), "elapsed_s": round(elapsed)},
+            )
+        delay = retry_delay(
+            rec.retry_count + 1,
+            transient_base,
+            policy.max_delay,
+            rng,
+            retry_after=outcome.retry_after,
+        )
         delay = min(delay, max(limit - elapsed, 0.0), cap)
         return Again(delay, render_hold(limit - elapsed, delay), fetch_failed=True)
     result = outcome
-    if ((result.status is ProviderStatus.SUCCESS and result.outputs)
-            or result.status is ProviderStatus.FAILED):
+    if (
+        result.status is ProviderStatus.SUCCESS and result.outputs
+    ) or result.status is ProviderStatus.FAILED:
         return Finished(result)
     unknown = result.status is not ProviderStatus.PROCESSING
     if unknown:
-        log.warning("job %s: provider status %r treated as not finished", rec.id,
-                    result.raw_status)
-    next_delay = next_poll_delay(elapsed=elapsed, eta=rec.eta_seconds, attempt=rec.poll_count,
-                                 policy=policy, rng=rng)
+        log.warning("job %s: provider status %r treated as not finished", rec.id, result.raw_status)
+    next_delay = next_poll_delay(
+        elapsed=elapsed, eta=rec.eta_seconds, attempt=rec.poll_count, policy=policy, rng=rng
+    )
     if next_delay is None:
-        return Problem(ErrorKind.STATUS_UNKNOWN if unknown else ErrorKind.DEADLINE,
-                       f"not finished after {limit:.0f}s (deadline); provider status "
-                       f"{result.raw_status!r}",
-                       {"deadline_s": round(limit), "elapsed_s": round(elapsed),
-                        "provider_status": result.raw_status})
+        return Problem(
+            ErrorKind.STATUS_UNKNOWN if unknown else ErrorKind.DEADLINE,
+            f"not finished after {limit:.0f}s (deadline); provider status {result.raw_status!r}",
+            {
+                "deadline_s": round(limit),
+                "elapsed_s": round(elapsed),
+                "provider_status": result.raw_status,
+            },
+        )
     return Again(next_delay, render_hold(limit - elapsed, next_delay))
 
 
@@ -128,16 +160,20 @@ def elapsed_and_policy(rt: Runtime, rec: JobRecord) -> tuple[float, PollPolicy]:
     started = rec.processing_at or rec.created_at
     elapsed = (rt.now() - started).total_seconds()
     policy = rt.policy
-    return elapsed, replace(policy, deadline=stretched_deadline(policy.deadline,
-                                                                rec.eta_seconds))
+    return elapsed, replace(policy, deadline=stretched_deadline(policy.deadline, rec.eta_seconds))
 
 
 def quiet_poll(rt: Runtime, rec: JobRecord) -> None:
     """A cancelled job the provider may still be rendering: fetch once at its eta, then
     back off; when the render is over (or the deadline passed) give its slot back. Nothing
     is downloaded."""
-    if not rt.store.claim(rec.id, JobStatus.CANCELLED, lease=rt.settings.claim_lease,
-                          slack=rt.settings.claim_slack, poll_count=JobRow.poll_count + 1):
+    if not rt.store.claim(
+        rec.id,
+        JobStatus.CANCELLED,
+        lease=rt.settings.claim_lease,
+        slack=rt.settings.claim_slack,
+        poll_count=JobRow.poll_count + 1,
+    ):
         return
     assert rec.provider_id is not None
     start = rec.processing_at or rec.submitting_at or rec.created_at
@@ -151,9 +187,13 @@ def quiet_poll(rt: Runtime, rec: JobRecord) -> None:
             over = True
         except TransientError:
             over = False
-    delay = None if over else next_poll_delay(elapsed=elapsed, eta=rec.eta_seconds,
-                                              attempt=rec.poll_count, policy=policy,
-                                              rng=rt.rng)
+    delay = (
+        None
+        if over
+        else next_poll_delay(
+            elapsed=elapsed, eta=rec.eta_seconds, attempt=rec.poll_count, policy=policy, rng=rt.rng
+        )
+    )
     if delay is None:
         if rt.store.update_if(rec.id, [JobStatus.CANCELLED], next_check_at=None):
             release_slot(rt, rec.id)

@@ -43,8 +43,11 @@ def may_be_rendering(rec: JobRecord) -> bool:
     if rec.provider_id is None:
         # Cancelled while its submit may be in flight or its answer lost: the provider may
         # be rendering it. The slot's own short hold bounds how long it is kept.
-        return (rec.status is JobStatus.CANCELLED and rec.submitting_at is not None
-                and rec.processing_at is None)
+        return (
+            rec.status is JobStatus.CANCELLED
+            and rec.submitting_at is not None
+            and rec.processing_at is None
+        )
     # Parked while the provider was still rendering (deadline, a refused fetch): the
     # provider counts it until the render ends, so the slot stays held until it resumes.
     return rec.status in (JobStatus.CANCELLED, JobStatus.PARKED)
@@ -144,18 +147,24 @@ def rebuild_line(rt: Runtime) -> bool:
                     holders.append((member.id, left))
             else:
                 # Processing, or cancelled/parked while the provider may still render it.
-                deadline_left = ((member.deadline_at - now).total_seconds()
-                                 if member.deadline_at else rt.settings.poll_deadline_seconds)
+                deadline_left = (
+                    (member.deadline_at - now).total_seconds()
+                    if member.deadline_at
+                    else rt.settings.poll_deadline_seconds
+                )
                 if member.eta_seconds and member.submitting_at:
                     since = (now - member.submitting_at).total_seconds()
-                    deadline_left = max(deadline_left,
-                                        stretched_deadline(0.0, member.eta_seconds) - since)
-                next_left = ((member.next_check_at - now).total_seconds()
-                             if member.next_check_at else 0.0)
+                    deadline_left = max(
+                        deadline_left, stretched_deadline(0.0, member.eta_seconds) - since
+                    )
+                next_left = (
+                    (member.next_check_at - now).total_seconds() if member.next_check_at else 0.0
+                )
                 holders.append((member.id, render_hold(deadline_left, next_left)))
         rt.limiter.rebuild(holders, waiters)
-        log.warning("slot line rebuilt from the table: %d holding, %d waiting",
-                    len(holders), len(waiters))
+        log.warning(
+            "slot line rebuilt from the table: %d holding, %d waiting", len(holders), len(waiters)
+        )
     finally:
         redis.delete(lock)
     wake_line(rt)

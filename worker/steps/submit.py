@@ -72,7 +72,9 @@ def submit_step(rt: Runtime, job_id: str) -> None:
         log.info("job %s waits for an account slot", job_id)
         return
     if not rt.store.transition(
-        job_id, JobStatus.SUBMITTING, expect=[JobStatus.QUEUED],
+        job_id,
+        JobStatus.SUBMITTING,
+        expect=[JobStatus.QUEUED],
         submit_count=JobRow.submit_count + 1,
         # If this worker dies mid-request, the outcome is unknown until this time.
         next_check_at=rt.at(rt.settings.submit_unknown_wait),
@@ -81,8 +83,13 @@ def submit_step(rt: Runtime, job_id: str) -> None:
     if not rt.limiter.holds(job_id):
         # The slot went meanwhile (a racing copy gave it back, Redis lost the line): send
         # nothing; back in line, as if this attempt never happened.
-        if rt.store.transition(job_id, JobStatus.QUEUED, expect=[JobStatus.SUBMITTING],
-                               submit_count=JobRow.submit_count - 1, next_check_at=rt.at(60)):
+        if rt.store.transition(
+            job_id,
+            JobStatus.QUEUED,
+            expect=[JobStatus.SUBMITTING],
+            submit_count=JobRow.submit_count - 1,
+            next_check_at=rt.at(60),
+        ):
             rt.schedule(TASK_SUBMIT, job_id, 0)
         return
     rec = rt.store.get(job_id)
@@ -96,10 +103,12 @@ def submit_step(rt: Runtime, job_id: str) -> None:
         if exc.queue_full:
             # The account is full at the provider: if we held fewer slots than it allows,
             # someone else uses the key; use what it accepted from now on.
-            limit = rt.limiter.queue_full(rec.id, provider_max=exc.provider_max,
-                                          retry_after=exc.retry_after or 30.0)
-            log.warning("job %s: provider queue full (%s); effective limit now %d",
-                        rec.id, exc, limit)
+            limit = rt.limiter.queue_full(
+                rec.id, provider_max=exc.provider_max, retry_after=exc.retry_after or 30.0
+            )
+            log.warning(
+                "job %s: provider queue full (%s); effective limit now %d", rec.id, exc, limit
+            )
         else:
             release_slot(rt, rec.id)  # the spam filter: nothing renders, the slot is free
         back_to_queue(rt, rec, exc, counts=False)
@@ -133,13 +142,21 @@ def outcome_unknown(rt: Runtime, rec: JobRecord, why: str) -> None:
     resubmits after submit_unknown_wait (bounded by max_unknown_resubmits). Its slot stays
     held only while such a render could run (the hold taken before sending); at its end
     the line is woken."""
-    rt.store.update_if(rec.id, [JobStatus.SUBMITTING], error=f"submit outcome unknown: {why}",
-                       retry_count=JobRow.retry_count + 1)
+    rt.store.update_if(
+        rec.id,
+        [JobStatus.SUBMITTING],
+        error=f"submit outcome unknown: {why}",
+        retry_count=JobRow.retry_count + 1,
+    )
     hold = lost_answer_hold(rt, rec.model_effective)
     rt.limiter.hold(rec.id, hold)
     rt.schedule(TASK_SUBMIT, rec.id, rt.capped(hold + 1.0))
-    log.warning("job %s: submit outcome unknown (%s); not resubmitting before %ss",
-                rec.id, why, rt.settings.submit_unknown_wait)
+    log.warning(
+        "job %s: submit outcome unknown (%s); not resubmitting before %ss",
+        rec.id,
+        why,
+        rt.settings.submit_unknown_wait,
+    )
 
 
 def back_to_queue(rt: Runtime, rec: JobRecord, exc: TransientError, *, counts: bool) -> None:
@@ -149,16 +166,33 @@ def back_to_queue(rt: Runtime, rec: JobRecord, exc: TransientError, *, counts: b
     use up tries.
     """
     if counts and rec.submit_count >= rt.settings.submit_max_attempts:
-        fail(rt, rec, Problem(ErrorKind.TRANSIENT,
-                              f"submit failed {rec.submit_count} times; last: {exc}",
-                              {"submits": rec.submit_count}))
+        fail(
+            rt,
+            rec,
+            Problem(
+                ErrorKind.TRANSIENT,
+                f"submit failed {rec.submit_count} times; last: {exc}",
+                {"submits": rec.submit_count},
+            ),
+        )
         return
-    delay = rt.capped(retry_delay(rec.submit_count, rt.settings.transient_base_delay,
-                                  rt.settings.poll_max_delay, rt.rng,
-                                  retry_after=exc.retry_after))
-    if rt.store.transition(rec.id, JobStatus.QUEUED, expect=[JobStatus.SUBMITTING],
-                           retry_count=JobRow.retry_count + 1, error=str(exc)[:2000],
-                           next_check_at=rt.at(delay + 60)):
+    delay = rt.capped(
+        retry_delay(
+            rec.submit_count,
+            rt.settings.transient_base_delay,
+            rt.settings.poll_max_delay,
+            rt.rng,
+            retry_after=exc.retry_after,
+        )
+    )
+    if rt.store.transition(
+        rec.id,
+        JobStatus.QUEUED,
+        expect=[JobStatus.SUBMITTING],
+        retry_count=JobRow.retry_count + 1,
+        error=str(exc)[:2000],
+        next_check_at=rt.at(delay + 60),
+    ):
         log.info("job %s: submit not taken (%s); again in %.1fs", rec.id, exc, delay)
         rt.schedule(TASK_SUBMIT, rec.id, delay)
 
@@ -175,8 +209,9 @@ def after_submit(rt: Runtime, rec: JobRecord, result: ProviderResult) -> None:
         wake_line(rt)  # the provider takes one more at once again
     if result.eta:
         rt.limiter.note_eta(rec.model_effective, result.eta)
-    if provider_finished(rt, rec, result, provider_id=result.provider_id,
-                         future_links=result.future_links or None):
+    if provider_finished(
+        rt, rec, result, provider_id=result.provider_id, future_links=result.future_links or None
+    ):
         record_provider_id(rt, rec, result.provider_id)
         return
     assert result.provider_id is not None
@@ -190,25 +225,42 @@ def after_submit(rt: Runtime, rec: JobRecord, result: ProviderResult) -> None:
     # The provider's id and the move are one statement: a crash can never leave a job
     # `submitting` with its id recorded (which would be resubmitted).
     if rt.store.transition(
-        rec.id, JobStatus.PROCESSING, expect=[JobStatus.SUBMITTING],
-        provider_id=result.provider_id, eta_seconds=result.eta,
-        future_links=result.future_links or None, error=None,
+        rec.id,
+        JobStatus.PROCESSING,
+        expect=[JobStatus.SUBMITTING],
+        provider_id=result.provider_id,
+        eta_seconds=result.eta,
+        future_links=result.future_links or None,
+        error=None,
         expires_at=rt.now() + OUTPUT_TTL,
-        deadline_at=rt.at(policy.deadline), next_check_at=rt.at(delay),
+        deadline_at=rt.at(policy.deadline),
+        next_check_at=rt.at(delay),
     ):
-        log.info("job %s submitted as %s, eta %ss; first poll in %.1fs",
-                 rec.id, result.provider_id, result.eta, delay)
+        log.info(
+            "job %s submitted as %s, eta %ss; first poll in %.1fs",
+            rec.id,
+            result.provider_id,
+            result.eta,
+            delay,
+        )
         rt.schedule(TASK_POLL, rec.id, delay)
         return
     # Moved meanwhile (cancelled, or a webhook adopted another render): what we paid for
     # must not be lost from the record.
     record_provider_id(rt, rec, result.provider_id)
     now = rt.store.get(rec.id)
-    cancelled = (now is not None and now.status is JobStatus.CANCELLED
-                 and now.provider_id == result.provider_id)
+    cancelled = (
+        now is not None
+        and now.status is JobStatus.CANCELLED
+        and now.provider_id == result.provider_id
+    )
     # Cancelled while the submit was in flight: it renders anyway. Keep its slot until the
     # render can be over (quiet polls), download nothing.
-    if cancelled and rt.store.update_if(rec.id, [JobStatus.CANCELLED],
-                                        next_check_at=rt.at(delay), eta_seconds=result.eta,
-                                        deadline_at=rt.at(policy.deadline)):
+    if cancelled and rt.store.update_if(
+        rec.id,
+        [JobStatus.CANCELLED],
+        next_check_at=rt.at(delay),
+        eta_seconds=result.eta,
+        deadline_at=rt.at(policy.deadline),
+    ):
         rt.schedule(TASK_POLL, rec.id, delay)

@@ -28,8 +28,9 @@ from worker.steps.slots import leave_line, release_slot, render_hold
 log = logging.getLogger("t2v.worker")
 
 
-def fail(rt: Runtime, rec: JobRecord, problem: Problem,
-         *, only_from: JobStatus | None = None) -> bool:
+def fail(
+    rt: Runtime, rec: JobRecord, problem: Problem, *, only_from: JobStatus | None = None
+) -> bool:
     """Move the job to `failed` for ``problem``; free its slot. False if it had moved on.
 
     Only for what the provider said (a failed render, a refused request) or for jobs
@@ -37,8 +38,11 @@ def fail(rt: Runtime, rec: JobRecord, problem: Problem,
     ``only_from``: fail it only if it is still in that state (reconcile's view may be stale).
     """
     moved = rt.store.transition(
-        rec.id, JobStatus.FAILED, expect=ACTIVE_STATES if only_from is None else [only_from],
-        next_check_at=None, **problem.row_values(),
+        rec.id,
+        JobStatus.FAILED,
+        expect=ACTIVE_STATES if only_from is None else [only_from],
+        next_check_at=None,
+        **problem.row_values(),
     )
     if moved:
         log.warning("job %s failed (%s)", rec.id, problem)
@@ -49,8 +53,9 @@ def fail(rt: Runtime, rec: JobRecord, problem: Problem,
 def park(rt: Runtime, rec: JobRecord, problem: Problem) -> bool:
     """Our own limit stopped a paid render: hold it in `parked` for retry, never throw it
     away. Retried automatically with backoff until its output's 24 h are over."""
-    backoff = min(rt.settings.parked_retry_max,
-                  rt.settings.parked_retry_base * (2 ** min(rec.park_count, 20)))
+    backoff = min(
+        rt.settings.parked_retry_max, rt.settings.parked_retry_base * (2 ** min(rec.park_count, 20))
+    )
     expires = rec.expires_at or output_expiry(rec) or (rt.now() + OUTPUT_TTL)
     rendering = rec.status is JobStatus.PROCESSING
     if rendering:
@@ -58,13 +63,18 @@ def park(rt: Runtime, rec: JobRecord, problem: Problem) -> bool:
         # the automatic retry looks again (set first: a crash must not lose it).
         rt.limiter.hold(rec.id, render_hold(0.0, backoff))
     moved = rt.store.transition(
-        rec.id, JobStatus.PARKED, expect=[rec.status],
-        park_count=JobRow.park_count + 1, expires_at=expires,
-        next_check_at=min(rt.at(backoff), expires), **problem.row_values(),
+        rec.id,
+        JobStatus.PARKED,
+        expect=[rec.status],
+        park_count=JobRow.park_count + 1,
+        expires_at=expires,
+        next_check_at=min(rt.at(backoff), expires),
+        **problem.row_values(),
     )
     if moved:
-        log.warning("job %s parked (%s); retried in %.0fs or by `t2v retry`",
-                    rec.id, problem, backoff)
+        log.warning(
+            "job %s parked (%s); retried in %.0fs or by `t2v retry`", rec.id, problem, backoff
+        )
         if not rendering:
             release_slot(rt, rec.id)
     return moved
@@ -77,12 +87,25 @@ def resume(rt: Runtime, rec: JobRecord) -> bool:
         plan = plan_retry(rec, now=rt.now(), deadline_seconds=rt.settings.poll_deadline_seconds)
     except RetryRefused as exc:
         if rec.status is JobStatus.PARKED:
-            fail(rt, rec, Problem(ErrorKind.OUTPUT_EXPIRED, f"{exc}; it was parked: {rec.error}",
-                                  {"parked_as": rec.error_kind}),
-                 only_from=JobStatus.PARKED)
+            fail(
+                rt,
+                rec,
+                Problem(
+                    ErrorKind.OUTPUT_EXPIRED,
+                    f"{exc}; it was parked: {rec.error}",
+                    {"parked_as": rec.error_kind},
+                ),
+                only_from=JobStatus.PARKED,
+            )
         return False
-    if rt.store.transition(rec.id, plan.to, expect=[plan.expect], error=plan.note,
-                           retry_count=JobRow.retry_count + 1, **plan.values):
+    if rt.store.transition(
+        rec.id,
+        plan.to,
+        expect=[plan.expect],
+        error=plan.note,
+        retry_count=JobRow.retry_count + 1,
+        **plan.values,
+    ):
         log.info("job %s: %s", rec.id, plan.note)
         rt.schedule(plan.task, rec.id, 0)
         return True
@@ -94,25 +117,35 @@ def poll_known_render(rt: Runtime, rec: JobRecord, **values: Any) -> bool:
     in doubt in `submitting`) to `processing` and poll that render. It leaves the line,
     and whoever is next in it is woken."""
     leave_line(rt, rec.id)
-    if rt.store.transition(rec.id, JobStatus.PROCESSING, expect=[rec.status],
-                           next_check_at=rt.now(), deadline_at=rt.at(rt.policy.deadline),
-                           **values):
+    if rt.store.transition(
+        rec.id,
+        JobStatus.PROCESSING,
+        expect=[rec.status],
+        next_check_at=rt.now(),
+        deadline_at=rt.at(rt.policy.deadline),
+        **values,
+    ):
         rt.schedule(TASK_POLL, rec.id, 0)
         return True
     return False
 
 
-def provider_finished(rt: Runtime, rec: JobRecord, result: ProviderResult,
-                      **values: Any) -> bool:
+def provider_finished(rt: Runtime, rec: JobRecord, result: ProviderResult, **values: Any) -> bool:
     """If the provider is done with the job (success or failed), move it on; True if so.
 
     Success moves it to `downloading` (``values`` are written in the same statement) and
     frees its account slot at once: the provider no longer counts it as queued.
     """
     if result.status is ProviderStatus.SUCCESS and result.outputs:
-        moved = rt.store.transition(rec.id, JobStatus.DOWNLOADING, expect=[rec.status],
-                                    source_urls=result.outputs, next_check_at=rt.now(),
-                                    expires_at=rt.now() + OUTPUT_TTL, **values)
+        moved = rt.store.transition(
+            rec.id,
+            JobStatus.DOWNLOADING,
+            expect=[rec.status],
+            source_urls=result.outputs,
+            next_check_at=rt.now(),
+            expires_at=rt.now() + OUTPUT_TTL,
+            **values,
+        )
         # The render is over whatever became of the row (cancelled meanwhile?): the
         # provider no longer counts it, so neither do we.
         release_slot(rt, rec.id)
@@ -120,9 +153,15 @@ def provider_finished(rt: Runtime, rec: JobRecord, result: ProviderResult,
             rt.schedule(TASK_DOWNLOAD, rec.id, 0)
         return True
     if result.status is ProviderStatus.FAILED:
-        fail(rt, rec, Problem(ErrorKind.GENERATION_FAILED,
-                              result.message or "generation failed",
-                              {"provider_id": result.provider_id or rec.provider_id}))
+        fail(
+            rt,
+            rec,
+            Problem(
+                ErrorKind.GENERATION_FAILED,
+                result.message or "generation failed",
+                {"provider_id": result.provider_id or rec.provider_id},
+            ),
+        )
         return True
     return False
 
@@ -132,10 +171,15 @@ def record_provider_id(rt: Runtime, rec: JobRecord, provider_id: str | None) -> 
     if provider_id and not rt.store.set_provider_id(rec.id, provider_id):
         current = rt.store.get(rec.id)
         if current is not None and current.provider_id != provider_id:
-            log.warning("job %s: a second render %s was paid for (the job has %s)",
-                        rec.id, provider_id, current.provider_id)
-            rt.store.update_if(rec.id, list(JobStatus),
-                               error=f"a second paid render {provider_id} was not used")
+            log.warning(
+                "job %s: a second render %s was paid for (the job has %s)",
+                rec.id,
+                provider_id,
+                current.provider_id,
+            )
+            rt.store.update_if(
+                rec.id, list(JobStatus), error=f"a second paid render {provider_id} was not used"
+            )
 
 
 def reschedule(rt: Runtime, rec: JobRecord, task: str, delay: float, **values: Any) -> None:

@@ -21,9 +21,7 @@ def upgrade() -> None:
     with op.batch_alter_table("t2v_jobs") as batch:
         batch.add_column(sa.Column("parked_at", sa.DateTime(timezone=True)))
         batch.add_column(sa.Column("expires_at", sa.DateTime(timezone=True)))
-        batch.add_column(
-            sa.Column("park_count", sa.Integer(), nullable=False, server_default="0")
-        )
+        batch.add_column(sa.Column("park_count", sa.Integer(), nullable=False, server_default="0"))
 
 
 def downgrade() -> None:
