@@ -93,9 +93,10 @@ def test_lost_submit_answer_is_rescued_by_the_webhook_without_paying_twice(
     assert stats["fetches"]["by_track_id"][job.id] == 1  # type: ignore[index]
 
 
-def test_receiver_refuses_wrong_secret_and_bad_bodies_and_dedupes(
+def bare_receiver(
     redis_url: str, sqlite_url: str, tmp_path: Path
-) -> None:
+) -> tuple[str, int, processes.ManagedProcess]:
+    """A receiver on a fresh secret and port, with the schema, and no worker behind it."""
     secret = secrets.token_urlsafe(24)
     port = processes.free_port()
     env = {
@@ -104,7 +105,13 @@ def test_receiver_refuses_wrong_secret_and_bad_bodies_and_dedupes(
         "T2V_WEBHOOK_SECRET": secret,
     }
     Pipeline(env, tmp_path)  # creates the schema
-    receiver = start_receiver(env, tmp_path, port)
+    return secret, port, start_receiver(env, tmp_path, port)
+
+
+def test_receiver_refuses_wrong_secret_and_bad_bodies_and_dedupes(
+    redis_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    secret, port, receiver = bare_receiver(redis_url, sqlite_url, tmp_path)
     base = f"http://127.0.0.1:{port}/webhook"
     try:
         payload = {"status": "success", "id": "77", "track_id": "nope", "output": ["x"]}
@@ -166,15 +173,7 @@ def _memory_kb(pid: int) -> dict[str, int]:
 def test_the_receiver_holds_at_most_its_cap_of_a_1gb_body(
     redis_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
-    secret = secrets.token_urlsafe(24)
-    port = processes.free_port()
-    env = {
-        "T2V_BROKER_URL": redis_url,
-        "T2V_DATABASE_URL": sqlite_url,
-        "T2V_WEBHOOK_SECRET": secret,
-    }
-    Pipeline(env, tmp_path)  # creates the schema
-    receiver = start_receiver(env, tmp_path, port)
+    secret, port, receiver = bare_receiver(redis_url, sqlite_url, tmp_path)
     url = f"http://127.0.0.1:{port}/webhook/{secret}"
     gigabyte, chunk = 1 << 30, b"[" * (1 << 20)
     sent = {"chunked": 0, "declared": 0}
