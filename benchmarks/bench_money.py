@@ -16,14 +16,20 @@ port 6 s in).
 
 For each: the wall time until every job is final or parked (or the timeout), each job's
 state against what the simulator says it should be (``succeeded``; ``failed`` with
-``generation_failed`` for a render the provider failed; ``parked`` with
-``link_not_video`` for a link that never serves a video; anything else is listed), the
+``generation_failed`` for a render the provider failed; ``parked`` with ``link_not_video``
+for a link that never serves a video; ``failed`` with ``submit_unknown`` for a job whose
+every submit that could have created a render lost its answer (the simulator's
+``lost_before_create`` + ``lost_after_create`` for its track_id, every paid render among
+them) once it reached ``T2V_MAX_UNKNOWN_RESUBMITS`` resubmits, unless a webhook could name
+its render (the ``webhooks`` scenario, a render paid): the documented rule, nothing can
+learn the provider id of such a render; these are also listed apart as "paid renders lost
+with all their answers", with the renders paid for them; anything else is listed), the
 paid generations per job (``created.by_track_id``), the jobs paid more than once, whether
 their record shows it and whether an answer was lost before each extra payment ("none paid
 twice after a clean answer"), and slot use: over the time at least one job waited for a
-slot (created_at until its first submitting_at, from the table), the integral of
-min(5, renders in progress at the provider) over 5 x that time, the longest stretch with
-jobs waiting and no submission accepted, and the 429s. Writes
+slot (created_at until its first submitting_at, from the table), the integral of min(5,
+renders in progress at the provider) over 5 x that time, the longest stretch with jobs
+waiting and no submission accepted, and the 429s. Writes
 benchmarks/results/money.json. Not a test: no timing is asserted anywhere.
 
     .venv/bin/python benchmarks/bench_money.py [--scenario NAME ...] [--jobs 40] [--seed 8]
@@ -63,6 +69,7 @@ SLOTS = 5
 KILL_EVERY = 10.0
 REDIS_RESTART_AT = 6.0
 READ_TIMEOUT = 10.0
+MAX_UNKNOWN_RESUBMITS = 1  # the worker's default, set explicitly so the verdict matches it
 SUBMIT_LOST = 0.15  # of submit answers; half after the job was created, half before
 LOST_BEFORE = SUBMIT_LOST / 2
 # lost_after_create is rolled only on submits that got past lost_before_create (and were
@@ -100,6 +107,7 @@ def worker_env(base: Path, redis_url: str, sim_url: str, webhook_url: str | None
         "T2V_DOWNLOAD_ALLOWED_HOSTS": "127.0.0.1",
         "T2V_ACCOUNT_SLOTS": str(SLOTS),
         "T2V_SUBMIT_UNKNOWN_WAIT": "120",
+        "T2V_MAX_UNKNOWN_RESUBMITS": str(MAX_UNKNOWN_RESUBMITS),
         "T2V_READ_TIMEOUT": str(READ_TIMEOUT),
         "T2V_PROBE_VIDEOS": "true" if shutil.which("ffprobe") else "false",
     }
@@ -452,6 +460,7 @@ def analyse(
     paid = stats["created"]["by_track_id"]
     lost_after = stats["lost_after_create"]["by_track_id"]
     lost_before = stats["lost_before_create"]["by_track_id"]
+    submits = stats["submits"]["by_track_id"]
     kills = [e["killed_at"] for e in events if e["event"] == "SIGKILL"]
 
     verdicts: Counter[str] = Counter()
@@ -459,6 +468,7 @@ def analyse(
     other_kind: list[dict[str, Any]] = []
     violations: list[dict[str, Any]] = []
     paid_twice: list[dict[str, Any]] = []
+    lost_all: list[dict[str, Any]] = []
     for job_id in ids:
         rec = records.get(job_id)
         renders = sim_jobs.get(job_id, [])
@@ -466,7 +476,20 @@ def analyse(
             (r for r in renders if rec is not None and r["id"] == rec.provider_id),
             renders[-1] if renders else None,
         )
-        if used is None:
+        # Every submit that could have created a render lost its answer (reset before the
+        # job existed, or cut / slow / reset after it was created and paid), as many times
+        # as the worker resubmits blind plus the first: it fails as submit_unknown rather
+        # than pay again. Only a webhook could name such a render; without one (or with no
+        # render at all) that is the documented outcome, not a violation.
+        n_lost = lost_before.get(job_id, 0) + lost_after.get(job_id, 0)
+        answers_all_lost = (
+            n_lost > MAX_UNKNOWN_RESUBMITS
+            and lost_after.get(job_id, 0) == paid.get(job_id, 0)
+            and (scenario != "webhooks" or paid.get(job_id, 0) == 0)
+        )
+        if answers_all_lost:
+            want, want_kind = "failed", "submit_unknown"
+        elif used is None:
             want, want_kind = "no render at the provider", None
         elif used["status"] == "failed":
             want, want_kind = "failed", "generation_failed"
@@ -476,7 +499,7 @@ def analyse(
             want, want_kind = "succeeded", None
         else:
             want, want_kind = f"render still {used['status']}", None
-        expected_counts[want] += 1
+        expected_counts["failed/submit_unknown" if answers_all_lost else want] += 1
         got = rec.status.value if rec is not None else "missing"
         facts = {
             "job": job_id,
@@ -491,6 +514,21 @@ def analyse(
             "answers": [r["answer_lost"] for r in renders],
             "lost_before_create": lost_before.get(job_id, 0),
         }
+        if answers_all_lost:
+            lost_all.append(
+                {
+                    "job": job_id,
+                    "status": got,
+                    "error_kind": facts["error_kind"],
+                    "paid": paid.get(job_id, 0),
+                    "submits_seen": submits.get(job_id, 0),
+                    "lost_before_create": lost_before.get(job_id, 0),
+                    "lost_after_create": lost_after.get(job_id, 0),
+                    "answers": facts["answers"],
+                    "unknown_submits": facts["unknown_submits"],
+                    "render_times_s": [round(r["submitted_at"] - t0, 2) for r in renders],
+                }
+            )
         if got == want and (want_kind is None or rec.error_kind == want_kind):
             verdicts["correct"] += 1
         elif got == want:
@@ -569,6 +607,14 @@ def analyse(
                 v["job"] for v in violations if v["status"] == "failed" and v["paid"] >= 1
             ],
             "paid_twice": paid_twice,
+            # Not violations: the jobs failed (expected) as submit_unknown because every
+            # answer was lost; what the provider charged for them is shown here.
+            "paid_renders_lost_with_all_their_answers": {
+                "jobs": len(lost_all),
+                "jobs_with_a_paid_render": sum(1 for j in lost_all if j["paid"] >= 1),
+                "renders_paid": sum(j["paid"] for j in lost_all),
+                "list": lost_all,
+            },
         },
         "provider": {
             "submits": stats["submits"]["total"],
@@ -660,6 +706,7 @@ def table(runs: Iterable[dict[str, Any]]) -> str:
         "2x",
         "2x clean",
         "unrec",
+        "lost-all jobs/paid",
         "slot use",
         "no-accept s",
         "free-slot s",
@@ -685,6 +732,8 @@ def table(runs: Iterable[dict[str, Any]]) -> str:
                 str(m["jobs_paid_twice_or_more"]),
                 str(m["paid_twice_after_a_clean_answer"]),
                 str(m["extra_paid_not_recorded"]),
+                f"{m['paid_renders_lost_with_all_their_answers']['jobs']}/"
+                f"{m['paid_renders_lost_with_all_their_answers']['renders_paid']}",
                 "-" if su["slot_use"] is None else f"{su['slot_use']:.2f}",
                 f"{su['longest_wait_without_accepted_submit_s']:.0f}",
                 f"{su['longest_wait_with_a_free_slot_s']:.0f}",
@@ -693,9 +742,21 @@ def table(runs: Iterable[dict[str, Any]]) -> str:
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
-    )
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    for r in runs:
+        la = r["money"]["paid_renders_lost_with_all_their_answers"]
+        lines.append(
+            f"{r['scenario']}: paid renders lost with all their answers (failed "
+            f"submit_unknown as expected): {la['jobs']} jobs, {la['renders_paid']} "
+            "renders paid for them"
+            + "".join(
+                f"; {j['job']} {j['status']}/{j['error_kind']} paid {j['paid']}, "
+                f"lost {j['lost_before_create']} before + {j['lost_after_create']}"
+                " after create"
+                for j in la["list"]
+            )
+        )
+    return "\n".join(lines)
 
 
 def main() -> int:
