@@ -44,8 +44,6 @@ from worker.steps.transitions import fail, park, poll_known_render, resume
 log = logging.getLogger("t2v.reconcile")
 
 REDRIVES_TTL = 86400
-# A worker may stall this long mid-request (GC, a busy database) beyond its timeouts.
-REQUEST_MARGIN = 30.0
 
 _STEP_FOR = {
     JobStatus.QUEUED: TASK_SUBMIT,
@@ -134,10 +132,10 @@ def _redrive_overdue(rt: Runtime, report: ReconcileReport) -> None:
 
 def unknown_submit_due(rt: Runtime, rec: JobRecord) -> datetime:
     """When a job still `submitting` is taken for a lost answer: ``submit_unknown_wait``
-    after it was sent (its ``next_check_at``), and not before the request itself, with a
-    stalled worker's margin, must have ended."""
+    after it was sent (its ``next_check_at``), and not before the request itself must have
+    ended, with the re-drive grace as a stalled worker's margin."""
     started = rec.submitting_at or rec.updated_at
-    request = rt.settings.connect_timeout + rt.settings.read_timeout + REQUEST_MARGIN
+    request = rt.settings.connect_timeout + rt.settings.read_timeout + rt.settings.reconcile_grace
     return max(rec.next_check_at or started, started + timedelta(seconds=request))
 
 

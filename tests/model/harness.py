@@ -1659,9 +1659,7 @@ class World:
                 # reconcile.unknown_submit_due: the wait, and never before the request ended.
                 sent = rec.submitting_at if rec.submitting_at is not None else t
                 request = (
-                    float(self.settings.connect_timeout)
-                    + float(self.settings.read_timeout)
-                    + reconcile_module.REQUEST_MARGIN
+                    float(self.settings.connect_timeout) + float(self.settings.read_timeout) + grace
                 )
                 times.append(max(t, sent + request))
             elif not rec.status.is_final or rec.cancelled_rendering:
