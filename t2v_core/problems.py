@@ -11,7 +11,8 @@ mean for the money:
     our limits on work nothing was paid for (or that is lost for good): the job fails
         transient           the provider did not take the submit, tries used up
         submit_unknown      answers to several submits were lost; not paying again
-        stuck               a step re-driven again and again without running
+        stuck               a step re-driven again and again without running (a job in
+                            `processing`/`downloading` was paid for: reconcile parks it)
         output_expired      a parked render's 24 h at the provider are over
         cancelled           cancelled by the application
     our limits on a paid render: the job is parked (held for retry, never thrown away)
@@ -77,7 +78,8 @@ class Problem:
 
     @property
     def parks(self) -> bool:
-        """True if this stops a paid render (park it), False if it fails the job."""
+        """True if this kind always parks (a paid render), False if it fails the job, as
+        ``stuck`` does for an unpaid one (reconcile parks a paid ``stuck`` job itself)."""
         return self.kind not in FAILING_KINDS
 
     def row_values(self) -> dict[str, Any]:

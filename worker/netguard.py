@@ -21,7 +21,7 @@ import ipaddress
 import socket
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from t2v_core.errors import PermanentError, TransientError
 
@@ -112,6 +112,11 @@ class AllowList:
         return any(ip.version == net.version and ip in net for net in self.networks)
 
 
+def url_port(parts: SplitResult) -> int:
+    """The URL's port, or its scheme's default (``ValueError`` for a malformed one)."""
+    return parts.port or (443 if parts.scheme.lower() == "https" else 80)
+
+
 def system_resolver(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to, as the connection code would see them."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -145,7 +150,7 @@ def check_url(
     if not host:
         raise DownloadRefused("download refused: URL has no host")
     try:
-        port = parts.port or (443 if scheme == "https" else 80)
+        port = url_port(parts)
     except ValueError as exc:
         raise DownloadRefused(f"download refused: bad port in URL ({exc})") from None
     if allow.allows_name(host):

@@ -51,6 +51,7 @@ from worker.netguard import (
     address_problem,
     check_url,
     system_resolver,
+    url_port,
 )
 from worker.pinning import pinned
 from worker.storage import Storage
@@ -217,7 +218,7 @@ def download_to_storage(
             session.trust_env and requests.utils.get_environ_proxies(current)
         )
         parts = urlsplit(current)
-        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        port = url_port(parts)  # check_url refused a malformed one
         try:
             # A pinned session (``worker.pinning``) connects to the address just vetted,
             # never to a second lookup's answer (DNS rebinding).

@@ -1664,9 +1664,7 @@ class World:
                 times.append(max(t, sent + request))
             elif not rec.status.is_final or rec.cancelled_rendering:
                 key = names.redrive_key(
-                    job_id,
-                    rec.status.value,
-                    rec.submit_count + rec.poll_count + rec.download_attempts + rec.retry_count,
+                    job_id, rec.status.value, reconcile_module.progress_mark(rec)
                 )
                 item = self.bench.db._dict.get(key.encode())
                 count = int(item.value) if item is not None else 0
