@@ -33,7 +33,11 @@ DEV_LOCK = REPO / "requirements.lock"
 
 API_KEY_VAR = "T2V_MODELSLAB_API_KEY"
 ALL_QUEUES = {getattr(states, name) for name in dir(states) if name.startswith("QUEUE_")}
+# T2V_METRICS_PORT / T2V_WORKER_METRICS_PORT: the metrics ports of issue 12, added to
+# WorkerSettings by the metrics branch; accepted by name until it is merged (then drop them).
+PENDING_SETTINGS_VARS = {"T2V_METRICS_PORT", "T2V_WORKER_METRICS_PORT"}
 SETTINGS_VARS = {f"T2V_{name.upper()}" for name in WorkerSettings.model_fields}
+SETTINGS_VARS |= PENDING_SETTINGS_VARS
 # The simulator's flags as the brief fixed them, used only if its parser is not importable.
 SIMULATOR_FLAGS_FALLBACK = {
     "--host",
@@ -273,6 +277,8 @@ def check_flower(compose: Mapping[str, Any]) -> list[str]:
     problems = []
     for name, call in flowers:
         auth = call.option("--basic-auth", "--basic-auth") or call.option("--auth", "--auth")
+        # Flower also reads its options from FLOWER_* variables (the password off the argv)
+        auth = auth or interpolate(env_of(services(compose)[name]).get("FLOWER_BASIC_AUTH", ""))
         user, _, password = (auth or "").partition(":")
         if not (user and password):
             problems.append(f"{name}: Flower without --basic-auth user:password")
@@ -617,11 +623,11 @@ MUTATIONS = {
         check_api_key_scope,
     ),
     "flower without auth": (
-        lambda c: c["services"]["flower"].update(
-            command=[
-                a for a in c["services"]["flower"]["command"] if not a.startswith("--basic-auth")
-            ]
-        ),
+        lambda c: c["services"]["flower"]["environment"].pop("FLOWER_BASIC_AUTH"),
+        check_flower,
+    ),
+    "flower with a user but no password": (
+        _set_env("flower", "FLOWER_BASIC_AUTH", "${FLOWER_USER:-admin}:"),
         check_flower,
     ),
     "flower on all interfaces": (_set_ports("flower", ["5555:5555"]), check_flower),
