@@ -167,11 +167,11 @@ def test_the_dashboard_shows_every_exported_metric() -> None:
 
 
 def test_up_is_asked_only_of_our_scrape_jobs() -> None:
-    jobs = {job["job_name"] for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]}
-    assert {"t2v-worker", "t2v-exporter", "t2v-webhook"} <= jobs
-    asked = {
-        m for _, expr in all_queries() for m in re.findall(r'\bup\{[^}]*job="([^"]+)"', expr)
+    jobs = {
+        job["job_name"] for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
     }
+    assert {"t2v-worker", "t2v-exporter", "t2v-webhook"} <= jobs
+    asked = {m for _, expr in all_queries() for m in re.findall(r'\bup\{[^}]*job="([^"]+)"', expr)}
     assert asked and asked <= jobs
 
 
@@ -193,7 +193,10 @@ def test_dashboard_panels_have_a_datasource_and_unique_ids() -> None:
             "histogram_quantile(0.95, sum by (le, model) (rate(x_bucket[$__rate_interval])))",
             {"x_bucket"},
         ),
-        ("time() - max(t2v_last_reconcile_timestamp_seconds) > 300", {"t2v_last_reconcile_timestamp_seconds"}),
+        (
+            "time() - max(t2v_last_reconcile_timestamp_seconds) > 300",
+            {"t2v_last_reconcile_timestamp_seconds"},
+        ),
         ("a > 0 and on() b < bool c offset 5m", {"a", "b", "c"}),
         ("min_over_time(deriv(q[5m])[15m:1m]) > 0", {"q"}),
         ('absent(up{job="t2v-worker"} == 1)', {"up"}),
