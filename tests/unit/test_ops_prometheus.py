@@ -122,3 +122,22 @@ def test_the_unit_tests_catch_a_changed_rule(
 def test_promtool_rejects_a_broken_rule(tmp_path: Path) -> None:
     (tmp_path / "alerts.yml").write_text(ALERTS.read_text().replace("deriv(", "derive(", 1))
     assert promtool("check", "rules", "alerts.yml", cwd=tmp_path).returncode != 0
+
+
+def test_dashboard_and_keda_queries_parse(tmp_path: Path) -> None:
+    """Every PromQL string of the dashboard and the KEDA triggers parses (as promtool sees
+    it), Grafana's variables filled in as Grafana would."""
+    from tests.unit.test_ops_metric_names import all_queries
+
+    rules = []
+    for i, (where, expr) in enumerate(all_queries()):
+        expr = expr.replace("$__rate_interval", "5m").replace("$model", ".*")
+        rules.append({"record": f"check:q{i}", "expr": expr, "labels": {"where": where[:60]}})
+    path = tmp_path / "queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "queries", "rules": rules}]}))
+    result = promtool("check", "rules", path.name, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    broken = tmp_path / "broken.yml"
+    rules[0]["expr"] = rules[0]["expr"] + " +"
+    broken.write_text(yaml.safe_dump({"groups": [{"name": "queries", "rules": rules}]}))
+    assert promtool("check", "rules", broken.name, cwd=tmp_path).returncode != 0
