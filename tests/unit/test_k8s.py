@@ -176,6 +176,8 @@ def check_keda(objs: list[dict[str, Any]], broker: str) -> list[str]:
         if target is None or spec["scaleTargetRef"].get("kind", "Deployment") != "Deployment":
             problems.append(f"{where}: scales no Deployment of this overlay")
             continue
+        if "replicas" in target["spec"]:
+            problems.append(f"{where}: the target sets replicas (each apply would reset KEDA's)")
         lo, hi = spec.get("minReplicaCount", 0), spec.get("maxReplicaCount", 100)
         if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
             problems.append(f"{where}: replicas {lo}..{hi} (need 1 <= min <= max)")
@@ -573,6 +575,10 @@ KEDA_MUTATIONS: dict[str, tuple[str, Callable[[list[dict[str, Any]]], None]]] = 
     "field of the HPA, not KEDA": (
         "production",
         lambda o: _scaled(o)["spec"].update(scaleDownDelay=60),
+    ),
+    "target with fixed replicas": (
+        "production",
+        lambda o: _deploy(o, "t2v-worker")["spec"].update(replicas=2),
     ),
     "min above max": ("production", lambda o: _scaled(o)["spec"].update(minReplicaCount=20)),
     "no cooldown": ("production", lambda o: _scaled(o)["spec"].pop("cooldownPeriod")),
