@@ -1,7 +1,7 @@
 """Who may use `t2v web`: the token, the login cookie, CSRF and the same-origin rule.
 
 With ``T2V_WEB_TOKEN`` set, every route but ``/login``, ``/static`` and ``/healthz`` wants
-the token: the API as ``Authorization: Bearer <token>``, pages and media as the login
+the token: the API only as ``Authorization: Bearer <token>``, pages and media as the login
 cookie (an HMAC of the token, never the token itself) or the same Bearer header. Anything
 else is a 401. Every comparison is constant-time (``hmac.compare_digest``).
 
@@ -50,11 +50,14 @@ def bearer(request: Request) -> str | None:
 
 
 def authorized(request: Request, token: str | None) -> bool:
-    """True when auth is off, or the request carries the token or a valid login cookie."""
+    """True when auth is off, or the request carries the token (or, for pages and media, a
+    valid login cookie: the API takes only the Bearer header)."""
     if token is None:
         return True
     if token_ok(bearer(request), token):
         return True
+    if request.url.path.startswith("/api/"):
+        return False
     cookie = request.cookies.get(SESSION_COOKIE)
     return cookie is not None and _same(cookie, session_value(token))
 

@@ -23,8 +23,11 @@ class Step:
     took: float | None = None  # seconds until the next step; None for the last one
 
 
+IRREGULAR = {"fetch": "fetches", "retry": "retries"}
+
+
 def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
+    return f"{n} {word if n == 1 else IRREGULAR.get(word, word + 's')}"
 
 
 def timeline(record: JobRecord) -> list[Step]:
