@@ -84,3 +84,69 @@ def browser(chromium_path: str) -> Iterator[Any]:
             yield b
         finally:
             b.close()
+
+
+class RealRun:
+    """A small real pipeline run and `t2v web` serving it (see ``real_run``)."""
+
+    def __init__(self, pipe: Any, web: Any, ids: dict[str, str], env: dict[str, str]) -> None:
+        self.pipe = pipe
+        self.web = web
+        self.url: str = web.url
+        self.ids = ids
+        self.env = env
+
+
+XSS_PROMPT = "<script>window.pwned = 1</script> a cat & a <b>dog</b>"
+
+
+@pytest.fixture(scope="module")
+def real_run(
+    redis_base: str, simulator: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RealRun]:
+    """A real Celery worker, the simulator over HTTP, real Redis and SQLite, local storage;
+    five small jobs (mp4s, a gif, a prompt with HTML) run to the end, and `t2v web` (the
+    installed command, as its own process, without the API key) serving them."""
+    import redis
+
+    from tests.conftest import TEST_API_KEY, SimControl, _db_numbers
+    from tests.integration.pipeline import FAST, Pipeline
+    from worker.devstack import processes
+
+    tmp = tmp_path_factory.mktemp("web-run")
+    redis_url = f"{redis_base}/{next(_db_numbers)}"
+    redis.Redis.from_url(redis_url).flushdb()
+    SimControl(simulator.url).reset()
+    env = {
+        "T2V_BROKER_URL": redis_url,
+        "T2V_DATABASE_URL": f"sqlite:///{tmp / 't2v.sqlite3'}",
+        "T2V_STORAGE_URL": str(tmp / "videos"),
+        "T2V_MODELSLAB_API_KEY": TEST_API_KEY,
+        "T2V_MODELSLAB_BASE_URL": f"{simulator.url}/api/v6",
+        "T2V_DOWNLOAD_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        **FAST,
+    }
+    pipe = Pipeline(env, tmp / "logs")
+    pipe.start_worker(concurrency=2)
+    web = None
+    try:
+        small = {"num_frames": 16, "width": 128, "height": 128, "fps": 8}
+        with pipe.as_application() as producer:
+            ids = {
+                "mp4": producer.enqueue({"prompt": "a red kite over a beach", **small}).id,
+                "mp4b": producer.enqueue({"prompt": "a lighthouse in fog", **small}).id,
+                "gif": producer.enqueue(
+                    {"prompt": "a paper boat", "output_type": "gif", **small}
+                ).id,
+                "xss": producer.enqueue({"prompt": XSS_PROMPT, **small}).id,
+            }
+        pipe.wait_all(list(ids.values()), timeout=180)
+        web_env = {k: v for k, v in env.items() if k != "T2V_MODELSLAB_API_KEY"}
+        web_env.update({"T2V_MODELSLAB_API_KEY": "", "T2V_WEB_TOKEN": ""})
+        web = processes.start_web(tmp / "logs", env=web_env)
+        yield RealRun(pipe, web, ids, env)
+    finally:
+        if web is not None:
+            web.stop()
+        pipe.stop()
+        redis.Redis.from_url(redis_url).flushdb()
