@@ -111,11 +111,11 @@ def list_page(
     stmt = select(_T).where(*_where(filters))  # type: ignore[arg-type]
     if cursor:
         when, job_id = decode_cursor(cursor)
+        # `created_at <= when` on its own gives the index a range to start from (an OR
+        # alone made SQLite walk the index from the newest row to the cursor).
         stmt = stmt.where(
-            or_(
-                JobRow.created_at < when,
-                and_(JobRow.created_at == when, JobRow.id < job_id),
-            )
+            JobRow.created_at <= when,
+            or_(JobRow.created_at < when, and_(JobRow.created_at == when, JobRow.id < job_id)),
         )
     stmt = stmt.order_by(JobRow.created_at.desc(), JobRow.id.desc()).limit(limit + 1)
     with engine.connect() as conn:

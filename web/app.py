@@ -81,6 +81,7 @@ def create_app(
         slot_limit=settings.account_slots,
         page_size=settings.web_page_size,
         token=settings.token,
+        counts_ttl=settings.web_counts_ttl,
     )
 
     def healthz(_request: Request) -> Response:

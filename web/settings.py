@@ -18,6 +18,9 @@ class WebSettings(Settings):
         None, description="when set: API needs Bearer <token>, pages a login cookie"
     )
     web_page_size: int = Field(50, ge=1, le=200, description="jobs per page of the list")
+    web_counts_ttl: float = Field(
+        2.0, ge=0, description="seconds the list's state counts are reused (0: every request)"
+    )
 
     @property
     def token(self) -> str | None:

@@ -11,6 +11,7 @@ Handlers that read the database are plain ``def`` (Starlette runs them in its th
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from t2v_core.records import JobRecord
 from t2v_core.states import JobStatus
 from web import auth
 from web.media import Media
-from web.overview import overview
+from web.overview import Overview, overview
 from web.timeline import human_seconds, render_time, timeline
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -55,6 +56,7 @@ class Views:
         slot_limit: int,
         page_size: int,
         token: str | None,
+        counts_ttl: float = 0.0,
     ) -> None:
         self.producer = producer
         self.media = media
@@ -63,6 +65,18 @@ class Views:
         self.page_size = page_size
         self.token = token
         self.env = environment()
+        # The counts are one GROUP BY over the whole table: reused for ``counts_ttl`` s so a
+        # busy list page does not run it on every request.
+        self.counts_ttl = counts_ttl
+        self._overview: tuple[float, Overview] | None = None
+
+    def overview(self) -> Overview:
+        cached = self._overview
+        if cached is not None and time.monotonic() - cached[0] < self.counts_ttl:
+            return cached[1]
+        fresh = overview(self.producer.store, self.redis, self.slot_limit)
+        self._overview = (time.monotonic(), fresh)
+        return fresh
 
     def render(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
         html = self.env.get_template(name).render(
@@ -101,7 +115,7 @@ class Views:
             newest="?" + urlencode(keep),
             filters=filters,
             states=[s.value for s in JobStatus],
-            overview=overview(self.producer.store, self.redis, self.slot_limit),
+            overview=self.overview(),
             error=None,
         )
 

@@ -314,3 +314,18 @@ def test_status_values_in_the_schema_are_the_job_states(client: Any) -> None:
     spec = client.get("/api/v1/openapi.json").json()
     states = spec["components"]["schemas"]["Job"]["properties"]["status"]["enum"]
     assert set(states) == {s.value for s in JobStatus}
+
+
+def test_the_counts_are_reused_for_their_ttl_only(
+    make_client: Callable[..., Any], web_env: dict[str, str]
+) -> None:
+    def succeeded(html: str) -> str:
+        return html.split('data-count="succeeded"><b>', 1)[1].split("</b>", 1)[0]
+
+    cached = make_client(web_counts_ttl="3600")
+    fresh = make_client(web_counts_ttl="0")
+    _fill(web_env["T2V_DATABASE_URL"], 4)  # i = 0: one succeeded
+    assert succeeded(cached.get("/").text) == "1" == succeeded(fresh.get("/").text)
+    _fill(web_env["T2V_DATABASE_URL"], 4)
+    assert succeeded(cached.get("/").text) == "1"
+    assert succeeded(fresh.get("/").text) == "2"
