@@ -329,3 +329,42 @@ def test_the_counts_are_reused_for_their_ttl_only(
     _fill(web_env["T2V_DATABASE_URL"], 4)
     assert succeeded(cached.get("/").text) == "1"
     assert succeeded(fresh.get("/").text) == "2"
+
+
+def test_the_retry_button_resumes_a_parked_job_from_its_paid_step(
+    client: Any, web_env: dict[str, str]
+) -> None:
+    import redis
+
+    from t2v_core.names import QUEUE_POLL, QUEUE_SUBMIT
+
+    store = JobStore(get_engine(web_env["T2V_DATABASE_URL"]))
+    row = store.insert_values(
+        request={"prompt": "a parked kite"}, model_requested=None, model_effective="wan2.2"
+    )
+    now = datetime.now(UTC)
+    row.update(
+        status="parked",
+        provider_id="p-77",
+        parked_at=now,
+        processing_at=now,
+        error="still rendering at our deadline",
+        error_kind="deadline",
+    )
+    store.insert_many([row])
+    page = client.get(f"/jobs/{row['id']}").text
+    assert 'id="retry"' in page and "still rendering at our deadline" in page
+    assert "deadline" in page.split('class="kind">', 1)[1]
+    token = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    done = client.post(f"/jobs/{row['id']}/retry", data={"csrf": token}, follow_redirects=False)
+    assert done.status_code == 303 and "notice=retried" in done.headers["location"]
+    record = store.get(row["id"])
+    assert record is not None and record.status is JobStatus.PROCESSING
+    assert record.retry_count == 1 and record.provider_id == "p-77"
+    # The poll was sent by name (a fetch of the paid render), not a new submission.
+    r = redis.Redis.from_url(web_env["T2V_BROKER_URL"])
+    assert r.llen(QUEUE_POLL) == 1 and r.llen(QUEUE_SUBMIT) == 0
+    r.close()
+    # Retrying again is refused and says why (409 through the API).
+    again = client.post(f"/api/v1/jobs/{row['id']}/retry")
+    assert again.status_code == 409 and "processing" in again.json()["error"]
