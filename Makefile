@@ -41,8 +41,8 @@ fuzz: $(STAMP)  ## fuzz every parser of outside input: FUZZ_SCALE (20) x the CI 
 	T2V_FUZZ_PROFILE=fuzz T2V_FUZZ_SCALE=$(or $(FUZZ_SCALE),20) $(BIN)/python -m pytest tests/fuzz -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff (lint and format), mypy strict
-	$(BIN)/ruff check t2v_core producer worker simulator tests benchmarks scripts
-	$(BIN)/ruff format --check t2v_core producer worker simulator tests benchmarks scripts
+	$(BIN)/ruff check t2v_core producer worker simulator web tests benchmarks scripts
+	$(BIN)/ruff format --check t2v_core producer worker simulator web tests benchmarks scripts
 	$(BIN)/mypy
 
 bench: $(STAMP)  ## benchmarks; figures land in benchmarks/results/
@@ -50,6 +50,7 @@ bench: $(STAMP)  ## benchmarks; figures land in benchmarks/results/
 	$(BIN)/python benchmarks/bench_enqueue.py
 	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/bench_money.py
+	$(BIN)/python benchmarks/bench_web.py
 
 # pip-tools and pip-audit live in their own venv: they are not part of the locked set.
 $(TOOLS)/.ok:

@@ -25,7 +25,7 @@ from producer.cli_common import EXIT_USAGE, err
 PLUGIN_GROUP = "t2v.commands"
 # The commands the project's other packages bring, and the extra that installs each: named
 # here only to say what to install when one is missing.
-PLUGIN_EXTRAS = {"up": "worker", "demo": "worker", "simulator": "simulator"}
+PLUGIN_EXTRAS = {"up": "worker", "demo": "worker", "simulator": "simulator", "web": "web"}
 PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
 
 

@@ -58,6 +58,7 @@ def test_demo_stores_a_valid_video_on_embedded_defaults(tmp_path: Path) -> None:
         check=True,
     )
     assert probe.stdout.strip() == "h264"
+    assert "Results page:   `t2v web`, then http://127.0.0.1:8090/jobs/" in out.stdout
 
 
 def test_up_runs_in_the_foreground_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
@@ -80,7 +81,14 @@ def test_up_runs_in_the_foreground_and_ctrl_c_stops_everything(tmp_path: Path) -
     assert lines[-1].startswith("Ready."), "".join(lines)
     children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
     pids = [int(p) for p in children.stdout.split()]
-    assert len(pids) >= 3  # redis, simulator, worker
+    assert len(pids) >= 4  # redis, simulator, worker, web
+    # `t2v up` starts the results page and prints where it is.
+    web = next(x for x in lines if x.startswith("Results page:"))
+    url = web.split()[2].rstrip("/")
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/healthz", timeout=10) as answer:  # noqa: S310 - loopback
+        assert answer.read() == b"ok"
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 0
     proc.stdout.close()

@@ -182,7 +182,7 @@ def test_redis_key_and_queue_names_are_spelled_only_in_names_py() -> None:
     # written as a literal anywhere else is a second definition waiting to drift.
     wire = ("t2v:", "t2v.submit", "t2v.poll", "t2v.download", "t2v.maintenance", "t2v.reconcile")
     offenders = []
-    for package in ("t2v_core", "producer", "worker"):
+    for package in ("t2v_core", "producer", "worker", "web"):
         for path in sorted((ROOT / package).rglob("*.py")):
             if path.name == "names.py" or "migrations" in path.parts:
                 continue
@@ -230,7 +230,8 @@ def _long_modules(root: Path, packages: tuple[str, ...], limit: int) -> list[str
 
 def test_every_module_is_under_400_lines() -> None:
     # A newcomer reads a module in one sitting: one concern a file, each under 400 lines.
-    long = _long_modules(ROOT, ("t2v_core", "producer", "worker", "simulator"), MAX_MODULE_LINES)
+    packages = ("t2v_core", "producer", "worker", "simulator", "web")
+    long = _long_modules(ROOT, packages, MAX_MODULE_LINES)
     assert long == [], f"over {MAX_MODULE_LINES} lines (split by concern): {long}"
 
 
@@ -239,3 +240,47 @@ def test_the_line_counter_finds_a_long_module(tmp_path: Path) -> None:
     (tmp_path / "pkg" / "short.py").write_text("x = 1\n" * 400)
     (tmp_path / "pkg" / "sub" / "long.py").write_text("x = 1\n" * 401)
     assert _long_modules(tmp_path, ("pkg",), 400) == ["pkg/sub/long.py: 401 lines"]
+
+
+# `t2v web` reads the table (producer, t2v_core) and serves media (worker.storage only):
+# no worker step, settings or client, so it can never hold the ModelsLab API key.
+WEB_MAY_IMPORT_FROM_WORKER = ("worker.storage",)
+
+
+def test_web_imports_only_the_client_the_core_and_storage() -> None:
+    offenders = [
+        f"{name}: {module}"
+        for name, module in _imports("web")
+        if module.split(".")[0] == "simulator"
+        or (module.split(".")[0] == "worker" and not module.startswith(WEB_MAY_IMPORT_FROM_WORKER))
+    ]
+    assert offenders == []
+    assert ("media.py", "worker.storage") in _imports("web")  # the check looks at something
+
+
+def test_web_never_names_the_api_key() -> None:
+    # The key lives in worker.settings.WorkerSettings only; the web server reads the shared
+    # Settings (which have none) and the saved request (which never carries it).
+    names = ("modelslab_api_key", "WorkerSettings", "get_worker_settings")
+    offenders = [
+        f"{path.name}: {name}"
+        for path in sorted((ROOT / "web").rglob("*.py"))
+        for name in names
+        if name in path.read_text()
+    ]
+    assert offenders == []
+
+
+def test_web_templates_are_autoescaped() -> None:
+    from web.views import environment
+
+    env = environment()
+    assert env.from_string("{{ x }}").render(x="<script>") == "&lt;script&gt;"
+    assert sorted(env.list_templates()) == [
+        "base.html",
+        "job.html",
+        "list.html",
+        "login.html",
+        "missing.html",
+    ]
+    assert "| safe" not in "".join(p.read_text() for p in (ROOT / "web" / "templates").iterdir())

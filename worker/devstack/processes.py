@@ -272,3 +272,28 @@ def start_flower(
     wait_for_port("127.0.0.1", port, 30, proc)
     proc.url = f"http://127.0.0.1:{port}"
     return proc
+
+
+# -- the results page -------------------------------------------------------------------
+def start_web(
+    log_dir: Path,
+    *,
+    env: Mapping[str, str],
+    port: int | None = None,
+    host: str = "127.0.0.1",
+) -> ManagedProcess:
+    """`t2v web` (the results page and JSON API) on loopback; returns once it listens."""
+    port = port or free_port()
+    argv = [
+        sys.executable,
+        "-c",
+        "import sys; from web.app import main; sys.exit(main(sys.argv[1:]))",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    proc = spawn("web", argv, env=env, log_dir=log_dir)
+    wait_for_port(host, port, 30, proc)
+    proc.url = f"http://{host}:{port}"
+    return proc

@@ -44,7 +44,12 @@ class LocalStack:
         print(line, flush=True)
 
     def start(
-        self, *, flower: bool = True, concurrency: int = 2, render_mean: float = 4.0
+        self,
+        *,
+        flower: bool = True,
+        concurrency: int = 2,
+        render_mean: float = 4.0,
+        web: bool = True,
     ) -> LocalStack:
         from worker.settings import WorkerSettings
 
@@ -66,6 +71,12 @@ class LocalStack:
             proc = processes.start_flower(self.run_dir, env=self.env, user="t2v", password=password)
             self.procs.append(proc)
             self._note(f"Flower:         {proc.url}  (user t2v, password {password})")
+        if web:
+            # The results page reads the table and storage; it never gets the API key.
+            web_env = {**self.env, "T2V_MODELSLAB_API_KEY": ""}
+            proc = processes.start_web(self.run_dir, env=web_env)
+            self.procs.append(proc)
+            self._note(f"Results page:   {proc.url}/  (JSON API under {proc.url}/api/v1/)")
         return self
 
     def _start_broker(self, url: str) -> None:
@@ -155,6 +166,7 @@ def up_main(argv: Sequence[str] | None = None) -> int:
         prog="t2v up", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--no-flower", action="store_true", help="don't start Flower")
+    parser.add_argument("--no-web", action="store_true", help="don't start `t2v web`")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument(
         "--render-mean",
@@ -166,7 +178,10 @@ def up_main(argv: Sequence[str] | None = None) -> int:
     _handle_stop_signals()
     try:
         with running_stack(
-            flower=not args.no_flower, concurrency=args.concurrency, render_mean=args.render_mean
+            flower=not args.no_flower,
+            concurrency=args.concurrency,
+            render_mean=args.render_mean,
+            web=not args.no_web,
         ) as stack:
             print(
                 'Ready. Enqueue with `t2v submit "PROMPT" --wait`; Ctrl-C stops everything.',
@@ -200,7 +215,7 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(list(argv or []))
     _handle_stop_signals()
     try:
-        with running_stack(flower=False, render_mean=args.render_mean):
+        with running_stack(flower=False, render_mean=args.render_mean, web=False):
             return _one_job(args.prompt, args.output_type, args.timeout)
     except KeyboardInterrupt:
         return 130
@@ -234,6 +249,7 @@ def _one_job(prompt: str, output_type: str, timeout: float) -> int:
         f"\nStored video: {where}\n  {output.bytes} bytes, sha256 {output.sha256}, "
         f"{output.frames} frames, {output.width}x{output.height}, poster {output.poster_uri}"
     )
+    print(f"Results page:   `t2v web`, then http://127.0.0.1:8090/jobs/{job.id}")
     return 0
 
 
