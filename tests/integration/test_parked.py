@@ -123,6 +123,9 @@ def test_parked_jobs_are_retried_automatically_and_by_the_cli(
         by_cli = enqueue_small(pipe, 1, "cli")[0]
         [rec] = pipe.wait_all([by_cli], timeout=60)
         assert rec.status is JobStatus.PARKED
+        # The worker stops first: otherwise its automatic retry (2 s) races the command on a
+        # loaded machine, and the command finds nothing parked. It is started again below.
+        pipe.stop()
         sim.faults(fetch_401_share=0.0)
         cli = subprocess.run(
             [
@@ -140,6 +143,7 @@ def test_parked_jobs_are_retried_automatically_and_by_the_cli(
         )
         assert cli.returncode == 0, cli.stderr
         assert by_cli in json.loads(cli.stdout)["resumed"]
+        pipe.start_worker()
         [rec] = pipe.wait_all([by_cli], timeout=60, done=lambda r: r.is_final)
     finally:
         pipe.stop()
