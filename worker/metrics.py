@@ -12,7 +12,8 @@ serves ``/metrics`` in the Prometheus text format (no client library needed):
     t2v_account_provider_max                  the N of the last "Maximum N queued requests"
     t2v_account_queue_full_429s_total         429s for a full provider queue
 
-Scale workers on ``t2v_queue_length``. Run ``python -m worker.metrics --port 9808`` next to
+Scale workers on ``t2v_queue_length``. Run ``python -m worker.metrics`` (port
+``T2V_METRICS_PORT``, default 9840; 9808 is celery-exporter's) next to
 Flower, on the same private network: like Flower's ``/metrics`` it has no auth, and it
 never shows a prompt, a key or a job id.
 """
@@ -20,6 +21,7 @@ never shows a prompt, a key or a job id.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -89,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m worker.metrics")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9808)
+    # 9808 is celery-exporter's port; ours is 9840 (ops/ and docker-compose.yml scrape it).
+    parser.add_argument("--port", type=int, default=int(os.environ.get("T2V_METRICS_PORT", "9840")))
     args = parser.parse_args(list(argv) if argv is not None else None)
     settings = get_worker_settings()
     client = redis_lib.Redis.from_url(settings.broker_url)
