@@ -17,9 +17,11 @@ no longer at the provider, and stops a job re-driven ``max_redrives`` times with
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from t2v_core.names import (
     RECONCILE_LOCK_KEY,
@@ -31,6 +33,7 @@ from t2v_core.names import (
 from t2v_core.problems import ErrorKind, Problem
 from t2v_core.records import JobRecord, JobRow
 from t2v_core.states import ACTIVE_STATES, JobStatus
+from worker.settings import WorkerSettings
 from worker.steps.runtime import Runtime
 from worker.steps.slots import (
     WAITING_RECHECK_SECONDS,
@@ -64,24 +67,70 @@ class ReconcileReport:
     skipped_locked: bool = False
 
 
-def reconcile(rt: Runtime, *, lock_seconds: float = 120.0) -> ReconcileReport:
+# Extend the run's lock only while it is still ours (a run that outlived its lock and lost
+# it to another must not take it back).
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+def reconcile_lock_seconds(settings: WorkerSettings) -> float:
+    """How long a reconcile run's lock lives unless the run renews it: three intervals,
+    and never under 5 s. A worker killed mid-run (a host dying) stops reconcile for no
+    longer than this; every re-drive is a compare-and-set, so the rare run that outlives
+    its lock and overlaps the next does no harm."""
+    return max(5.0, 3 * settings.reconcile_interval)
+
+
+class _Lease:
+    """The one-run-at-a-time lock, renewed between phases of a run that has used a third
+    of it (a short run, the usual case, costs no renewals)."""
+
+    def __init__(self, redis: Any, seconds: float) -> None:
+        self.redis = redis
+        self.token = uuid.uuid4().hex
+        self.ms = max(1000, int(seconds * 1000))
+        self.renewed = time.monotonic()
+
+    def take(self) -> bool:
+        self.renewed = time.monotonic()
+        return bool(self.redis.set(RECONCILE_LOCK_KEY, self.token, nx=True, px=self.ms))
+
+    def renew(self) -> None:
+        if (time.monotonic() - self.renewed) * 1000 < self.ms / 3:
+            return
+        self.renewed = time.monotonic()
+        self.redis.eval(_RENEW, 1, RECONCILE_LOCK_KEY, self.token, self.ms)
+
+    def drop(self) -> None:
+        if self.redis.get(RECONCILE_LOCK_KEY) in (self.token, self.token.encode()):
+            self.redis.delete(RECONCILE_LOCK_KEY)
+
+
+def reconcile(rt: Runtime, *, lock_seconds: float | None = None) -> ReconcileReport:
     report = ReconcileReport()
-    redis = rt.limiter.redis
-    token = uuid.uuid4().hex
-    if not redis.set(RECONCILE_LOCK_KEY, token, nx=True, ex=int(lock_seconds)):
+    lease = _Lease(
+        rt.limiter.redis,
+        reconcile_lock_seconds(rt.settings) if lock_seconds is None else lock_seconds,
+    )
+    if not lease.take():
         report.skipped_locked = True
+        log.debug("reconcile: another run holds the lock")
         return report
     try:
         if not rt.limiter.is_ready():
             report.rebuilt = rebuild_line(rt)
-        _redrive_overdue(rt, report)
+            lease.renew()
+        _redrive_overdue(rt, report, lease)
         _free_stale_slots(rt, report)
         woken = rt.limiter.release(None)
         wake(rt, woken)
         report.woken += len(woken)
     finally:
-        if redis.get(RECONCILE_LOCK_KEY) in (token, token.encode()):
-            redis.delete(RECONCILE_LOCK_KEY)
+        lease.drop()
     if (
         report.redriven
         or report.resubmitted
@@ -95,7 +144,7 @@ def reconcile(rt: Runtime, *, lock_seconds: float = 120.0) -> ReconcileReport:
     return report
 
 
-def _redrive_overdue(rt: Runtime, report: ReconcileReport) -> None:
+def _redrive_overdue(rt: Runtime, report: ReconcileReport, lease: _Lease) -> None:
     cutoff = rt.now() - timedelta(seconds=rt.settings.reconcile_grace)
     # Jobs in flight first: a backlog of jobs waiting for a slot must never starve them.
     in_flight = [
@@ -109,15 +158,18 @@ def _redrive_overdue(rt: Runtime, report: ReconcileReport) -> None:
         # taken for lost).
         if rt.now() >= unknown_submit_due(rt, rec):
             _resolve_unknown_submit(rt, rec, report)
+    lease.renew()
     for rec in rt.store.overdue(rt.now(), statuses=[JobStatus.PARKED]):
         # A parked render's backoff is over: fetch or download it again (or let it go
         # once the provider no longer keeps its output).
         if resume(rt, rec):
             report.parked_retried += 1
+    lease.renew()
     for rec in rt.store.cancelled_rendering_due(cutoff):
         # A cancelled render whose quiet poll was lost: its slot must still come back.
         _redrive(rt, rec, report)
     for statuses in (in_flight, [JobStatus.QUEUED]):
+        lease.renew()
         for rec in rt.store.overdue(cutoff, statuses=statuses):
             if rec.status is JobStatus.QUEUED and rt.limiter.is_waiting(rec.id):
                 # Waiting in line for an account slot is not being stuck.

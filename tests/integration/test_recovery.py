@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
+from t2v_core.names import RECONCILE_LOCK_KEY
 from t2v_core.states import JobStatus
 from tests.conftest import SimControl
 from tests.integration.pipeline import Pipeline
 from tests.integration.test_pipeline import make_env
+from worker.reconcile import reconcile_lock_seconds
+from worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.slow
 
@@ -76,6 +79,12 @@ def test_a_worker_killed_mid_flight_loses_nothing(
             break
         time.sleep(0.1)
     first.kill()
+    # Reconcile runs every second here, so a kill often lands inside a run and leaves its
+    # lock behind; make that certain: the next worker's reconcile must not wait long for it.
+    interval = float(env["T2V_RECONCILE_INTERVAL"])
+    settings = WorkerSettings.model_construct(reconcile_interval=interval)
+    lock_ms = int(reconcile_lock_seconds(settings) * 1000)
+    redis_lib.Redis.from_url(redis_url).set(RECONCILE_LOCK_KEY, "killed-run", px=lock_ms)
     second = pipe.start_worker()
     try:
         records = pipe.wait_all(ids, timeout=120)
