@@ -228,6 +228,14 @@ class AccountLimiter:
     def waiting_count(self) -> int:
         return int(self.redis.zcard(self.waiting_key))
 
+    def oldest_waiting_age(self) -> float:
+        """Seconds since the oldest job waiting for a slot was created (0: none waits).
+        One ZSET read: the line is ordered by creation time."""
+        first = self.redis.zrange(self.waiting_key, 0, 0, withscores=True)
+        if not first:
+            return 0.0
+        return max(0.0, _redis_time(self.redis) - float(first[0][1]))
+
     def is_waiting(self, job_id: str) -> bool:
         return self.redis.zscore(self.waiting_key, job_id) is not None
 

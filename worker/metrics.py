@@ -1,81 +1,112 @@
-"""Prometheus metrics Flower does not have: queue depth, jobs by state, account slots.
+"""The state exporter: gauges of what is waiting, read at each scrape (one replica).
 
-Flower exports task events but no queue length, and knows nothing of our job table. This
-serves ``/metrics`` in the Prometheus text format (no client library needed):
+    t2v_queue_length{queue}                messages waiting in each Redis queue
+    t2v_jobs{status}                       rows in the job table by state
+    t2v_slots_in_use / _limit / _effective_limit
+                                           the provider's queued-request slots
+    t2v_jobs_waiting_for_slot              jobs waiting in line for a slot (cost nothing)
+    t2v_oldest_waiting_job_age_seconds     age of the oldest job in that line (0: none)
+    t2v_last_reconcile_timestamp_seconds   when reconcile last ran (beat is alive)
+    t2v_slots_provider_max                 the N of the last "Maximum N queued requests"
 
-    t2v_queue_length{queue="t2v.poll"}        messages waiting in each Redis queue
-    t2v_jobs{status="processing"}             rows in the job table by state
-    t2v_account_slots_in_use / _limit         the provider's queued-request limit in use
-    t2v_account_slots_waiting                 jobs waiting for a slot (cost nothing)
-    t2v_account_slots_effective_limit         the limit in use, learned from the provider's
-                                              429s when another system shares the key
-    t2v_account_provider_max                  the N of the last "Maximum N queued requests"
-    t2v_account_queue_full_429s_total         429s for a full provider queue
-
-Scale workers on ``t2v_queue_length``. Run ``python -m worker.metrics --port 9808`` next to
-Flower, on the same private network: like Flower's ``/metrics`` it has no auth, and it
-never shows a prompt, a key or a job id.
+A scrape never reads the whole table: the counts by state are one GROUP BY served by the
+``(status, created_at)`` index, the line's figures come from Redis (the waiting line is a
+sorted set ordered by creation time). The counters and histograms of what workers did are
+on each worker's own port (``worker.worker_metrics``). Run ``python -m worker.metrics``
+(port ``T2V_METRICS_PORT``, 9840) on the private network: no auth, and it never shows a
+prompt, a key or a job id.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
-from t2v_core.names import QUEUES
+from t2v_core.names import QUEUES, RECONCILE_LAST_RUN_KEY
 from t2v_core.states import JobStatus
 from t2v_core.store import JobStore
 from worker.limiter import AccountLimiter
 
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class StateCollector(Collector):
+    """Reads the queues, the table's counts and the slot line at each scrape."""
+
+    def __init__(self, store: JobStore, redis: Any, limiter: AccountLimiter) -> None:
+        self.store = store
+        self.redis = redis
+        self.limiter = limiter
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        queue = GaugeMetricFamily(
+            "t2v_queue_length", "Messages waiting in each Celery queue.", labels=["queue"]
+        )
+        for name in QUEUES:
+            queue.add_metric([name], int(self.redis.llen(name)))
+        yield queue
+        counts = self.store.count_by_status()
+        jobs = GaugeMetricFamily("t2v_jobs", "Jobs in the table by state.", labels=["status"])
+        for status in JobStatus:
+            jobs.add_metric([status.value], counts.get(status.value, 0))
+        yield jobs
+        view = self.limiter.view()
+        for name, doc, value in (
+            ("t2v_slots_in_use", "Provider queued-request slots held by our jobs.", view.in_use),
+            ("t2v_slots_limit", "The account's configured queued-request limit.", view.configured),
+            (
+                "t2v_slots_effective_limit",
+                "The limit in use (lowered by the provider's 429s while another system"
+                " shares the key, grown back step by step).",
+                view.effective,
+            ),
+            (
+                "t2v_slots_provider_max",
+                "The N of the provider's last 'Maximum N queued requests' answer (0: none).",
+                view.provider_max or 0,
+            ),
+            ("t2v_jobs_waiting_for_slot", "Jobs waiting in line for a slot.", view.waiting),
+            (
+                "t2v_oldest_waiting_job_age_seconds",
+                "Age of the oldest job waiting for a slot (0: none waits).",
+                self.limiter.oldest_waiting_age(),
+            ),
+            (
+                "t2v_last_reconcile_timestamp_seconds",
+                "Unix time reconcile last ran (0: never): beat is alive while it moves.",
+                float(self.redis.get(RECONCILE_LAST_RUN_KEY) or 0),
+            ),
+        ):
+            yield GaugeMetricFamily(name, doc, value=value)
+
+
+def state_registry(store: JobStore, redis: Any, limiter: AccountLimiter) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StateCollector(store, redis, limiter))
+    return registry
+
 
 def render_metrics(store: JobStore, redis: Any, limiter: AccountLimiter) -> str:
-    lines = [
-        "# HELP t2v_queue_length Messages waiting in each Celery queue (Redis list length).",
-        "# TYPE t2v_queue_length gauge",
-    ]
-    for queue in QUEUES:
-        lines.append(f't2v_queue_length{{queue="{queue}"}} {int(redis.llen(queue))}')
-    counts = store.count_by_status()
-    lines += ["# HELP t2v_jobs Jobs in the table by state.", "# TYPE t2v_jobs gauge"]
-    for status in JobStatus:
-        lines.append(f't2v_jobs{{status="{status.value}"}} {counts.get(status.value, 0)}')
-    view = limiter.view()
-    lines += [
-        "# HELP t2v_account_slots_in_use Provider queued-request slots held by our jobs.",
-        "# TYPE t2v_account_slots_in_use gauge",
-        f"t2v_account_slots_in_use {view.in_use}",
-        "# HELP t2v_account_slots_limit The account's queued-request limit.",
-        "# TYPE t2v_account_slots_limit gauge",
-        f"t2v_account_slots_limit {view.configured}",
-        "# HELP t2v_account_slots_effective_limit The limit in use (lowered by the provider's"
-        " 429s while another system shares the key, grown back step by step).",
-        "# TYPE t2v_account_slots_effective_limit gauge",
-        f"t2v_account_slots_effective_limit {view.effective}",
-        "# HELP t2v_account_provider_max The N of the provider's last 'Maximum N queued"
-        " requests' answer (0: none seen).",
-        "# TYPE t2v_account_provider_max gauge",
-        f"t2v_account_provider_max {view.provider_max or 0}",
-        "# HELP t2v_account_queue_full_429s_total 429 answers for a full provider queue.",
-        "# TYPE t2v_account_queue_full_429s_total counter",
-        f"t2v_account_queue_full_429s_total {view.queue_full_429s}",
-        "# HELP t2v_account_slots_waiting Jobs waiting for a provider slot.",
-        "# TYPE t2v_account_slots_waiting gauge",
-        f"t2v_account_slots_waiting {view.waiting}",
-    ]
-    return "\n".join(lines) + "\n"
+    """One scrape's text (what ``/metrics`` answers)."""
+    return generate_latest(state_registry(store, redis, limiter)).decode()
 
 
 def create_app(store: JobStore, redis: Any, limiter: AccountLimiter) -> Starlette:
-    async def metrics(_: Request) -> PlainTextResponse:
-        body = await run_in_threadpool(render_metrics, store, redis, limiter)
-        return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
+    registry = state_registry(store, redis, limiter)
+
+    async def metrics(_: Request) -> Response:
+        body = await run_in_threadpool(generate_latest, registry)
+        return Response(body, media_type=CONTENT_TYPE)
 
     return Starlette(routes=[Route("/metrics", metrics, methods=["GET"])])
 
@@ -87,11 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from t2v_core.db import get_engine
     from worker.settings import get_worker_settings
 
+    settings = get_worker_settings()
     parser = argparse.ArgumentParser(prog="python -m worker.metrics")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9808)
+    parser.add_argument("--port", type=int, default=settings.metrics_port)
     args = parser.parse_args(list(argv) if argv is not None else None)
-    settings = get_worker_settings()
     client = redis_lib.Redis.from_url(settings.broker_url)
     app = create_app(
         JobStore(get_engine(settings.database_url)),

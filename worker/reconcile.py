@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from t2v_core.names import (
+    RECONCILE_LAST_RUN_KEY,
     RECONCILE_LOCK_KEY,
     TASK_DOWNLOAD,
     TASK_POLL,
@@ -67,6 +68,8 @@ class ReconcileReport:
 def reconcile(rt: Runtime, *, lock_seconds: float = 120.0) -> ReconcileReport:
     report = ReconcileReport()
     redis = rt.limiter.redis
+    # Beat is alive while this keeps moving (t2v_last_reconcile_timestamp_seconds).
+    redis.set(RECONCILE_LAST_RUN_KEY, repr(rt.now().timestamp()))
     token = uuid.uuid4().hex
     if not redis.set(RECONCILE_LOCK_KEY, token, nx=True, ex=int(lock_seconds)):
         report.skipped_locked = True
