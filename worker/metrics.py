@@ -9,8 +9,10 @@
     t2v_last_reconcile_timestamp_seconds   when reconcile last ran (beat is alive)
     t2v_slots_provider_max                 the N of the last "Maximum N queued requests"
 
-A scrape never reads the whole table: the counts by state are one GROUP BY served by the
-``(status, created_at)`` index, the line's figures come from Redis (the waiting line is a
+A scrape never reads the whole table: jobs in flight are counted through the status
+index, jobs in a final state are counted in full once (at start, then every 10 minutes in
+the background) and each scrape adds only those that got there since
+(``worker.state_counts``); the line's figures come from Redis (the waiting line is a
 sorted set ordered by creation time). The counters and histograms of what workers did are
 on each worker's own port (``worker.worker_metrics``). Run ``python -m worker.metrics``
 (port ``T2V_METRICS_PORT``, 9840) on the private network: no auth, and it never shows a
@@ -20,6 +22,7 @@ prompt, a key or a job id.
 from __future__ import annotations
 
 import argparse
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -36,6 +39,7 @@ from t2v_core.names import QUEUES, RECONCILE_LAST_RUN_KEY
 from t2v_core.states import JobStatus
 from t2v_core.store import JobStore
 from worker.limiter import AccountLimiter
+from worker.state_counts import StateCounts
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -43,24 +47,31 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class StateCollector(Collector):
     """Reads the queues, the table's counts and the slot line at each scrape."""
 
-    def __init__(self, store: JobStore, redis: Any, limiter: AccountLimiter) -> None:
+    def __init__(
+        self, store: JobStore, redis: Any, limiter: AccountLimiter, counts: StateCounts
+    ) -> None:
         self.store = store
+        self.state_counts = counts
         self.redis = redis
         self.limiter = limiter
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        # Every Redis read in one round trip, then the bounded counts from the table.
+        view, oldest_age, extra = self.limiter.snapshot(
+            *(("llen", q) for q in QUEUES), ("get", RECONCILE_LAST_RUN_KEY)
+        )
+        *lengths, last_reconcile = extra
         queue = GaugeMetricFamily(
             "t2v_queue_length", "Messages waiting in each Celery queue.", labels=["queue"]
         )
-        for name in QUEUES:
-            queue.add_metric([name], int(self.redis.llen(name)))
+        for name, length in zip(QUEUES, lengths, strict=True):
+            queue.add_metric([name], int(length))
         yield queue
-        counts = self.store.count_by_status()
+        counts = self.state_counts.counts()
         jobs = GaugeMetricFamily("t2v_jobs", "Jobs in the table by state.", labels=["status"])
         for status in JobStatus:
             jobs.add_metric([status.value], counts.get(status.value, 0))
         yield jobs
-        view = self.limiter.view()
         for name, doc, value in (
             ("t2v_slots_in_use", "Provider queued-request slots held by our jobs.", view.in_use),
             ("t2v_slots_limit", "The account's configured queued-request limit.", view.configured),
@@ -79,30 +90,35 @@ class StateCollector(Collector):
             (
                 "t2v_oldest_waiting_job_age_seconds",
                 "Age of the oldest job waiting for a slot (0: none waits).",
-                self.limiter.oldest_waiting_age(),
+                oldest_age,
             ),
             (
                 "t2v_last_reconcile_timestamp_seconds",
                 "Unix time reconcile last ran (0: never): beat is alive while it moves.",
-                float(self.redis.get(RECONCILE_LAST_RUN_KEY) or 0),
+                float(last_reconcile or 0),
             ),
         ):
             yield GaugeMetricFamily(name, doc, value=value)
 
 
-def state_registry(store: JobStore, redis: Any, limiter: AccountLimiter) -> CollectorRegistry:
+def state_registry(
+    store: JobStore, redis: Any, limiter: AccountLimiter, counts: StateCounts | None = None
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StateCollector(store, redis, limiter))
+    counts = counts or StateCounts(store.engine)
+    registry.register(StateCollector(store, redis, limiter, counts))
     return registry
 
 
-def render_metrics(store: JobStore, redis: Any, limiter: AccountLimiter) -> str:
+def render_metrics(registry: CollectorRegistry) -> str:
     """One scrape's text (what ``/metrics`` answers)."""
-    return generate_latest(state_registry(store, redis, limiter)).decode()
+    return generate_latest(registry).decode()
 
 
-def create_app(store: JobStore, redis: Any, limiter: AccountLimiter) -> Starlette:
-    registry = state_registry(store, redis, limiter)
+def create_app(
+    store: JobStore, redis: Any, limiter: AccountLimiter, counts: StateCounts | None = None
+) -> Starlette:
+    registry = state_registry(store, redis, limiter, counts)
 
     async def metrics(_: Request) -> Response:
         body = await run_in_threadpool(generate_latest, registry)
@@ -124,11 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=settings.metrics_port)
     args = parser.parse_args(list(argv) if argv is not None else None)
     client = redis_lib.Redis.from_url(settings.broker_url)
-    app = create_app(
-        JobStore(get_engine(settings.database_url)),
-        client,
-        AccountLimiter(client, settings.account_slots),
-    )
+    store = JobStore(get_engine(settings.database_url))
+    counts = StateCounts(store.engine)
+    counts.recount()  # the one full count, before the first scrape
+    stop = threading.Event()
+    threading.Thread(target=counts.refresh_forever, args=(stop,), daemon=True).start()
+    app = create_app(store, client, AccountLimiter(client, settings.account_slots), counts)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 
