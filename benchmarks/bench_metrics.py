@@ -3,8 +3,8 @@
 A scrape must never read the whole table: jobs in flight are counted through the status
 index, final states from a base counted once at start (timed apart: ``startup_recount_ms``)
 plus the rows that got there since (``worker.state_counts``); the slot line's figures come
-from Redis. ``full_count_plan`` is the plan of the GROUP BY the exporter no longer runs. Measured on a
-SQLite file and on the machine's PostgreSQL (a throwaway schema, VACUUM ANALYZEd as
+from Redis. ``full_count_plan`` is the plan of the GROUP BY the exporter no longer runs.
+Measured on a SQLite file and on the machine's PostgreSQL (a throwaway schema, VACUUM ANALYZEd as
 autovacuum would), with 1,000 jobs waiting for a slot in Redis (a private db, flushed).
 Goal: a scrape under 50 ms. The query plan of the count is recorded beside the figures.
 
