@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from celery.signals import worker_init, worker_process_shutdown
+from celery.signals import worker_init, worker_process_shutdown, worker_shutdown
 
 from worker.settings import get_worker_settings
 
 log = logging.getLogger("t2v.worker")
 ENV = "PROMETHEUS_MULTIPROC_DIR"
+_created: list[Path] = []  # the directory this worker made (removed when it stops)
 
 
 def prepare_multiproc_dir() -> Path:
@@ -37,6 +39,7 @@ def prepare_multiproc_dir() -> Path:
     else:
         path = Path(tempfile.mkdtemp(prefix="t2v-worker-metrics-"))
         os.environ[ENV] = str(path)
+        _created.append(path)
     return path
 
 
@@ -73,3 +76,10 @@ def _child_exit(pid: int | None = None, **_: object) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid or os.getpid())  # type: ignore[no-untyped-call]
+
+
+@worker_shutdown.connect
+def _cleanup(**_: object) -> None:
+    # In the main process after the pool stopped: a directory we made goes with us.
+    for path in _created:
+        shutil.rmtree(path, ignore_errors=True)
