@@ -16,6 +16,7 @@ old name.
     t2v:slots:eta:{model}                   recent provider etas (worker.limiter)
     t2v:slots:rebuild-lock                  one rebuilder of a lost line at a time
     t2v:reconcile:lock                      one reconcile at a time
+    t2v:reconcile:last-run                  when reconcile last ran (beat liveness metric)
     t2v:redrives:{job}:{state}:{progress}   re-drive counts (worker.reconcile)
     t2v:webhook:{job}:{provider id}:{status}  webhook delivery dedupe (worker.webhook)
 """
@@ -62,6 +63,9 @@ def rebuild_lock_key(prefix: str) -> str:
 
 
 RECONCILE_LOCK_KEY = "t2v:reconcile:lock"
+# Unix time of the last reconcile run (written by reconcile, exported by worker.metrics as
+# t2v_last_reconcile_timestamp_seconds: beat is alive while it keeps moving).
+RECONCILE_LAST_RUN_KEY = "t2v:reconcile:last-run"
 REDRIVES_KEY = "t2v:redrives"
 
 

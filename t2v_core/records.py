@@ -85,6 +85,10 @@ class JobRow(Base):
         Index("ix_t2v_jobs_status_next_check", "status", "next_check_at"),
         # webhook receiver: find the job by the provider's id.
         Index("ix_t2v_jobs_provider_id", "provider_id"),
+        # the metrics exporter: jobs that reached a final state since its watermark.
+        Index("ix_t2v_jobs_status_succeeded", "status", "succeeded_at"),
+        Index("ix_t2v_jobs_status_failed", "status", "failed_at"),
+        Index("ix_t2v_jobs_status_cancelled", "status", "cancelled_at"),
     )
 
 

@@ -228,6 +228,37 @@ class AccountLimiter:
     def waiting_count(self) -> int:
         return int(self.redis.zcard(self.waiting_key))
 
+    def snapshot(self, *extra: tuple[str, str]) -> tuple[AccountView, float, list[Any]]:
+        """The view, the age of the oldest waiting job (0: none; the line is a ZSET ordered
+        by creation time) and ``extra`` reads (``("llen", key)``, ``("get", key)``), all in
+        one round trip to Redis: what a metrics scrape needs."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.state_key)
+        self._limit_now(keys=[self.state_key], args=[self._now(), self.limit], client=pipe)
+        self._holders(keys=[self.holders_key], args=[self._now()], client=pipe)
+        pipe.zcard(self.waiting_key)
+        pipe.zrange(self.waiting_key, 0, 0, withscores=True)
+        pipe.time()
+        pipe.exists(self.ready_key)
+        for command, key in extra:
+            getattr(pipe, command)(key)
+        state_raw, effective, holders, waiting, first, now, ready, *rest = pipe.execute()
+        state = {_str(k): _str(v) for k, v in state_raw.items()}
+        last, pmax = state.get("last_429_at"), state.get("provider_max")
+        view = AccountView(
+            configured=self.limit,
+            effective=int(effective),
+            provider_max=int(float(pmax)) if pmax else None,
+            in_use=len(holders),
+            waiting=int(waiting),
+            queue_full_429s=int(state.get("queue_full_429s", 0)),
+            last_429_at=float(last) if last else None,
+            line_ready=bool(ready),
+        )
+        seconds, micros = now
+        age = float(seconds) + float(micros) / 1e6 - float(first[0][1]) if first else 0.0
+        return view, max(0.0, age), rest
+
     def is_waiting(self, job_id: str) -> bool:
         return self.redis.zscore(self.waiting_key, job_id) is not None
 

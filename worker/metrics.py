@@ -1,83 +1,128 @@
-"""Prometheus metrics Flower does not have: queue depth, jobs by state, account slots.
+"""The state exporter: gauges of what is waiting, read at each scrape (one replica).
 
-Flower exports task events but no queue length, and knows nothing of our job table. This
-serves ``/metrics`` in the Prometheus text format (no client library needed):
+    t2v_queue_length{queue}                messages waiting in each Redis queue
+    t2v_jobs{status}                       rows in the job table by state
+    t2v_slots_in_use / _limit / _effective_limit
+                                           the provider's queued-request slots
+    t2v_jobs_waiting_for_slot              jobs waiting in line for a slot (cost nothing)
+    t2v_oldest_waiting_job_age_seconds     age of the oldest job in that line (0: none)
+    t2v_last_reconcile_timestamp_seconds   when reconcile last ran (beat is alive)
+    t2v_slots_provider_max                 the N of the last "Maximum N queued requests"
 
-    t2v_queue_length{queue="t2v.poll"}        messages waiting in each Redis queue
-    t2v_jobs{status="processing"}             rows in the job table by state
-    t2v_account_slots_in_use / _limit         the provider's queued-request limit in use
-    t2v_account_slots_waiting                 jobs waiting for a slot (cost nothing)
-    t2v_account_slots_effective_limit         the limit in use, learned from the provider's
-                                              429s when another system shares the key
-    t2v_account_provider_max                  the N of the last "Maximum N queued requests"
-    t2v_account_queue_full_429s_total         429s for a full provider queue
-
-Scale workers on ``t2v_queue_length``. Run ``python -m worker.metrics`` (port
-``T2V_METRICS_PORT``, default 9840; 9808 is celery-exporter's) next to
-Flower, on the same private network: like Flower's ``/metrics`` it has no auth, and it
-never shows a prompt, a key or a job id.
+A scrape never reads the whole table: jobs in flight are counted through the status
+index, jobs in a final state are counted in full once (at start, then every 10 minutes in
+the background) and each scrape adds only those that got there since
+(``worker.state_counts``); the line's figures come from Redis (the waiting line is a
+sorted set ordered by creation time). The counters and histograms of what workers did are
+on each worker's own port (``worker.worker_metrics``). Run ``python -m worker.metrics``
+(port ``T2V_METRICS_PORT``, 9840) on the private network: no auth, and it never shows a
+prompt, a key or a job id.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
-from t2v_core.names import QUEUES
+from t2v_core.names import QUEUES, RECONCILE_LAST_RUN_KEY
 from t2v_core.states import JobStatus
 from t2v_core.store import JobStore
 from worker.limiter import AccountLimiter
+from worker.state_counts import StateCounts
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def render_metrics(store: JobStore, redis: Any, limiter: AccountLimiter) -> str:
-    lines = [
-        "# HELP t2v_queue_length Messages waiting in each Celery queue (Redis list length).",
-        "# TYPE t2v_queue_length gauge",
-    ]
-    for queue in QUEUES:
-        lines.append(f't2v_queue_length{{queue="{queue}"}} {int(redis.llen(queue))}')
-    counts = store.count_by_status()
-    lines += ["# HELP t2v_jobs Jobs in the table by state.", "# TYPE t2v_jobs gauge"]
-    for status in JobStatus:
-        lines.append(f't2v_jobs{{status="{status.value}"}} {counts.get(status.value, 0)}')
-    view = limiter.view()
-    lines += [
-        "# HELP t2v_account_slots_in_use Provider queued-request slots held by our jobs.",
-        "# TYPE t2v_account_slots_in_use gauge",
-        f"t2v_account_slots_in_use {view.in_use}",
-        "# HELP t2v_account_slots_limit The account's queued-request limit.",
-        "# TYPE t2v_account_slots_limit gauge",
-        f"t2v_account_slots_limit {view.configured}",
-        "# HELP t2v_account_slots_effective_limit The limit in use (lowered by the provider's"
-        " 429s while another system shares the key, grown back step by step).",
-        "# TYPE t2v_account_slots_effective_limit gauge",
-        f"t2v_account_slots_effective_limit {view.effective}",
-        "# HELP t2v_account_provider_max The N of the provider's last 'Maximum N queued"
-        " requests' answer (0: none seen).",
-        "# TYPE t2v_account_provider_max gauge",
-        f"t2v_account_provider_max {view.provider_max or 0}",
-        "# HELP t2v_account_queue_full_429s_total 429 answers for a full provider queue.",
-        "# TYPE t2v_account_queue_full_429s_total counter",
-        f"t2v_account_queue_full_429s_total {view.queue_full_429s}",
-        "# HELP t2v_account_slots_waiting Jobs waiting for a provider slot.",
-        "# TYPE t2v_account_slots_waiting gauge",
-        f"t2v_account_slots_waiting {view.waiting}",
-    ]
-    return "\n".join(lines) + "\n"
+class StateCollector(Collector):
+    """Reads the queues, the table's counts and the slot line at each scrape."""
+
+    def __init__(
+        self, store: JobStore, redis: Any, limiter: AccountLimiter, counts: StateCounts
+    ) -> None:
+        self.store = store
+        self.state_counts = counts
+        self.redis = redis
+        self.limiter = limiter
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        # Every Redis read in one round trip, then the bounded counts from the table.
+        view, oldest_age, extra = self.limiter.snapshot(
+            *(("llen", q) for q in QUEUES), ("get", RECONCILE_LAST_RUN_KEY)
+        )
+        *lengths, last_reconcile = extra
+        queue = GaugeMetricFamily(
+            "t2v_queue_length", "Messages waiting in each Celery queue.", labels=["queue"]
+        )
+        for name, length in zip(QUEUES, lengths, strict=True):
+            queue.add_metric([name], int(length))
+        yield queue
+        counts = self.state_counts.counts()
+        jobs = GaugeMetricFamily("t2v_jobs", "Jobs in the table by state.", labels=["status"])
+        for status in JobStatus:
+            jobs.add_metric([status.value], counts.get(status.value, 0))
+        yield jobs
+        for name, doc, value in (
+            ("t2v_slots_in_use", "Provider queued-request slots held by our jobs.", view.in_use),
+            ("t2v_slots_limit", "The account's configured queued-request limit.", view.configured),
+            (
+                "t2v_slots_effective_limit",
+                "The limit in use (lowered by the provider's 429s while another system"
+                " shares the key, grown back step by step).",
+                view.effective,
+            ),
+            (
+                "t2v_slots_provider_max",
+                "The N of the provider's last 'Maximum N queued requests' answer (0: none).",
+                view.provider_max or 0,
+            ),
+            ("t2v_jobs_waiting_for_slot", "Jobs waiting in line for a slot.", view.waiting),
+            (
+                "t2v_oldest_waiting_job_age_seconds",
+                "Age of the oldest job waiting for a slot (0: none waits).",
+                oldest_age,
+            ),
+            (
+                "t2v_last_reconcile_timestamp_seconds",
+                "Unix time reconcile last ran (0: never): beat is alive while it moves.",
+                float(last_reconcile or 0),
+            ),
+        ):
+            yield GaugeMetricFamily(name, doc, value=value)
 
 
-def create_app(store: JobStore, redis: Any, limiter: AccountLimiter) -> Starlette:
-    async def metrics(_: Request) -> PlainTextResponse:
-        body = await run_in_threadpool(render_metrics, store, redis, limiter)
-        return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
+def state_registry(
+    store: JobStore, redis: Any, limiter: AccountLimiter, counts: StateCounts | None = None
+) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    counts = counts or StateCounts(store.engine)
+    registry.register(StateCollector(store, redis, limiter, counts))
+    return registry
+
+
+def render_metrics(registry: CollectorRegistry) -> str:
+    """One scrape's text (what ``/metrics`` answers)."""
+    return generate_latest(registry).decode()
+
+
+def create_app(
+    store: JobStore, redis: Any, limiter: AccountLimiter, counts: StateCounts | None = None
+) -> Starlette:
+    registry = state_registry(store, redis, limiter, counts)
+
+    async def metrics(_: Request) -> Response:
+        body = await run_in_threadpool(generate_latest, registry)
+        return Response(body, media_type=CONTENT_TYPE)
 
     return Starlette(routes=[Route("/metrics", metrics, methods=["GET"])])
 
@@ -89,18 +134,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from t2v_core.db import get_engine
     from worker.settings import get_worker_settings
 
+    settings = get_worker_settings()
     parser = argparse.ArgumentParser(prog="python -m worker.metrics")
     parser.add_argument("--host", default="127.0.0.1")
-    # 9808 is celery-exporter's port; ours is 9840 (ops/ and docker-compose.yml scrape it).
-    parser.add_argument("--port", type=int, default=int(os.environ.get("T2V_METRICS_PORT", "9840")))
+    parser.add_argument("--port", type=int, default=settings.metrics_port)
     args = parser.parse_args(list(argv) if argv is not None else None)
-    settings = get_worker_settings()
     client = redis_lib.Redis.from_url(settings.broker_url)
-    app = create_app(
-        JobStore(get_engine(settings.database_url)),
-        client,
-        AccountLimiter(client, settings.account_slots),
-    )
+    store = JobStore(get_engine(settings.database_url))
+    counts = StateCounts(store.engine)
+    counts.recount()  # the one full count, before the first scrape
+    stop = threading.Event()
+    threading.Thread(target=counts.refresh_forever, args=(stop,), daemon=True).start()
+    app = create_app(store, client, AccountLimiter(client, settings.account_slots), counts)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 

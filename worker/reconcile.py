@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from t2v_core.names import (
+    RECONCILE_LAST_RUN_KEY,
     RECONCILE_LOCK_KEY,
     TASK_DOWNLOAD,
     TASK_POLL,
@@ -112,8 +113,11 @@ class _Lease:
 
 def reconcile(rt: Runtime, *, lock_seconds: float | None = None) -> ReconcileReport:
     report = ReconcileReport()
+    redis = rt.limiter.redis
+    # Beat is alive while this keeps moving (t2v_last_reconcile_timestamp_seconds).
+    redis.set(RECONCILE_LAST_RUN_KEY, repr(rt.now().timestamp()))
     lease = _Lease(
-        rt.limiter.redis,
+        redis,
         reconcile_lock_seconds(rt.settings) if lock_seconds is None else lock_seconds,
     )
     if not lease.take():

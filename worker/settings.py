@@ -91,6 +91,13 @@ class WorkerSettings(Settings):
         10.0, gt=0, description="beat runs reconcile this often (it reads only what is due)"
     )
 
+    # Metrics (README "Metrics"): the worker host's counters, and the state exporter.
+    worker_metrics_port: int = Field(
+        9841, ge=0, le=65535, description="the worker's /metrics (all its processes); 0: off"
+    )
+    worker_metrics_host: str = Field("127.0.0.1", description="0.0.0.0 to be scraped remotely")
+    metrics_port: int = Field(9840, ge=1, le=65535, description="python -m worker.metrics")
+
     @field_validator("download_allowed_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:

@@ -13,6 +13,7 @@ from functools import lru_cache
 import redis
 from celery.signals import worker_init, worker_process_init
 
+import worker.worker_metrics  # noqa: F401 - connects its Celery signals
 from t2v_core.db import dispose_engines, get_engine
 from t2v_core.names import TASK_DOWNLOAD, TASK_POLL, TASK_RECONCILE, TASK_ROUTES, TASK_SUBMIT
 from t2v_core.store import JobStore

@@ -33,7 +33,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from t2v_core.errors import ConfigError
@@ -42,6 +42,7 @@ from t2v_core.problems import ErrorKind
 from t2v_core.retry import OUTPUT_TTL
 from t2v_core.states import JobStatus
 from t2v_core.store import JobStore, utcnow
+from worker import instruments
 from worker.modelslab.answers import as_id
 
 log = logging.getLogger("t2v.webhook")
@@ -152,6 +153,15 @@ def create_app(
         raise ConfigError("T2V_WEBHOOK_SECRET must be at least 16 characters")
 
     async def receive(request: Request) -> JSONResponse:
+        try:
+            answer = await handle(request)
+        except Exception:
+            instruments.webhook_delivery("error")
+            raise
+        instruments.webhook_delivery(delivery_outcome(answer))
+        return answer
+
+    async def handle(request: Request) -> JSONResponse:
         if not hmac.compare_digest(str(request.path_params["secret"]), secret):
             return JSONResponse({"detail": "Not Found"}, status_code=404)
         refused = _refuse_by_headers(request)
@@ -199,12 +209,32 @@ def create_app(
     async def health(_: Request) -> JSONResponse:
         return JSONResponse({"ok": True})
 
+    async def metrics(_: Request) -> Response:
+        # This process's delivery counters (t2v_webhook_deliveries_total); keep the path
+        # off the public route: only /webhook/ needs to be reachable from the provider.
+        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+        instruments.instruments()  # registered even before the first delivery
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
     return Starlette(
         routes=[
             Route("/webhook/{secret}", receive, methods=["POST"]),
             Route("/healthz", health, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
         ]
     )
+
+
+def delivery_outcome(answer: JSONResponse) -> str:
+    """The ``t2v_webhook_deliveries_total`` label of an answer: refused (4xx), duplicate,
+    ignored (no job named) or accepted."""
+    if answer.status_code >= 400:
+        return "refused"
+    action = json.loads(bytes(answer.body)).get("action")
+    if action == "duplicate":
+        return "duplicate"
+    return "ignored" if action == "no track_id" else "accepted"
 
 
 def app_from_settings() -> Starlette:

@@ -35,9 +35,7 @@ API_KEY_VAR = "T2V_MODELSLAB_API_KEY"
 ALL_QUEUES = {getattr(states, name) for name in dir(states) if name.startswith("QUEUE_")}
 # T2V_METRICS_PORT / T2V_WORKER_METRICS_PORT: the metrics ports of issue 12, added to
 # WorkerSettings by the metrics branch; accepted by name until it is merged (then drop them).
-PENDING_SETTINGS_VARS = {"T2V_METRICS_PORT", "T2V_WORKER_METRICS_PORT"}
 SETTINGS_VARS = {f"T2V_{name.upper()}" for name in WorkerSettings.model_fields}
-SETTINGS_VARS |= PENDING_SETTINGS_VARS
 # The simulator's flags as the brief fixed them, used only if its parser is not importable.
 SIMULATOR_FLAGS_FALLBACK = {
     "--host",

@@ -26,17 +26,13 @@ from tests.unit.test_compose import (
 from worker.settings import WorkerSettings
 
 PROMETHEUS_CONFIG = REPO / "ops" / "prometheus" / "prometheus.yml"
-# The ports of issue 12's metrics (state exporter, each worker); read from WorkerSettings once
-# the metrics branch adds those fields, these agreed numbers until then.
-METRICS_PORTS = {"metrics_port": 9840, "worker_metrics_port": 9841}
 # One-shot or on-demand services need no healthcheck; beat's liveness is an alert (its
 # process being up says nothing about its ticks: T2VReconcileNotTicking).
 NO_HEALTHCHECK = {"init", "cli", "beat", "prometheus"}
 
 
 def setting_default(name: str) -> Any:
-    field = WorkerSettings.model_fields.get(name)
-    return field.default if field is not None else METRICS_PORTS[name]
+    return WorkerSettings.model_fields[name].default
 
 
 def seconds(duration: Any) -> float:

@@ -25,7 +25,7 @@ import yaml
 
 from t2v_core.names import QUEUE_DOWNLOAD, QUEUE_POLL, QUEUE_SUBMIT, QUEUES
 from tests.conftest import need
-from tests.unit.test_compose import PENDING_SETTINGS_VARS, SETTINGS_VARS, CeleryCall, celery_call
+from tests.unit.test_compose import SETTINGS_VARS, CeleryCall, celery_call
 from worker.settings import WorkerSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +34,7 @@ OVERLAYS = {"production": "redis", "production-rabbitmq": "rabbitmq"}
 K8S_VERSION = "1.32.0"  # the kubectl Debian ships here; bump both together
 API_KEY_VAR = "T2V_MODELSLAB_API_KEY"
 # T2V_REDIS_URL: the shared-state Redis when the broker is RabbitMQ (issue 10 adds it).
-KNOWN_VARS = SETTINGS_VARS | PENDING_SETTINGS_VARS | {"T2V_REDIS_URL"}
+KNOWN_VARS = SETTINGS_VARS | {"T2V_REDIS_URL"}
 PER_JOB_QUEUES = {QUEUE_SUBMIT, QUEUE_POLL, QUEUE_DOWNLOAD}
 
 # -- KEDA's documented fields (keda.sh docs 2.16: reference/scaledobject-spec, scalers/redis,

@@ -5,9 +5,8 @@ renamed metric would only show as an empty panel or an alert that can never fire
 pulls every metric name out of those queries and checks it against what the exporter and the
 workers expose, and that the dashboard shows every metric we export.
 
-``exported_sample_names()`` is the one place that says what is exported. Today it is built
-from the catalogue of issue 12 (``CATALOGUE``); once worker/metrics.py exports these names it
-is swapped for a real scrape of the exporter and a worker (same return value: sample names).
+``exported_sample_names()`` scrapes the state exporter's registry and the workers'
+instruments in-process; ``CATALOGUE`` (issue 12's list) is checked against that scrape.
 """
 
 from __future__ import annotations
@@ -63,12 +62,46 @@ CATALOGUE: dict[str, set[str]] = {
 SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
 
 
-def exported_sample_names() -> set[str]:
-    """Sample names a scrape of our exporter and workers shows (the swap point)."""
-    names = set(CATALOGUE["counter"]) | set(CATALOGUE["gauge"])
-    for family in CATALOGUE["histogram"]:
-        names |= {f"{family}_bucket", f"{family}_sum", f"{family}_count"}
+def exported_sample_names(tmp_path: Path) -> set[str]:
+    """Sample names a scrape of our exporter and of a worker shows: the state exporter's
+    registry over a real SQLite table and a Redis line, and the workers' instruments (the
+    ``# TYPE`` lines, so a labelled counter no event has moved yet is there too)."""
+    import fakeredis
+    from prometheus_client import REGISTRY, generate_latest
+
+    from t2v_core.db import make_engine
+    from t2v_core.store import JobStore
+    from worker import instruments
+    from worker.limiter import AccountLimiter
+    from worker.metrics import render_metrics, state_registry
+
+    store = JobStore(make_engine(f"sqlite:///{tmp_path / 'jobs.sqlite3'}"))
+    store.create_schema()
+    redis = fakeredis.FakeRedis()
+    instruments.instruments()  # registered on first use
+    text = render_metrics(state_registry(store, redis, AccountLimiter(redis, 3)))
+    text += generate_latest(REGISTRY).decode()
+    store.engine.dispose()
+    names: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            names |= (
+                {f"{name}_{s}" for s in ("bucket", "sum", "count")}
+                if kind == "histogram"
+                else {name}
+            )
+        elif line and not line.startswith("#"):
+            names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
     return names
+
+
+def test_the_catalogue_is_what_a_scrape_shows(tmp_path: Path) -> None:
+    scraped = exported_sample_names(tmp_path)
+    for kind, families in CATALOGUE.items():
+        for family in families:
+            sample = f"{family}_count" if kind == "histogram" else family
+            assert sample in scraped, f"{kind} {family} is not exported"
 
 
 # -- PromQL: which identifiers are metric names ------------------------------------------------
@@ -148,10 +181,10 @@ def unknown_names(queries: list[tuple[str, str]], exported: set[str]) -> list[st
 
 
 # -- the tests ------------------------------------------------------------------------------
-def test_every_queried_metric_is_exported() -> None:
+def test_every_queried_metric_is_exported(tmp_path: Path) -> None:
     queries = all_queries()
     assert len(queries) > 40  # the dashboard, the alerts and the KEDA trigger were all read
-    assert unknown_names(queries, exported_sample_names()) == []
+    assert unknown_names(queries, exported_sample_names(tmp_path)) == []
 
 
 def test_the_dashboard_shows_every_exported_metric() -> None:
@@ -206,8 +239,8 @@ def test_metric_names_are_pulled_out_of_promql(expr: str, names: set[str]) -> No
     assert metric_names(expr) == names
 
 
-def test_a_renamed_metric_is_caught() -> None:
+def test_a_renamed_metric_is_caught(tmp_path: Path) -> None:
     queries = [("panel", "sum(rate(t2v_jobs_failed[5m]))"), ("alert", "t2v_queue_lenght > 0")]
-    assert len(unknown_names(queries, exported_sample_names())) == 2
+    assert len(unknown_names(queries, exported_sample_names(tmp_path))) == 2
     # and a histogram is only asked for by its sample names
-    assert unknown_names([("p", "rate(t2v_render_seconds[5m])")], exported_sample_names())
+    assert unknown_names([("p", "rate(t2v_render_seconds[5m])")], exported_sample_names(tmp_path))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from t2v_core.names import TASK_DOWNLOAD
 from t2v_core.problems import ErrorKind, Problem
 from t2v_core.records import JobRecord, JobRow, OutputRecord
 from t2v_core.states import JobStatus
+from worker import instruments
 from worker.policy import retry_delay
 from worker.probe import make_poster, probe_video
 from worker.steps.runtime import Runtime
@@ -70,6 +72,7 @@ def download_step(rt: Runtime, job_id: str) -> None:
             ),
         )
         return
+    started = time.monotonic()
     try:
         outputs = [store_output(rt, rec, i, url) for i, url in enumerate(rec.source_urls or [])]
     except Exception as exc:  # noqa: BLE001 - every failure is judged, none loses the render
@@ -112,6 +115,8 @@ def download_step(rt: Runtime, job_id: str) -> None:
         next_check_at=None,
     ):
         log.info("job %s succeeded: %s", rec.id, ", ".join(o.storage_uri for o in outputs))
+        instruments.downloaded(time.monotonic() - started, sum(o.bytes or 0 for o in outputs))
+        instruments.job_succeeded(rec.model_effective)
 
 
 def decide_download_failure(

@@ -19,6 +19,7 @@ from t2v_core.names import TASK_POLL
 from t2v_core.problems import ErrorKind, Problem
 from t2v_core.records import JobRecord, JobRow
 from t2v_core.states import JobStatus
+from worker import instruments
 from worker.modelslab import ProviderResult, ProviderStatus
 from worker.policy import PollPolicy, next_poll_delay, retry_delay
 from worker.steps.runtime import Runtime
@@ -64,6 +65,7 @@ def poll_step(rt: Runtime, job_id: str) -> None:
         poll_count=JobRow.poll_count + 1,
     ):
         return  # a duplicate of a poll already taken, or one that came early
+    looked_before = rec.updated_at  # the last time anyone looked at this render
     rec = rt.store.get(job_id)
     assert rec is not None and rec.provider_id is not None
     elapsed, policy = elapsed_and_policy(rt, rec)
@@ -81,8 +83,10 @@ def poll_step(rt: Runtime, job_id: str) -> None:
         transient_base=rt.settings.transient_base_delay,
         cap=rt.settings.poll_max_first_delay,
     )
+    instruments.fetched(fetch_outcome(outcome))
     if isinstance(decision, Finished):
-        provider_finished(rt, rec, decision.result)
+        seen_late = (rt.now() - looked_before).total_seconds()
+        provider_finished(rt, rec, decision.result, seen_late=seen_late)
     elif isinstance(decision, Problem):
         park(rt, rec, decision)
     else:
@@ -92,6 +96,17 @@ def poll_step(rt: Runtime, job_id: str) -> None:
             reschedule(rt, rec, TASK_POLL, decision.delay, retry_count=JobRow.retry_count + 1)
         else:
             reschedule(rt, rec, TASK_POLL, decision.delay)
+
+
+def fetch_outcome(outcome: ProviderResult | TransientError | PermanentError) -> str:
+    """The ``t2v_fetches_total`` label of a fetch: running, finished, failed or error."""
+    if not isinstance(outcome, ProviderResult):
+        return "error"
+    if outcome.status is ProviderStatus.SUCCESS:
+        return "finished"
+    if outcome.status is ProviderStatus.FAILED:
+        return "failed"
+    return "running"
 
 
 def decide_poll(

@@ -22,6 +22,7 @@ from t2v_core.problems import ErrorKind, Problem
 from t2v_core.records import JobRecord, JobRow
 from t2v_core.retry import OUTPUT_TTL
 from t2v_core.states import JobStatus
+from worker import instruments
 from worker.modelslab import ProviderResult, ProviderStatus, SubmitOutcomeUnknown
 from worker.policy import next_poll_delay, retry_delay
 from worker.steps.runtime import Runtime
@@ -94,12 +95,14 @@ def submit_step(rt: Runtime, job_id: str) -> None:
         return
     rec = rt.store.get(job_id)
     assert rec is not None
+    count_taken(rt, rec)
     try:
         result = rt.client.submit(submit_payload(rec, rt.settings.webhook_url))
     except SubmitOutcomeUnknown as exc:
         outcome_unknown(rt, rec, str(exc))
         return
     except RateLimited as exc:
+        instruments.provider_rate_limited()
         if exc.queue_full:
             # The account is full at the provider: if we held fewer slots than it allows,
             # someone else uses the key; use what it accepted from now on.
@@ -122,6 +125,16 @@ def submit_step(rt: Runtime, job_id: str) -> None:
         fail(rt, rec, Problem(ErrorKind.PERMANENT, f"provider refused the request: {exc}"))
         return
     after_submit(rt, rec, result)
+
+
+def count_taken(rt: Runtime, rec: JobRecord) -> None:
+    """The job took a slot and is about to be sent: its slot wait, and on its first
+    submission (``submit_count`` 1, once per job: the move to `submitting` is a
+    compare-and-set) the enqueued counter and the time it spent queued."""
+    now = rt.now()
+    instruments.slot_taken((now - (rec.queued_at or rec.created_at)).total_seconds())
+    if rec.submit_count == 1 and not rec.unknown_submits:
+        instruments.job_enqueued(rec.model_effective, (now - rec.created_at).total_seconds())
 
 
 def submit_payload(rec: JobRecord, webhook_url: str | None) -> dict[str, Any]:
@@ -148,6 +161,7 @@ def outcome_unknown(rt: Runtime, rec: JobRecord, why: str) -> None:
         error=f"submit outcome unknown: {why}",
         retry_count=JobRow.retry_count + 1,
     )
+    instruments.submit_answer_lost(rec.model_effective)
     hold = lost_answer_hold(rt, rec.model_effective)
     rt.limiter.hold(rec.id, hold)
     rt.schedule(TASK_SUBMIT, rec.id, rt.capped(hold + 1.0))
@@ -205,6 +219,7 @@ def after_submit(rt: Runtime, rec: JobRecord, result: ProviderResult) -> None:
         # It answered but gave no id to poll: as good as a lost answer (it may be paid).
         outcome_unknown(rt, rec, f"provider answered {result.raw_status!r} without an id")
         return
+    instruments.paid_submission(rec.model_effective)
     if rt.limiter.accepted():
         wake_line(rt)  # the provider takes one more at once again
     if result.eta:

@@ -21,6 +21,7 @@ from t2v_core.problems import ErrorKind, Problem
 from t2v_core.records import JobRecord, JobRow
 from t2v_core.retry import OUTPUT_TTL, output_expiry, plan_retry
 from t2v_core.states import ACTIVE_STATES, JobStatus
+from worker import instruments
 from worker.modelslab import ProviderResult, ProviderStatus
 from worker.steps.runtime import Runtime
 from worker.steps.slots import leave_line, release_slot, render_hold
@@ -46,6 +47,7 @@ def fail(
     )
     if moved:
         log.warning("job %s failed (%s)", rec.id, problem)
+        instruments.job_failed(rec.model_effective, problem.kind.value)
     release_slot(rt, rec.id)
     return moved
 
@@ -75,6 +77,7 @@ def park(rt: Runtime, rec: JobRecord, problem: Problem) -> bool:
         log.warning(
             "job %s parked (%s); retried in %.0fs or by `t2v retry`", rec.id, problem, backoff
         )
+        instruments.job_parked(rec.model_effective, problem.kind.value)
         if not rendering:
             release_slot(rt, rec.id)
     return moved
@@ -130,12 +133,22 @@ def poll_known_render(rt: Runtime, rec: JobRecord, **values: Any) -> bool:
     return False
 
 
-def provider_finished(rt: Runtime, rec: JobRecord, result: ProviderResult, **values: Any) -> bool:
+def provider_finished(
+    rt: Runtime,
+    rec: JobRecord,
+    result: ProviderResult,
+    *,
+    seen_late: float | None = None,
+    **values: Any,
+) -> bool:
     """If the provider is done with the job (success or failed), move it on; True if so.
 
     Success moves it to `downloading` (``values`` are written in the same statement) and
     frees its account slot at once: the provider no longer counts it as queued.
+    ``seen_late``: at most how long ago the render may have finished (for the metrics).
     """
+    since = rec.submitting_at or rec.created_at
+    rendered = (rt.now() - since).total_seconds()
     if result.status is ProviderStatus.SUCCESS and result.outputs:
         moved = rt.store.transition(
             rec.id,
@@ -150,9 +163,12 @@ def provider_finished(rt: Runtime, rec: JobRecord, result: ProviderResult, **val
         # provider no longer counts it, so neither do we.
         release_slot(rt, rec.id)
         if moved:
+            instruments.render_finished(rec.model_effective, rendered, seen_late)
             rt.schedule(TASK_DOWNLOAD, rec.id, 0)
         return True
     if result.status is ProviderStatus.FAILED:
+        if rec.status is JobStatus.PROCESSING:
+            instruments.render_finished(rec.model_effective, rendered, seen_late)
         fail(
             rt,
             rec,
