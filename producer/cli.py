@@ -139,9 +139,11 @@ def status(job_id: str | None, account: bool, as_json: bool) -> None:
 def _account_status(as_json: bool) -> int:
     import redis
 
+    from t2v_core.brokers import shared_redis
+
     settings = Settings()
-    client = redis.Redis.from_url(
-        settings.broker_url,
+    client = shared_redis(
+        settings,
         socket_timeout=settings.broker_send_timeout,
         socket_connect_timeout=settings.broker_send_timeout,
     )

@@ -81,10 +81,10 @@ def create_app(store: JobStore, redis: Any, limiter: AccountLimiter) -> Starlett
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import redis as redis_lib
     import uvicorn
 
-    from t2v_core.db import get_engine
+    from t2v_core.brokers import shared_redis
+    from t2v_core.db import settings_engine
     from worker.settings import get_worker_settings
 
     parser = argparse.ArgumentParser(prog="python -m worker.metrics")
@@ -92,9 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=9808)
     args = parser.parse_args(list(argv) if argv is not None else None)
     settings = get_worker_settings()
-    client = redis_lib.Redis.from_url(settings.broker_url)
+    client = shared_redis(settings)
     app = create_app(
-        JobStore(get_engine(settings.database_url)),
+        JobStore(settings_engine(settings)),
         client,
         AccountLimiter(client, settings.account_slots),
     )
