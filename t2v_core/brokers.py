@@ -70,7 +70,7 @@ def task_queues(broker_url: str) -> list[Any]:
     native delayed delivery for them) bound to one topic exchange, as native delayed
     delivery requires.
     """
-    from kombu import Exchange, Queue
+    from kombu.entity import Exchange, Queue
 
     if is_amqp_url(broker_url):
         exchange = Exchange(AMQP_EXCHANGE, type="topic", durable=True)  # type: ignore[no-untyped-call]

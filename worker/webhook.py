@@ -209,7 +209,6 @@ def create_app(
 
 def app_from_settings() -> Starlette:
     from t2v_core.brokers import shared_redis
-
     from t2v_core.db import settings_engine
     from worker.settings import get_worker_settings
     from worker.tasks import send_step

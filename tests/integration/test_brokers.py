@@ -17,7 +17,9 @@ from tests.integration.test_pipeline import make_env
 pytestmark = pytest.mark.slow
 
 
-def _env(broker_env: dict[str, str], database_url: str, sim: SimControl, tmp: Path) -> dict[str, str]:
+def _env(
+    broker_env: dict[str, str], database_url: str, sim: SimControl, tmp: Path
+) -> dict[str, str]:
     return make_env(
         broker_env["T2V_BROKER_URL"],
         database_url,
