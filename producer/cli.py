@@ -150,7 +150,9 @@ def _account_status(as_json: bool) -> int:
     try:
         view = account_status(client).as_dict()
     except redis.RedisError as exc:
-        raise ConfigError(f"cannot read the account's slots from the broker: {exc}") from None
+        raise ConfigError(
+            f"cannot read the account's slots from Redis (T2V_REDIS_URL): {exc}"
+        ) from None
     finally:
         client.close()
     view["configured_limit"] = settings.account_slots
