@@ -35,7 +35,7 @@ from producer.idempotency import (
 )
 from producer.job import Job
 from producer.request import Text2VideoRequest
-from t2v_core.db import get_engine, get_tuned_engine
+from t2v_core.db import get_engine, get_tuned_engine, pool_options
 from t2v_core.errors import FieldError, JobNotFound, RequestInvalid, RetryRefused
 from t2v_core.records import JobRecord, JobRow
 from t2v_core.retry import plan_retry
@@ -68,7 +68,7 @@ class Producer:
         broker: Broker | None = None,
     ) -> None:
         self.settings = settings or get_settings()
-        self.store = store or JobStore(_engine(self.settings.database_url))
+        self.store = store or JobStore(_engine(self.settings))
         self.broker = broker or Broker(self.settings)
         self._schema_ready = not self.settings.auto_migrate
         self._schema_lock = threading.Lock()
@@ -372,13 +372,15 @@ class Producer:
         self.broker.close()
 
 
-def _engine(url: str) -> Engine:
+def _engine(settings: Settings) -> Engine:
     """The producer's engine: on PostgreSQL one without ``pool_pre_ping``.
 
     The pre-ping is a round trip before every checkout: a third of a single ``enqueue``.
     A connection the server dropped is caught by ``Producer._insert`` instead (reads just
     fail once and work again). Both live in ``t2v_core.db``'s registry.
     """
+    url = settings.database_url
     if make_url(url).get_backend_name() != "postgresql":
         return get_engine(url)
-    return get_tuned_engine("producer", url, pool_pre_ping=False, pool_recycle=1800)
+    options = {**pool_options(settings), "pool_pre_ping": False, "pool_recycle": 1800}
+    return get_tuned_engine("producer", url, **options)

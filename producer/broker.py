@@ -21,6 +21,7 @@ from typing import Any
 
 from celery import Celery
 
+from t2v_core.brokers import is_amqp_url, task_queues
 from t2v_core.errors import EnqueueError
 from t2v_core.names import TASK_ROUTES, TASK_SUBMIT
 from t2v_core.settings import Settings
@@ -59,6 +60,7 @@ class Broker:
     def __init__(self, settings: Settings, app: Celery | None = None) -> None:
         self.settings = settings
         self.app = app or make_celery_app(settings)
+        self._declared = False
 
     def send_submit(self, job_ids: Sequence[str]) -> None:
         """Send one ``t2v.submit`` message per id (see ``send``)."""
@@ -75,6 +77,7 @@ class Broker:
             return
         try:
             with self.app.producer_or_acquire() as producer:
+                self._declare(producer)
                 if len(job_ids) == 1:
                     self._publish(producer, task, job_ids[0])
                 else:
@@ -90,6 +93,15 @@ class Broker:
             err.job_ids = tuple(job_ids)
             log.warning("enqueue: broker send failed for %d job(s): %s", len(job_ids), exc)
             raise err from exc
+
+    def _declare(self, producer: Any) -> None:
+        # RabbitMQ drops a message sent to a queue nobody declared yet: declare the task
+        # queues exactly as the worker does (quorum, topic exchange) before the first send.
+        if self._declared or not is_amqp_url(self.settings.broker_url):
+            return
+        for queue in task_queues(self.settings.broker_url):
+            queue.bind(producer.channel).declare()
+        self._declared = True
 
     def _publish(self, producer: Any, task: str, job_id: str) -> None:
         message = self.app.amqp.create_task_message(str(uuid.uuid4()), task, [job_id], {})

@@ -139,16 +139,20 @@ def status(job_id: str | None, account: bool, as_json: bool) -> None:
 def _account_status(as_json: bool) -> int:
     import redis
 
+    from t2v_core.brokers import shared_redis
+
     settings = Settings()
-    client = redis.Redis.from_url(
-        settings.broker_url,
+    client = shared_redis(
+        settings,
         socket_timeout=settings.broker_send_timeout,
         socket_connect_timeout=settings.broker_send_timeout,
     )
     try:
         view = account_status(client).as_dict()
     except redis.RedisError as exc:
-        raise ConfigError(f"cannot read the account's slots from the broker: {exc}") from None
+        raise ConfigError(
+            f"cannot read the account's slots from Redis (T2V_REDIS_URL): {exc}"
+        ) from None
     finally:
         client.close()
     view["configured_limit"] = settings.account_slots

@@ -109,17 +109,45 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_pre_ping", True)
     if "poolclass" not in kwargs:
         kwargs.setdefault("pool_size", 5)
-        kwargs.setdefault("max_overflow", 10)
+        kwargs.setdefault("max_overflow", 5)
     return create_engine(url, **kwargs)
 
 
-def get_engine(url: str) -> Engine:
-    """One shared engine per URL per process (engines hold the connection pool)."""
+def pool_options(settings: Any) -> dict[str, Any]:
+    """Engine options from ``Settings``: the per-process PostgreSQL connection budget.
+
+    At most ``db_pool_size + db_max_overflow`` connections per process; a checkout waits
+    ``db_pool_timeout`` seconds for a free one. ``db_pgbouncer``: the URL is a PgBouncer in
+    transaction mode, where a server connection changes between transactions, so psycopg
+    must not prepare statements server-side (``prepare_threshold=None``). Empty for SQLite.
+    """
+    if make_url(settings.database_url).get_backend_name() == "sqlite":
+        return {}
+    options: dict[str, Any] = {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout,
+    }
+    if settings.db_pgbouncer:
+        options["connect_args"] = {"prepare_threshold": None}
+    return options
+
+
+def get_engine(url: str, **kwargs: Any) -> Engine:
+    """One shared engine per URL per process (engines hold the connection pool).
+
+    ``kwargs`` (``pool_options(settings)``) apply when the engine is first made.
+    """
     with _lock:
         engine = _engines.get(url)
         if engine is None:
-            engine = _engines[url] = make_engine(url)
+            engine = _engines[url] = make_engine(url, **kwargs)
         return engine
+
+
+def settings_engine(settings: Any) -> Engine:
+    """The shared engine for ``settings.database_url``, sized by the pool settings."""
+    return get_engine(settings.database_url, **pool_options(settings))
 
 
 def dispose_engines() -> None:

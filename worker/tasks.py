@@ -10,11 +10,11 @@ from __future__ import annotations
 import random
 from functools import lru_cache
 
-import redis
 from celery.signals import worker_init, worker_process_init
 
 import worker.worker_metrics  # noqa: F401 - connects its Celery signals
-from t2v_core.db import dispose_engines, get_engine
+from t2v_core.brokers import shared_redis
+from t2v_core.db import dispose_engines, forget_engines, settings_engine
 from t2v_core.names import TASK_DOWNLOAD, TASK_POLL, TASK_RECONCILE, TASK_ROUTES, TASK_SUBMIT
 from t2v_core.store import JobStore
 from worker.celery_app import app
@@ -46,7 +46,7 @@ def runtime() -> Runtime:
 
         raise ConfigError("T2V_MODELSLAB_API_KEY is not set (the worker needs the account key)")
     http = pinned_session()  # downloads connect only to the addresses they vetted
-    store = JobStore(get_engine(settings.database_url))
+    store = JobStore(settings_engine(settings))
     return Runtime(
         settings=settings,
         store=store,
@@ -56,7 +56,7 @@ def runtime() -> Runtime:
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
         ),
-        limiter=AccountLimiter(redis.Redis.from_url(settings.broker_url), settings.account_slots),
+        limiter=AccountLimiter(shared_redis(settings), settings.account_slots),
         storage=storage_from_url(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url),
         http=http,
         schedule=send_step,
@@ -68,14 +68,15 @@ def runtime() -> Runtime:
 def _migrate(**_: object) -> None:
     # Bring the table up to date before taking work (safe when several workers start).
     settings = get_worker_settings()
-    JobStore(get_engine(settings.database_url)).create_schema()
+    JobStore(settings_engine(settings)).create_schema()
     dispose_engines()
 
 
 @worker_process_init.connect
 def _after_fork(**_: object) -> None:
-    # Connections opened in the parent must not be shared with forked children.
-    dispose_engines()
+    # Connections opened in the parent must not be shared with forked children: forget
+    # them (never close the parent's sockets from here); each child opens its own pool.
+    forget_engines()
     runtime.cache_clear()
 
 

@@ -238,9 +238,8 @@ def delivery_outcome(answer: JSONResponse) -> str:
 
 
 def app_from_settings() -> Starlette:
-    import redis as redis_lib
-
-    from t2v_core.db import get_engine
+    from t2v_core.brokers import shared_redis
+    from t2v_core.db import settings_engine
     from worker.settings import get_worker_settings
     from worker.tasks import send_step
 
@@ -252,8 +251,8 @@ def app_from_settings() -> Starlette:
         raise ConfigError("T2V_WEBHOOK_URL must end with /<T2V_WEBHOOK_SECRET>")
     return create_app(
         secret=secret,
-        store=JobStore(get_engine(settings.database_url)),
-        redis=redis_lib.Redis.from_url(settings.broker_url),
+        store=JobStore(settings_engine(settings)),
+        redis=shared_redis(settings),
         schedule=send_step,
         deadline=settings.poll_deadline_seconds,
     )

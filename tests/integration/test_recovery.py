@@ -64,9 +64,12 @@ def test_jobs_survive_redis_losing_every_message(
 
 
 def test_a_worker_killed_mid_flight_loses_nothing(
-    redis_url: str, sqlite_url: str, sim: SimControl, tmp_path: Path
+    broker_env: dict[str, str], sqlite_url: str, sim: SimControl, tmp_path: Path
 ) -> None:
-    env = make_env(redis_url, sqlite_url, sim, {"T2V_STORAGE_URL": str(tmp_path / "v")})
+    # On both brokers: Redis redelivers the killed worker's unacked messages after the
+    # visibility timeout (reconcile re-drives sooner), RabbitMQ as soon as its channel closes.
+    storage = {"T2V_STORAGE_URL": str(tmp_path / "v"), **broker_env}
+    env = make_env(broker_env["T2V_BROKER_URL"], sqlite_url, sim, storage)
     pipe = Pipeline(env, tmp_path / "logs")
     sim.faults(slow_share=0.0)
     ids = _enqueue(pipe, 6)
@@ -84,7 +87,8 @@ def test_a_worker_killed_mid_flight_loses_nothing(
     interval = float(env["T2V_RECONCILE_INTERVAL"])
     settings = WorkerSettings.model_construct(reconcile_interval=interval)
     lock_ms = int(reconcile_lock_seconds(settings) * 1000)
-    redis_lib.Redis.from_url(redis_url).set(RECONCILE_LOCK_KEY, "killed-run", px=lock_ms)
+    shared = env.get("T2V_REDIS_URL", env["T2V_BROKER_URL"])
+    redis_lib.Redis.from_url(shared).set(RECONCILE_LOCK_KEY, "killed-run", px=lock_ms)
     second = pipe.start_worker()
     try:
         records = pipe.wait_all(ids, timeout=120)

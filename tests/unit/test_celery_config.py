@@ -41,3 +41,58 @@ def test_api_key_is_secret_in_settings_repr() -> None:
     assert "sk-live-very-secret" not in repr(settings)
     assert "sk-live-very-secret" not in str(settings.model_dump())
     assert "sk-live-very-secret" not in str(celery_config(settings))
+
+
+AMQP = "amqp://guest:guest@127.0.0.1:5672/t2v"
+
+
+def test_rabbitmq_needs_t2v_redis_url_at_start() -> None:
+    with pytest.raises(ConfigError, match="T2V_REDIS_URL"):
+        celery_config(WorkerSettings(broker_url=AMQP, redis_url=None))
+
+
+def test_rabbitmq_gets_quorum_queues_on_a_topic_exchange_and_native_delays() -> None:
+    from celery.utils.quorum_queues import detect_quorum_queues
+
+    settings = WorkerSettings(broker_url=AMQP, redis_url="redis://127.0.0.1:6379/3")
+    # No visibility timeout on RabbitMQ: a short one is no error there.
+    conf = celery_config(settings.model_copy(update={"visibility_timeout": 1.0}))
+    assert "visibility_timeout" not in conf["broker_transport_options"]
+    assert conf["worker_detect_quorum_queues"] is True
+    assert conf["broker_native_delayed_delivery_queue_type"] == "quorum"
+    for queue in conf["task_queues"]:
+        assert queue.queue_arguments == {"x-queue-type": "quorum"}
+        assert queue.exchange.type == "topic"  # native delayed delivery refuses direct ones
+    from celery import Celery
+
+    probe = Celery(set_as_current=False)
+    probe.conf.update(task_queues=conf["task_queues"])
+    assert detect_quorum_queues(probe, "amqp")[0]
+
+
+def test_shared_redis_url_follows_a_redis_broker_or_t2v_redis_url() -> None:
+    from t2v_core.brokers import shared_redis_url
+
+    redis_broker = WorkerSettings(broker_url="redis://10.0.0.1:6379/0")
+    assert shared_redis_url(redis_broker) == "redis://10.0.0.1:6379/0"
+    both = WorkerSettings(broker_url=AMQP, redis_url="redis://10.0.0.2:6379/1")
+    assert shared_redis_url(both) == "redis://10.0.0.2:6379/1"
+    with pytest.raises(ConfigError, match="T2V_REDIS_URL"):
+        shared_redis_url(WorkerSettings(broker_url=AMQP, redis_url="amqp://x/"))
+
+
+def test_pool_options_size_postgres_pools_and_turn_prepares_off_for_pgbouncer() -> None:
+    from t2v_core.db import pool_options
+
+    pg = "postgresql+psycopg://u@127.0.0.1:6432/t2v"
+    opts = pool_options(
+        WorkerSettings(database_url=pg, db_pool_size=1, db_max_overflow=2, db_pgbouncer=True)
+    )
+    assert opts == {
+        "pool_size": 1,
+        "max_overflow": 2,
+        "pool_timeout": 30.0,
+        "connect_args": {"prepare_threshold": None},
+    }
+    assert "connect_args" not in pool_options(WorkerSettings(database_url=pg))
+    assert pool_options(WorkerSettings(database_url="sqlite:///:memory:")) == {}

@@ -80,6 +80,11 @@ class LocalStack:
         return self
 
     def _start_broker(self, url: str) -> None:
+        from t2v_core.brokers import is_redis_url
+
+        if not is_redis_url(url):  # RabbitMQ: the user runs it (and sets T2V_REDIS_URL)
+            self._note(f"Broker:         {url} (not started by t2v up)")
+            return
         if processes.redis_reachable(url):
             self._note(f"Redis broker:   {url} (already running)")
             return
@@ -110,12 +115,12 @@ class LocalStack:
         self._note(f"ModelsLab API:  {proc.url}/api/v6 (the local simulator; no key was set)")
 
     def _migrate(self) -> None:
-        from t2v_core.db import get_engine
+        from t2v_core.db import settings_engine
         from t2v_core.settings import get_settings
         from t2v_core.store import JobStore
 
         settings = get_settings()
-        JobStore(get_engine(settings.database_url)).create_schema()
+        JobStore(settings_engine(settings)).create_schema()
         self._note(f"Job records:    {settings.database_url}")
         self._note(f"Video storage:  {settings.storage_url}")
 
