@@ -13,6 +13,8 @@ old name.
 
     Redis key                               written by
     t2v:slots:holders|waiting|ready|state   the account's slot line (worker.limiter)
+    t2v:slots:flows|flowof|fair             its fair order: flows by virtual tag, each
+    t2v:slots:fair:{class}/{tenant}         job's flow, virtual time; one FIFO per flow
     t2v:slots:eta:{model}                   recent provider etas (worker.limiter)
     t2v:slots:rebuild-lock                  one rebuilder of a lost line at a time
     t2v:reconcile:lock                      one reconcile at a time
@@ -50,7 +52,8 @@ SLOTS_PREFIX = "t2v:slots"
 
 def slot_keys(prefix: str = SLOTS_PREFIX) -> dict[str, str]:
     """The slot line's keys under ``prefix`` (a test or a second account uses another)."""
-    return {part: f"{prefix}:{part}" for part in ("holders", "waiting", "ready", "state")}
+    parts = ("holders", "waiting", "ready", "state", "flows", "flowof", "fair")
+    return {part: f"{prefix}:{part}" for part in parts}
 
 
 def eta_key(prefix: str, model: str) -> str:
