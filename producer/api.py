@@ -138,7 +138,7 @@ class Producer:
             return self._same_job(existing, payload, idempotency_key or "")
         job_id = row["id"]
         log.info("enqueued job %s (model %s)", job_id, req.model_effective)
-        self.broker.send_submit([job_id])
+        self.broker.send_submit([job_id], [priority])
         return Job(job_id, self, JobRecord.model_validate(row))
 
     def _insert(self, row: dict[str, Any]) -> None:
@@ -238,7 +238,7 @@ class Producer:
         store.insert_many(rows)
         ids = [row["id"] for row in rows]
         log.info("enqueued %d jobs (%s .. %s)", len(ids), ids[0], ids[-1])
-        self.broker.send_submit(ids)
+        self.broker.send_submit(ids, [row["priority"] for row in rows])
         return ManyEnqueued(
             [Job(row["id"], self, JobRecord.model_validate(row)) for row in rows], ids
         )
@@ -298,7 +298,8 @@ class Producer:
             len(new_ids),
             len(existing),
         )
-        self.broker.send_submit(new_ids)
+        rows = {r["id"]: r for r in [*keyed_rows.values(), *unkeyed_rows.values()]}
+        self.broker.send_submit(new_ids, [rows[i]["priority"] for i in new_ids])
         return ManyEnqueued(jobs, new_ids)
 
     def _jobs_by_key(self, keys: Sequence[str]) -> dict[str, JobRecord]:

@@ -46,6 +46,18 @@ TASK_ROUTES: dict[str, str] = {
 }
 BEAT_RECONCILE = "t2v-reconcile"  # the beat schedule's entry
 
+# A bulk job's submit message goes to a lower-priority Redis list of its queue (kombu's
+# priority steps; a worker pops the plain list first), so a burst of bulk enqueues never
+# holds an interactive job's submit, nor a freed slot's wake-up, behind it.
+SUBMIT_MESSAGE_PRIORITY: dict[str, int] = {"bulk": 6}
+PRIORITY_SEP = "\x06\x16"  # kombu's default separator of a queue's priority lists
+
+
+def queue_lists(queue: str) -> list[str]:
+    """The Redis lists a queue's messages wait in, by priority step (kombu: 0, 3, 6, 9)."""
+    return [queue] + [f"{queue}{PRIORITY_SEP}{step}" for step in (3, 6, 9)]
+
+
 # -- Redis keys ----------------------------------------------------------------------------
 SLOTS_PREFIX = "t2v:slots"
 

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from t2v_core.names import QUEUES
+from t2v_core.names import QUEUES, queue_lists
 from t2v_core.states import JobStatus
 from t2v_core.store import JobStore
 from worker.limiter import AccountLimiter
@@ -41,7 +41,8 @@ def render_metrics(store: JobStore, redis: Any, limiter: AccountLimiter) -> str:
         "# TYPE t2v_queue_length gauge",
     ]
     for queue in QUEUES:
-        lines.append(f't2v_queue_length{{queue="{queue}"}} {int(redis.llen(queue))}')
+        waiting = sum(int(redis.llen(key)) for key in queue_lists(queue))
+        lines.append(f't2v_queue_length{{queue="{queue}"}} {waiting}')
     counts = store.count_by_status()
     lines += ["# HELP t2v_jobs Jobs in the table by state.", "# TYPE t2v_jobs gauge"]
     for status in JobStatus:

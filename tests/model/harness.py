@@ -674,7 +674,7 @@ class AppBroker:
     def __init__(self, world: World) -> None:
         self.world = world
 
-    def send_submit(self, job_ids: Any) -> None:
+    def send_submit(self, job_ids: Any, priorities: Any = None) -> None:
         ids = list(job_ids)
         if not ids:
             return
