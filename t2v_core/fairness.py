@@ -118,21 +118,21 @@ def parse_tenant_weights(text: str | Mapping[str, float] | None) -> dict[str, fl
     """``"acme=3,trial=1"`` as ``{"acme": 3.0, "trial": 1.0}``; ``ValueError`` when bad."""
     if text is None:
         return {}
+    pairs: list[tuple[str, object]] = []
     if isinstance(text, Mapping):
         pairs = list(text.items())
     else:
-        pairs = []
         for part in text.split(","):
             if not part.strip():
                 continue
-            name, sep, weight = part.partition("=")
+            name, sep, raw = part.partition("=")
             if not sep:
                 raise ValueError(f"T2V_TENANT_WEIGHTS: {part.strip()!r} is not TENANT=WEIGHT")
-            pairs.append((name.strip(), weight.strip()))
+            pairs.append((name.strip(), raw.strip()))
     weights: dict[str, float] = {}
     for name, raw in pairs:
         try:
-            weight = float(raw)
+            weight = float(str(raw))
         except ValueError:
             raise ValueError(f"T2V_TENANT_WEIGHTS: weight of {name!r} is not a number") from None
         if not (0 < weight <= 1000):
