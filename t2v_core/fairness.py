@@ -125,14 +125,15 @@ def parse_tenant_weights(text: str | Mapping[str, float] | None) -> dict[str, fl
         for part in text.split(","):
             if not part.strip():
                 continue
-            name, sep, raw = part.partition("=")
+            key, sep, raw = part.partition("=")
             if not sep:
                 raise ValueError(f"T2V_TENANT_WEIGHTS: {part.strip()!r} is not TENANT=WEIGHT")
-            pairs.append((name.strip(), raw.strip()))
+            pairs.append((key.strip(), raw.strip()))
     weights: dict[str, float] = {}
-    for name, raw in pairs:
+    for tenant, given in pairs:
+        name = str(tenant)
         try:
-            weight = float(str(raw))
+            weight = float(str(given))
         except ValueError:
             raise ValueError(f"T2V_TENANT_WEIGHTS: weight of {name!r} is not a number") from None
         if not (0 < weight <= 1000):

@@ -218,4 +218,3 @@ def test_a_seed_replays_exactly(bench: Bench) -> None:
         )
         assert first.trace == second.trace
         assert first.violations == second.violations
-
