@@ -8,9 +8,11 @@ Celery worker with beat, SQLite) and tears it down:
    (``submitting_at``) against the mean render time, and how many of A's jobs still wait
    when B's last job is done.
 2. ``even`` / ``weighted``: tenants A and B enqueue ``--per-tenant`` bulk jobs each (A's
-   first, then B's), with ``T2V_TENANT_WEIGHTS`` unset / ``A=3,B=1``. Measured over a
-   ``--window`` s window: each tenant's share of slot-seconds (a slot is held from
-   ``submitting_at`` to ``downloading_at``), in 10 s buckets too.
+   first, then B's), with ``T2V_TENANT_WEIGHTS`` unset / ``A=3,B=1``. Once every submit
+   message has joined the line (``all_joined_the_line_after_s``: until then B's messages
+   wait in the broker behind A's), measured over a ``--window`` s window: each tenant's
+   share of slot-seconds (a slot is held from ``submitting_at`` to ``downloading_at``), in
+   10 s buckets too.
 3. ``single``: the same jobs with no tenant (the old single line), for slot use while
    jobs wait: slot-seconds used / (limit x window) in both.
 
@@ -176,15 +178,25 @@ def shared(base: Path, per_tenant: int, window: float, render_mean: float, mode:
     extra = {"T2V_TENANT_WEIGHTS": "A=3,B=1"} if mode == "weighted" else {}
     procs, prod = _stack(base, render_mean, extra)
     try:
-        t0 = datetime.now().astimezone()
+        import redis
+
+        from t2v_core.names import QUEUE_SUBMIT, queue_lists
+
+        client = redis.Redis.from_url(os.environ["T2V_BROKER_URL"])
+        start = time.monotonic()
         if mode == "single":
             prod.enqueue_many([_req(i) for i in range(2 * per_tenant)], priority="bulk")
         else:
             for n, tenant in enumerate(("A", "B")):
                 reqs = [_req(n * per_tenant + i) for i in range(per_tenant)]
                 prod.enqueue_many(reqs, priority="bulk", tenant=tenant)
+        # Fairness is the line's: measure once every submit message has joined it.
+        _wait_until(lambda: sum(client.llen(k) for k in queue_lists(QUEUE_SUBMIT)) == 0, 900)
+        joined_s = time.monotonic() - start
+        t0 = datetime.now().astimezone()
         time.sleep(window)  # a measurement window, not a synchronisation
         result = _slot_seconds(prod, t0, window)
+        result["all_joined_the_line_after_s"] = round(joined_s, 1)
         result["queued_at_end"] = len(prod.list_jobs(status="queued", limit=100_000))
         result["weights"] = extra.get("T2V_TENANT_WEIGHTS", "1:1")
         return result

@@ -5,7 +5,11 @@ A per-process Celery ``rate_limit`` cannot express "at most N in flight across a
 so the slots live in Redis:
 
     {prefix}:holders   ZSET job_id → lease expiry (epoch s); a crashed holder frees itself
-    {prefix}:waiting   ZSET job_id → job creation time; oldest first (ties: by job id)
+    {prefix}:waiting   ZSET job_id → job creation time: every job waiting for a slot
+    {prefix}:flows     ZSET flow → virtual tag of the flow's first waiting job
+    {prefix}:fair:{f}  ZSET job_id → creation time: flow f's waiting jobs, oldest first
+    {prefix}:flowof    HASH job_id → its flow
+    {prefix}:fair      HASH V (the line's virtual time), c:{f} (a slot's cost), l:{f} (last tag)
     {prefix}:ready     present while the line is whole; Redis restarted empty → absent
     {prefix}:state     HASH effective limit learned from the provider's 429s, its max, when
     {prefix}:eta:{m}   LIST the provider's recent etas for model m (how long a slot of a
@@ -14,12 +18,39 @@ so the slots live in Redis:
 A slot is held while the provider may be rendering for us: taken for a short hold before
 the submit is sent (as long as a render whose answer is lost could run), stretched to the
 poll deadline once the provider answered, given back when the render ended. A job that
-finds no free slot joins ``waiting`` and its submit task simply returns: it costs nothing
-while it waits (no retry-polling). Releasing a slot names the oldest waiting jobs that now
-fit (they keep their place until their own acquire takes the slot), and the caller sends
-their submit tasks. A new job never takes a slot while older jobs wait for it: a job's
-place is its rank in ``waiting`` (``ZRANK``), so no number ever passes through Lua's
-14-digit number formatting.
+finds no free slot joins the line and its submit task simply returns: it costs nothing
+while it waits (no retry-polling). Releasing a slot names the first waiting jobs of the
+fair order that now fit (they keep their place until their own acquire takes the slot),
+and the caller sends their submit tasks. Nobody the order puts later takes a slot while
+an earlier job waits for it: acquire takes a slot only if its job is among the first
+``free`` of the order.
+
+**The fair order** (weighted fair queueing with self-clocked virtual tags, as SCFQ): a
+job's *flow* is its priority class and tenant (``bulk/acme``); one slot costs a flow
+``1 / (class weight × tenant weight)`` (``t2v_core.fairness``: interactive 100, normal 10,
+bulk 1; tenants from ``T2V_TENANT_WEIGHTS``, default 1). A flow's waiting jobs are served
+oldest first (by creation, whatever order they joined in); the i-th has the virtual tag
+``head + i × cost``, and free slots go to the smallest tags (ties by flow name). A slot
+taken moves the line's virtual time ``V`` to the tag served and the flow's head one cost
+on. A flow that was empty starts at ``max(V, its last tag) + cost``: an idle tenant saves
+up no credit and a busy one is forgiven no debt. So backlogged flows share the slots in
+proportion to their weights (two bulk tenants 1:1, ``acme=3,trial=1`` 3:1), and a new
+interactive job's tag is ``V + 1/100``: ahead of every bulk job but those already within
+a hundredth of a slot of V — the next free slot, in practice.
+
+**Starvation: a minimum share, not aging.** Classes are weights, not strict levels, so a
+backlogged bulk flow keeps at least ``1 / (sum of the backlogged flows' weights)`` of the
+slots (1 in 11 against one normal tenant's backlog, 1 in 101 against an interactive one):
+bulk work always moves, at a rate one can compute, and an interactive job still waits
+for at most about one slot. Aging (promoting a bulk job older than X) was not chosen: once
+a large backlog ages, all of it is promoted together and competes with the class it was
+promoted into, which starves that class instead; and "older than X" would have to be
+re-checked for every waiting job, which a per-decision O(log n) script cannot do.
+
+**Cost per decision**: O(k log n) Redis work for the k = free slots (at most the account
+limit: 5/10/15) — ``ZRANGE`` on ``flows`` and on at most k flows' FIFOs, a k-way merge in
+Lua — and O(log n) to join or leave; never a scan of the line. One Lua script per
+decision, so two workers never both take the last slot.
 
 When ``ready`` is missing (Redis lost the line), ``acquire`` raises ``LineLost`` and takes
 nothing; the caller rebuilds the line from the job table (``rebuild``) and tries again.
