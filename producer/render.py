@@ -109,26 +109,17 @@ def show_record(console: Console, record: JobRecord) -> None:
 
 def show_list(console: Console, records: Sequence[JobRecord], title: str | None = None) -> None:
     table = Table(title=title)
-    for name in (
-        "id",
-        "status",
-        "model",
-        "priority",
-        "tenant",
-        "labels",
-        "created",
-        "output / error",
-    ):
+    table.add_column("id", no_wrap=True)
+    for name in ("status", "model", "priority / tenant / labels", "created", "output / error"):
         table.add_column(name, overflow="fold")
     for r in records:
         detail = r.outputs[0].storage_uri if r.outputs else (r.error or "")
+        who = [r.priority, r.tenant or "", labels_text(r.labels or {})]
         table.add_row(
             r.id,
             _status(r.status),
             r.model_effective,
-            r.priority,
-            escape(r.tenant or ""),
-            escape(labels_text(r.labels or {})),
+            escape(" ".join(w for w in who if w)),
             r.created_at.isoformat(timespec="seconds"),
             escape(detail),
         )
