@@ -212,23 +212,39 @@ def main() -> int:
     ap.add_argument("--window", type=float, default=60.0)
     ap.add_argument("--render-mean", type=float, default=2.0)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/fairness.json")
+    ap.add_argument(
+        "--phases",
+        default="interactive,even,weighted,single",
+        help="phases to run; the others keep their figures from --out",
+    )
     args = ap.parse_args()
-    results: dict[str, Any] = {
-        "command": " ".join(["python", *sys.argv]),
-        "machine": f"{platform.node()} {os.cpu_count()} cores",
-        "account_slots": SLOTS,
-        "plot": "none: matplotlib is not installed (share_per_10s holds the series)",
-    }
+    phases = args.phases.split(",")
+    results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results.setdefault("runs", {})
+    results.update(
+        {
+            "machine": f"{platform.node()} {os.cpu_count()} cores",
+            "account_slots": SLOTS,
+            "plot": "none: matplotlib is not installed (share_per_10s holds the series)",
+        }
+    )
+    command = " ".join(["python", *sys.argv])
     with tempfile.TemporaryDirectory(prefix="t2v-fair-") as tmp:
         base = Path(tmp)
-        results["interactive_behind_bulk"] = interactive(base / "i", args.bulk, args.render_mean)
-        print(json.dumps(results["interactive_behind_bulk"]), flush=True)
+        if "interactive" in phases:
+            result = interactive(base / "i", args.bulk, args.render_mean)
+            results["interactive_behind_bulk"] = result
+            results["runs"]["interactive_behind_bulk"] = command
+            print(json.dumps(result), flush=True)
         for mode in ("even", "weighted", "single"):
-            results[mode] = shared(
-                base / mode, args.per_tenant, args.window, args.render_mean, mode
-            )
-            print(mode, json.dumps(results[mode]["share"]), flush=True)
-    results["window_s"] = args.window
+            if mode not in phases:
+                continue
+            result = shared(base / mode, args.per_tenant, args.window, args.render_mean, mode)
+            result["per_tenant_jobs"] = args.per_tenant
+            result["window_s"] = args.window
+            results[mode] = result
+            results["runs"][mode] = command
+            print(mode, json.dumps(result["share"]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
