@@ -37,6 +37,7 @@ from t2v_core.errors import (
     T2VError,
     TransientError,
 )
+from t2v_core.fairness import JobOptions
 from t2v_core.records import JobRecord, OutputRecord
 from t2v_core.settings import Settings, get_settings
 from t2v_core.states import JobStatus
@@ -49,6 +50,7 @@ __all__ = [
     "JobError",
     "JobFailed",
     "JobNotFound",
+    "JobOptions",
     "JobParked",
     "JobRecord",
     "JobStatus",

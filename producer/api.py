@@ -35,10 +35,11 @@ from producer.idempotency import (
 )
 from producer.job import Job
 from producer.request import Text2VideoRequest
+from producer.resume import retry_job, retry_jobs
 from t2v_core.db import get_engine, get_tuned_engine, pool_options
 from t2v_core.errors import FieldError, JobNotFound, RequestInvalid, RetryRefused
-from t2v_core.records import JobRecord, JobRow
-from t2v_core.retry import plan_retry
+from t2v_core.fairness import JobOptions, check_job_options, item_options
+from t2v_core.records import JobRecord
 from t2v_core.settings import Settings, get_settings
 from t2v_core.states import JobStatus
 from t2v_core.store import JobStore
@@ -87,8 +88,20 @@ class Producer:
         return self.store
 
     # -- writes -----------------------------------------------------------------------
-    def enqueue(self, request: RequestLike, *, idempotency_key: str | None = None) -> Job:
+    def enqueue(
+        self,
+        request: RequestLike,
+        *,
+        idempotency_key: str | None = None,
+        priority: str = "normal",
+        tenant: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> Job:
         """Validate, write the row `queued`, send ``t2v.submit``; return the job's handle.
+
+        ``priority`` (``"interactive"``, ``"normal"``, ``"bulk"``) and ``tenant`` place the
+        job in the account's slot line (``t2v_core.fairness``); ``labels`` are the caller's
+        small string key/values, stored and filterable, never sent to ModelsLab.
 
         With ``idempotency_key``, a second call with the same key returns the first job and
         sends nothing (also across processes racing: the key is unique in the table). The
@@ -98,6 +111,7 @@ class Producer:
         """
         req = Text2VideoRequest.parse(request)
         payload = req.to_api_payload()
+        check_job_options(priority, tenant, labels)
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
         store = self._ready()
@@ -110,6 +124,9 @@ class Producer:
             model_requested=req.model_requested,
             model_effective=req.model_effective,
             idempotency_key=idempotency_key,
+            priority=priority,
+            tenant=tenant,
+            labels=dict(labels) if labels else None,
         )
         try:
             self._insert(row)
@@ -121,7 +138,7 @@ class Producer:
             return self._same_job(existing, payload, idempotency_key or "")
         job_id = row["id"]
         log.info("enqueued job %s (model %s)", job_id, req.model_effective)
-        self.broker.send_submit([job_id])
+        self.broker.send_submit([job_id], [priority])
         return Job(job_id, self, JobRecord.model_validate(row))
 
     def _insert(self, row: dict[str, Any]) -> None:
@@ -144,6 +161,10 @@ class Producer:
         requests: Iterable[RequestLike],
         *,
         idempotency_keys: Sequence[str | None] | None = None,
+        priority: str = "normal",
+        tenant: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        options: Sequence[JobOptions | None] | None = None,
     ) -> list[Job]:
         """Enqueue many requests: all validated first, one transaction, pipelined sends.
 
@@ -152,7 +173,8 @@ class Producer:
         a job with the same request gets that job back (nothing written or sent for it);
         the same key twice in one call with the same request is one job, returned at both
         positions. Only the new rows' messages are sent. The result is one job per item,
-        in input order.
+        in input order. ``priority``/``tenant``/``labels`` apply to every item; ``options``
+        (one ``JobOptions`` or None per item) overrides them per item.
 
         All or nothing: raises ``RequestInvalid`` naming every bad item by index
         (``[3].width=...``, ``[3].idempotency_key=...``: a bad key, or a key used for a
@@ -161,21 +183,32 @@ class Producer:
         (``.job_ids``: the new jobs) if the broker failed after the rows were written
         (they stay `queued` and are re-driven).
         """
-        return self.enqueue_many_detailed(requests, idempotency_keys=idempotency_keys).jobs
+        return self.enqueue_many_detailed(
+            requests,
+            idempotency_keys=idempotency_keys,
+            priority=priority,
+            tenant=tenant,
+            labels=labels,
+            options=options,
+        ).jobs
 
     def enqueue_many_detailed(
         self,
         requests: Iterable[RequestLike],
         *,
         idempotency_keys: Sequence[str | None] | None = None,
+        priority: str = "normal",
+        tenant: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        options: Sequence[JobOptions | None] | None = None,
     ) -> ManyEnqueued:
         """``enqueue_many``, also telling which jobs this call created (``new_ids``)."""
         keys: list[Any] | None = None
+        requests = list(requests)
         if idempotency_keys is not None:
-            requests = list(requests)
             keys = key_list(idempotency_keys, len(requests))
+        opts, errors = item_options(len(requests), JobOptions(priority, tenant, labels), options)
         parsed: list[Text2VideoRequest] = []
-        errors: list[FieldError] = []
         for index, item in enumerate(requests):
             try:
                 parsed.append(Text2VideoRequest.parse(item))
@@ -190,7 +223,7 @@ class Producer:
         if not parsed:
             return ManyEnqueued([], [])
         if keys is not None and any(k is not None for k in keys):
-            return self._enqueue_keyed(parsed, keys)
+            return self._enqueue_keyed(parsed, keys, opts)
         # No keys: the fast path (benchmarked), every item a new job.
         store = self._ready()
         rows = [
@@ -198,19 +231,23 @@ class Producer:
                 request=req.to_api_payload(),
                 model_requested=req.model_requested,
                 model_effective=req.model_effective,
+                **opts[index],
             )
-            for req in parsed
+            for index, req in enumerate(parsed)
         ]
         store.insert_many(rows)
         ids = [row["id"] for row in rows]
         log.info("enqueued %d jobs (%s .. %s)", len(ids), ids[0], ids[-1])
-        self.broker.send_submit(ids)
+        self.broker.send_submit(ids, [row["priority"] for row in rows])
         return ManyEnqueued(
             [Job(row["id"], self, JobRecord.model_validate(row)) for row in rows], ids
         )
 
     def _enqueue_keyed(
-        self, parsed: list[Text2VideoRequest], keys: list[str | None]
+        self,
+        parsed: list[Text2VideoRequest],
+        keys: list[str | None],
+        opts: list[dict[str, Any]],
     ) -> ManyEnqueued:
         payloads = [req.to_api_payload() for req in parsed]
         first = first_positions(keys, payloads)
@@ -223,6 +260,7 @@ class Producer:
                 model_requested=req.model_requested,
                 model_effective=req.model_effective,
                 idempotency_key=keys[index],
+                **opts[index],
             )
 
         keyed_rows = {key: new_row(index) for key, index in first.items()}
@@ -260,7 +298,8 @@ class Producer:
             len(new_ids),
             len(existing),
         )
-        self.broker.send_submit(new_ids)
+        rows = {r["id"]: r for r in [*keyed_rows.values(), *unkeyed_rows.values()]}
+        self.broker.send_submit(new_ids, [rows[i]["priority"] for i in new_ids])
         return ManyEnqueued(jobs, new_ids)
 
     def _jobs_by_key(self, keys: Sequence[str]) -> dict[str, JobRecord]:
@@ -285,35 +324,8 @@ class Producer:
         return moved
 
     def retry(self, job_id: str) -> Job:
-        """Resume a `parked` (or `failed`) job from its last paid step; return its handle.
-
-        A job with a provider id is fetched again (or its output downloaded again), never
-        resubmitted; a job is submitted again only if no provider id was ever known, and
-        its ``submit_count`` records it. Raises ``RetryRefused`` with the reason (still
-        running, cancelled, succeeded, its output expired, or a retry would pay for a new
-        render), ``JobNotFound``, ``EnqueueError`` (moved, message not sent: re-driven).
-        """
-        store = self._ready()
-        record = store.get(job_id)
-        if record is None:
-            raise JobNotFound(job_id)
-        plan = plan_retry(
-            record, now=store.now(), deadline_seconds=self.settings.poll_deadline_seconds
-        )
-        if not store.transition(
-            job_id,
-            plan.to,
-            expect=[plan.expect],
-            error=plan.note,
-            retry_count=JobRow.retry_count + 1,
-            **plan.values,
-        ):
-            now = store.get(job_id)
-            state = now.status.value if now else "gone"
-            raise RetryRefused(f"job {job_id} moved on meanwhile (now {state})", job_id)
-        log.info("job %s: %s", job_id, plan.note)
-        self.broker.send(plan.task, [job_id])
-        return Job(job_id, self)
+        """Resume a `parked` (or `failed`) job from its last paid step (``resume.py``)."""
+        return retry_job(self, job_id)
 
     def retry_many(
         self,
@@ -324,15 +336,7 @@ class Producer:
     ) -> tuple[list[Job], list[RetryRefused]]:
         """``retry`` every job in ``status`` (created at/after ``since``); returns the jobs
         resumed and the refusals (each says why)."""
-        wanted = [JobStatus(s) for s in status]
-        resumed: list[Job] = []
-        refused: list[RetryRefused] = []
-        for record in self._ready().list(status=wanted, since=since, limit=limit):
-            try:
-                resumed.append(self.retry(record.id))
-            except RetryRefused as exc:
-                refused.append(exc)
-        return resumed, refused
+        return retry_jobs(self, status=status, since=since, limit=limit)
 
     # -- reads ------------------------------------------------------------------------
     def load(self, job_id: str) -> JobRecord:
@@ -351,15 +355,21 @@ class Producer:
         status: JobStatus | str | None = None,
         since: datetime | None = None,
         limit: int = 100,
+        *,
+        tenant: str | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> list[JobRecord]:
-        """Records newest first, optionally only ``status`` and created at/after ``since``."""
+        """Records newest first, optionally only ``status``, created at/after ``since``, of
+        ``tenant``, and carrying every one of ``labels`` (``{"order": "1234"}``)."""
         if status is not None:
             try:
                 status = JobStatus(status)
             except ValueError:
                 allowed = ", ".join(s.value for s in JobStatus)
                 raise RequestInvalid.of("status", status, f"must be one of {allowed}") from None
-        return self._ready().list(status=status, since=since, limit=limit)
+        labels = dict(labels) if labels else None
+        store = self._ready()
+        return store.list(status=status, since=since, limit=limit, tenant=tenant, labels=labels)
 
     def _same_job(self, existing: JobRecord, payload: dict[str, Any], key: str) -> Job:
         if existing.request != payload:

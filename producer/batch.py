@@ -3,9 +3,10 @@
 ``read_batch`` parses every line (blank and ``#`` lines skipped) into a ``BatchLine``: the
 validated ``Text2VideoRequest`` and the idempotency key it is enqueued under, the line's
 ``id`` if it has one, else ``content_key`` (``batch:`` + the sha256 of its canonical JSON,
-``:n`` for the n-th copy within the file). The file is all valid or nothing: every bad
-line is reported as ``line N: field=value: reason``. ``by_line`` maps ``enqueue_many``'s
-``[i].field`` errors back to those line numbers.
+``:n`` for the n-th copy within the file). A line's ``priority``, ``tenant`` and ``labels``
+are the job's options (``BatchLine.options``), not request fields. The file is all valid
+or nothing: every bad line is reported as ``line N: field=value: reason``. ``by_line``
+maps ``enqueue_many``'s ``[i].field`` errors back to those line numbers.
 
 This module must never enqueue, nor touch the database or the broker: the ``batch``
 command in ``cli_batch.py`` does that with what it returns. A key must never depend on anything
@@ -27,9 +28,13 @@ from rich.console import Console
 from producer.idempotency import idempotency_key_problem
 from producer.request import Text2VideoRequest, UnknownModelWarning
 from t2v_core.errors import FieldError, RequestInvalid
+from t2v_core.fairness import DEFAULT_PRIORITY, JobOptions, job_option_errors
 
 err = Console(stderr=True, highlight=False)
 
+
+#: A line's fields that are the job's options, not request fields.
+LINE_OPTIONS = ("priority", "tenant", "labels")
 
 #: Prefix of the keys ``t2v batch`` derives from a line's content (never an application's).
 BATCH_KEY_PREFIX = "batch:"
@@ -43,6 +48,8 @@ class BatchLine(NamedTuple):
     #: The line's ``id``, else ``batch:<sha256 of its canonical JSON>``; None with no dedupe.
     key: str | None
     from_id: bool
+    #: The line's own ``priority``/``tenant``/``labels`` (None: the command's flags).
+    options: JobOptions | None = None
 
 
 def content_key(data: Any) -> str:
@@ -98,14 +105,17 @@ def read_batch(path: Path, *, dedupe: bool = True) -> list[BatchLine]:
                 problem = idempotency_key_problem(ident)
                 if problem:
                     bad(number, "id", ident, problem)
+            options, option_errors = _line_options(data)
+            for error in option_errors:
+                bad(number, error.field, error.value, error.reason)
             try:
-                request = Text2VideoRequest.parse(data)
+                request = Text2VideoRequest.parse(_without_options(data))
             except RequestInvalid as exc:
                 errors.extend(e.on_line(number) for e in exc.field_errors)
                 lines.append(f"line {number}: {exc}")
                 continue
             if has_id:
-                entry = BatchLine(number, request, ident if dedupe else None, True)
+                entry = BatchLine(number, request, ident if dedupe else None, True, options)
                 other = id_lines.setdefault(ident, entry) if isinstance(ident, str) else entry
                 same = other.request.to_api_payload() == request.to_api_payload()
                 if not same:
@@ -121,7 +131,7 @@ def read_batch(path: Path, *, dedupe: bool = True) -> list[BatchLine]:
                     key = content_key(data)
                     seen = seen_content[key] = seen_content.get(key, 0) + 1
                     key = key if seen == 1 else f"{key}:{seen}"
-                entry = BatchLine(number, request, key, False)
+                entry = BatchLine(number, request, key, False, options)
             entries.append(entry)
     if len(caught) and not errors:
         err.print(
@@ -132,6 +142,22 @@ def read_batch(path: Path, *, dedupe: bool = True) -> list[BatchLine]:
     if not entries:
         raise RequestInvalid(f"{path}: no requests in the file")
     return entries
+
+
+def _without_options(data: Any) -> Any:
+    if not isinstance(data, dict):
+        return data
+    return {k: v for k, v in data.items() if k not in LINE_OPTIONS}
+
+
+def _line_options(data: Any) -> tuple[JobOptions | None, list[FieldError]]:
+    """A line's ``priority``/``tenant``/``labels`` (kept in its content key: the same prompt
+    with other labels is another job) and why they are refused."""
+    if not isinstance(data, dict) or not any(k in data for k in LINE_OPTIONS):
+        return None, []
+    priority, tenant, labels = (data.get(k) for k in LINE_OPTIONS)
+    errors = job_option_errors(priority or DEFAULT_PRIORITY, tenant, labels)
+    return JobOptions(priority, tenant, labels), errors
 
 
 def _read_text(path: Path) -> str:

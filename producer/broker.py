@@ -23,7 +23,7 @@ from celery import Celery
 
 from t2v_core.brokers import is_amqp_url, task_queues
 from t2v_core.errors import EnqueueError
-from t2v_core.names import TASK_ROUTES, TASK_SUBMIT
+from t2v_core.names import SUBMIT_MESSAGE_PRIORITY, TASK_ROUTES, TASK_SUBMIT
 from t2v_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,11 +62,14 @@ class Broker:
         self.app = app or make_celery_app(settings)
         self._declared = False
 
-    def send_submit(self, job_ids: Sequence[str]) -> None:
-        """Send one ``t2v.submit`` message per id (see ``send``)."""
-        self.send(TASK_SUBMIT, job_ids)
+    def send_submit(self, job_ids: Sequence[str], priorities: Sequence[str] | None = None) -> None:
+        """Send one ``t2v.submit`` message per id (see ``send``); ``priorities`` (the jobs'
+        classes, one per id) put bulk jobs' messages behind the others."""
+        self.send(TASK_SUBMIT, job_ids, priorities)
 
-    def send(self, task: str, job_ids: Sequence[str]) -> None:
+    def send(
+        self, task: str, job_ids: Sequence[str], priorities: Sequence[str] | None = None
+    ) -> None:
         """Send one ``task`` message per id; raise ``EnqueueError`` if the broker fails.
 
         On failure some messages may have gone out; none is lost either way (every row is
@@ -78,12 +81,14 @@ class Broker:
         try:
             with self.app.producer_or_acquire() as producer:
                 self._declare(producer)
+                steps = [SUBMIT_MESSAGE_PRIORITY.get(p) for p in priorities or ()]
                 if len(job_ids) == 1:
-                    self._publish(producer, task, job_ids[0])
+                    self._publish(producer, task, job_ids[0], steps[0] if steps else None)
                 else:
                     with producer.batch(max_size=BATCH_SIZE):
-                        for job_id in job_ids:
-                            self._publish(producer, task, job_id)
+                        for index, job_id in enumerate(job_ids):
+                            step = steps[index] if steps else None
+                            self._publish(producer, task, job_id, step)
         except Exception as exc:  # kombu, redis-py and socket errors all mean "not sent"
             err = EnqueueError(
                 f"broker refused {len(job_ids)} message(s): {type(exc).__name__}: {exc}; "
@@ -103,8 +108,9 @@ class Broker:
             queue.bind(producer.channel).declare()
         self._declared = True
 
-    def _publish(self, producer: Any, task: str, job_id: str) -> None:
+    def _publish(self, producer: Any, task: str, job_id: str, priority: int | None) -> None:
         message = self.app.amqp.create_task_message(str(uuid.uuid4()), task, [job_id], {})
+        extra = {} if priority is None else {"priority": priority}
         producer.publish(
             message.body,
             exchange="",
@@ -113,6 +119,7 @@ class Broker:
             serializer="json",
             retry=False,
             **message.properties,
+            **extra,
         )
 
     def close(self) -> None:

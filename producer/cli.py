@@ -31,12 +31,16 @@ from producer.cli_common import (
     err,
     guard,
     json_option,
+    label_option,
     make_producer,
     out,
+    priority_option,
+    tenant_option,
     wait_timeout,
 )
 from producer.request import Text2VideoRequest, UnknownModelWarning
 from t2v_core.errors import ConfigError, RequestInvalid, RetryRefused
+from t2v_core.fairness import parse_label_filter
 from t2v_core.settings import Settings
 from t2v_core.states import JobStatus
 
@@ -76,12 +80,18 @@ cli.add_command(batch)  # defined in cli_batch.py
 @click.option("--seed", type=int, help="0..2**32-1 (default random).")
 @click.option("--negative-prompt")
 @click.option("--idempotency-key", help="Same key again returns the same job, sends nothing.")
+@priority_option
+@tenant_option
+@label_option
 @click.option("--wait", is_flag=True, help="Wait for the job to finish.")
 @click.option("--timeout", type=float, help="Seconds --wait waits (default 900).")
 @json_option
 def submit(
     prompt: str,
     idempotency_key: str | None,
+    priority: str,
+    tenant: str | None,
+    labels: tuple[str, ...],
     wait: bool,
     timeout: float | None,
     as_json: bool,
@@ -97,7 +107,13 @@ def submit(
         for w in caught:
             err.print(f"[yellow]note:[/] {escape(str(w.message))}", soft_wrap=True)
         producer = make_producer()
-        job = producer.enqueue(request, idempotency_key=idempotency_key)
+        job = producer.enqueue(
+            request,
+            idempotency_key=idempotency_key,
+            priority=priority,
+            tenant=tenant,
+            labels=parse_label_filter(labels),
+        )
         record = job.wait(timeout=wait_timeout(producer, timeout)) if wait else job.record
         if as_json:
             click.echo(render.as_json(render.record_json(record)))
@@ -219,12 +235,24 @@ def _parse_since(
 @click.option("--status", "status_", type=click.Choice([s.value for s in JobStatus]))
 @click.option("--since", callback=_parse_since, help="ISO date/time (UTC if no offset).")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.option("--tenant", help="Only this tenant's jobs.")
+@click.option("--label", "labels", multiple=True, help="Only jobs with label KEY=VALUE (repeat).")
 @json_option
-def list_cmd(status_: str | None, since: datetime | None, limit: int, as_json: bool) -> None:
+def list_cmd(
+    status_: str | None,
+    since: datetime | None,
+    limit: int,
+    tenant: str | None,
+    labels: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """List jobs, newest first."""
 
     def action() -> int:
-        records = make_producer().list_jobs(status=status_, since=since, limit=limit)
+        wanted = parse_label_filter(labels)
+        records = make_producer().list_jobs(
+            status=status_, since=since, limit=limit, tenant=tenant, labels=wanted
+        )
         if as_json:
             click.echo(render.as_json([render.summary_json(r) for r in records]))
         else:

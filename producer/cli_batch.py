@@ -30,11 +30,15 @@ from producer.cli_common import (
     err,
     guard,
     json_option,
+    label_option,
     make_producer,
     out,
+    priority_option,
+    tenant_option,
     wait_timeout,
 )
 from t2v_core.errors import RequestInvalid
+from t2v_core.fairness import parse_label_filter
 from t2v_core.records import JobRecord
 from t2v_core.states import JobStatus
 
@@ -48,8 +52,20 @@ from t2v_core.states import JobStatus
     is_flag=True,
     help="Make every line a new job, even one enqueued before (ignores ids).",
 )
+@priority_option
+@tenant_option
+@label_option
 @json_option
-def batch(file: Path, timeout: float | None, no_wait: bool, no_dedupe: bool, as_json: bool) -> None:
+def batch(
+    file: Path,
+    timeout: float | None,
+    no_wait: bool,
+    no_dedupe: bool,
+    priority: str,
+    tenant: str | None,
+    labels: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Enqueue every request in FILE.jsonl (one JSON object a line) and wait for them.
 
     Each line is enqueued under an idempotency key: its "id" field if it has one (a
@@ -62,16 +78,24 @@ def batch(file: Path, timeout: float | None, no_wait: bool, no_dedupe: bool, as_
     every line a new job (to render the same requests again).
 
     If any line is invalid, every bad line is reported with its number and nothing is
-    enqueued (exit 2). Exit 0 if all succeeded, 1 if any failed, 3 on timeout.
+    enqueued (exit 2). A line may carry "priority", "tenant" and "labels" (not request
+    fields); --priority, --tenant and --label are the defaults for lines without.
+    Exit 0 if all succeeded, 1 if any failed, 3 on timeout.
     """
 
     def action() -> int:
         entries = read_batch(file, dedupe=not no_dedupe)
         producer = make_producer()
         keys = None if no_dedupe else [e.key for e in entries]
+        defaults = parse_label_filter(labels)
         try:
             result = producer.enqueue_many_detailed(
-                [e.request for e in entries], idempotency_keys=keys
+                [e.request for e in entries],
+                idempotency_keys=keys,
+                priority=priority,
+                tenant=tenant,
+                labels=defaults,
+                options=[e.options for e in entries],
             )
         except RequestInvalid as exc:
             raise by_line(file, exc, entries) from None

@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from producer import render
 from producer.api import Producer
 from t2v_core.errors import JobFailed, JobNotFound, JobTimeout, RequestInvalid, T2VError
+from t2v_core.fairness import DEFAULT_PRIORITY, PRIORITIES
 from t2v_core.records import JobRecord
 from t2v_core.settings import Settings
 
@@ -39,6 +40,17 @@ Exit codes:
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+priority_option = click.option(
+    "--priority",
+    type=click.Choice(list(PRIORITIES)),
+    default=DEFAULT_PRIORITY,
+    show_default=True,
+    help="The job's class in the account's slot line.",
+)
+tenant_option = click.option("--tenant", help="Share slots fairly with other tenants (1-64 chars).")
+label_option = click.option(
+    "--label", "labels", multiple=True, help="KEY=VALUE kept on the job, never sent (repeat)."
+)
 
 
 def make_producer() -> Producer:

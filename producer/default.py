@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from producer.api import Producer, RequestLike
 from producer.broker import Broker
 from producer.job import Job
 from t2v_core.db import forget_engines
+from t2v_core.fairness import JobOptions
 from t2v_core.records import JobRecord
 from t2v_core.settings import Settings
 from t2v_core.states import JobStatus
@@ -65,17 +66,39 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def enqueue(request: RequestLike, *, idempotency_key: str | None = None) -> Job:
+def enqueue(
+    request: RequestLike,
+    *,
+    idempotency_key: str | None = None,
+    priority: str = "normal",
+    tenant: str | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Job:
     """Validate ``request``, record it `queued` and send it to the workers; see ``Producer``."""
-    return default_producer().enqueue(request, idempotency_key=idempotency_key)
+    return default_producer().enqueue(
+        request, idempotency_key=idempotency_key, priority=priority, tenant=tenant, labels=labels
+    )
 
 
 def enqueue_many(
-    requests: Iterable[RequestLike], *, idempotency_keys: Sequence[str | None] | None = None
+    requests: Iterable[RequestLike],
+    *,
+    idempotency_keys: Sequence[str | None] | None = None,
+    priority: str = "normal",
+    tenant: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    options: Sequence[JobOptions | None] | None = None,
 ) -> list[Job]:
     """Enqueue many requests in one transaction with pipelined sends, optionally one
     idempotency key per request (all or nothing); see ``Producer.enqueue_many``."""
-    return default_producer().enqueue_many(requests, idempotency_keys=idempotency_keys)
+    return default_producer().enqueue_many(
+        requests,
+        idempotency_keys=idempotency_keys,
+        priority=priority,
+        tenant=tenant,
+        labels=labels,
+        options=options,
+    )
 
 
 def get_job(job_id: str) -> Job:
@@ -84,10 +107,17 @@ def get_job(job_id: str) -> Job:
 
 
 def list_jobs(
-    status: JobStatus | str | None = None, since: datetime | None = None, limit: int = 100
+    status: JobStatus | str | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
+    *,
+    tenant: str | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> list[JobRecord]:
-    """Job records newest first, filtered by ``status`` and ``since``."""
-    return default_producer().list_jobs(status=status, since=since, limit=limit)
+    """Job records newest first, filtered by ``status``, ``since``, ``tenant``, ``labels``."""
+    return default_producer().list_jobs(
+        status=status, since=since, limit=limit, tenant=tenant, labels=labels
+    )
 
 
 def cancel(job_id: str) -> bool:

@@ -45,6 +45,9 @@ def summary_json(record: JobRecord) -> dict[str, Any]:
         "id": record.id,
         "status": record.status.value,
         "model_effective": record.model_effective,
+        "priority": record.priority,
+        "tenant": record.tenant,
+        "labels": record.labels or {},
         "created_at": record.created_at.isoformat(),
         "error": record.error,
         "outputs": [o.storage_uri for o in record.outputs],
@@ -68,7 +71,13 @@ def show_record(console: Console, record: JobRecord) -> None:
         ("prompt", escape(str(record.request.get("prompt", "")))),
         ("model", escape(model)),
         ("created", record.created_at.isoformat(timespec="seconds")),
+        (
+            "priority",
+            record.priority + (f", tenant {escape(record.tenant)}" if record.tenant else ""),
+        ),
     ]
+    if record.labels:
+        rows.append(("labels", escape(labels_text(record.labels))))
     if record.provider_id:
         rows.append(("provider id", escape(record.provider_id)))
     if record.eta_seconds is not None:
@@ -100,18 +109,26 @@ def show_record(console: Console, record: JobRecord) -> None:
 
 def show_list(console: Console, records: Sequence[JobRecord], title: str | None = None) -> None:
     table = Table(title=title)
-    for name in ("id", "status", "model", "created", "output / error"):
+    table.add_column("id", no_wrap=True)
+    for name in ("status", "model", "priority / tenant / labels", "created", "output / error"):
         table.add_column(name, overflow="fold")
     for r in records:
         detail = r.outputs[0].storage_uri if r.outputs else (r.error or "")
+        who = [r.priority, r.tenant or "", labels_text(r.labels or {})]
         table.add_row(
             r.id,
             _status(r.status),
             r.model_effective,
+            escape(" ".join(w for w in who if w)),
             r.created_at.isoformat(timespec="seconds"),
             escape(detail),
         )
     console.print(table)
+
+
+def labels_text(labels: dict[str, str]) -> str:
+    """``order=1234 customer=acme``: labels as ``t2v list --label`` takes them."""
+    return " ".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
 def show_counts(console: Console, records: Iterable[JobRecord]) -> None:

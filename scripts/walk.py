@@ -155,7 +155,7 @@ class Broker:
     clock: Clock
     messages: list[tuple[str, str, float]] = field(default_factory=list)
 
-    def send_submit(self, job_ids: Any) -> None:
+    def send_submit(self, job_ids: Any, priorities: Any = None) -> None:
         self.send(TASK_SUBMIT, job_ids)
 
     def send(self, task: str, job_ids: Any) -> None:

@@ -191,6 +191,7 @@ class Api:
                 self.stats.inject("queue_limited_external")
             return self._rate_limited()
         job = await self.engine.submit(key, video, canonical)
+        self.stats.bodies.append({k: v for k, v in body.items() if k != "key"})
         base = self.engine.base_url
         if job.status == "success":
             answer = shapes.submit_success(

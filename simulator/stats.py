@@ -9,7 +9,7 @@ injected fault, so a test can assert exactly how many calls a client made. Besid
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 INJECTED = (
@@ -73,6 +73,8 @@ class Stats:
         self.lost_modes: Counter[str] = Counter()
         self.lost_before_create = RouteCounter()
         self.injected: Counter[str] = Counter(dict.fromkeys(INJECTED, 0))
+        # The last accepted submit bodies, without the key: what a client really sent.
+        self.bodies: deque[dict[str, Any]] = deque(maxlen=1000)
 
     def inject(self, name: str) -> None:
         self.injected[name] += 1
@@ -99,4 +101,5 @@ class Stats:
             "lost_before_create": self.lost_before_create.snapshot(),
             "jobs": jobs,
             "injected": dict(self.injected),
+            "submit_bodies": list(self.bodies),
         }

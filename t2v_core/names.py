@@ -13,6 +13,8 @@ old name.
 
     Redis key                               written by
     t2v:slots:holders|waiting|ready|state   the account's slot line (worker.limiter)
+    t2v:slots:flows|flowof|fair             its fair order: flows by virtual tag, each
+    t2v:slots:fair:{class}/{tenant}         job's flow, virtual time; one FIFO per flow
     t2v:slots:eta:{model}                   recent provider etas (worker.limiter)
     t2v:slots:rebuild-lock                  one rebuilder of a lost line at a time
     t2v:reconcile:lock                      one reconcile at a time
@@ -45,13 +47,26 @@ TASK_ROUTES: dict[str, str] = {
 }
 BEAT_RECONCILE = "t2v-reconcile"  # the beat schedule's entry
 
+# A bulk job's submit message goes to a lower-priority Redis list of its queue (kombu's
+# priority steps; a worker pops the plain list first), so a burst of bulk enqueues never
+# holds an interactive job's submit, nor a freed slot's wake-up, behind it.
+SUBMIT_MESSAGE_PRIORITY: dict[str, int] = {"bulk": 6}
+PRIORITY_SEP = "\x06\x16"  # kombu's default separator of a queue's priority lists
+
+
+def queue_lists(queue: str) -> list[str]:
+    """The Redis lists a queue's messages wait in, by priority step (kombu: 0, 3, 6, 9)."""
+    return [queue] + [f"{queue}{PRIORITY_SEP}{step}" for step in (3, 6, 9)]
+
+
 # -- Redis keys ----------------------------------------------------------------------------
 SLOTS_PREFIX = "t2v:slots"
 
 
 def slot_keys(prefix: str = SLOTS_PREFIX) -> dict[str, str]:
     """The slot line's keys under ``prefix`` (a test or a second account uses another)."""
-    return {part: f"{prefix}:{part}" for part in ("holders", "waiting", "ready", "state")}
+    parts = ("holders", "waiting", "ready", "state", "flows", "flowof", "fair")
+    return {part: f"{prefix}:{part}" for part in parts}
 
 
 def eta_key(prefix: str, model: str) -> str:

@@ -24,6 +24,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, String, and_, cast, func, or_, select
 
+from t2v_core.fairness import parse_label_filter
 from t2v_core.records import JobRecord, JobRow, _as_aware, to_record
 from t2v_core.states import JobStatus
 
@@ -42,17 +43,31 @@ class JobFilter:
     states: tuple[JobStatus, ...] = ()
     model: str | None = None
     prompt: str | None = None
+    tenant: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def of(
-        cls, states: Iterable[str] = (), model: str | None = None, prompt: str | None = None
+        cls,
+        states: Iterable[str] = (),
+        model: str | None = None,
+        prompt: str | None = None,
+        tenant: str | None = None,
+        labels: Iterable[str] = (),
     ) -> JobFilter:
-        """Raises ``ValueError`` naming a state that does not exist."""
+        """Raises ``ValueError`` naming a state that does not exist, and
+        ``RequestInvalid`` for a label that is not ``KEY=VALUE`` within the limits."""
         return cls(
             states=tuple(JobStatus(s) for s in states if s),
             model=(model or "").strip() or None,
             prompt=(prompt or "").strip() or None,
+            tenant=(tenant or "").strip() or None,
+            labels=tuple(sorted(parse_label_filter([x for x in labels if x]).items())),
         )
+
+    @property
+    def any(self) -> bool:
+        return bool(self.states or self.model or self.prompt or self.tenant or self.labels)
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,10 @@ def _where(filters: JobFilter) -> list[object]:
     if filters.prompt:
         prompt = cast(JobRow.request["prompt"].as_string(), String)
         clauses.append(func.lower(prompt).like(_like(filters.prompt), escape="\\"))
+    if filters.tenant:
+        clauses.append(JobRow.tenant == filters.tenant)
+    for key, value in filters.labels:
+        clauses.append(JobRow.labels[key].as_string() == value)
     return clauses
 
 

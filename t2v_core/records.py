@@ -62,6 +62,14 @@ class JobRow(Base):
     # The figures behind the error (``t2v_core.problems.Problem.detail``).
     error_detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
+    # The slot line's class and fair-share tenant, and the caller's labels (never sent to
+    # the provider). Migration 0005.
+    priority: Mapped[str] = mapped_column(
+        String(16), nullable=False, default="normal", server_default="normal"
+    )
+    tenant: Mapped[str | None] = mapped_column(String(64))
+    labels: Mapped[dict[str, str] | None] = mapped_column(JSON)
+
     # When the job's next step is due; `reconcile` re-drives rows whose time has passed.
     next_check_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -89,6 +97,8 @@ class JobRow(Base):
         Index("ix_t2v_jobs_status_succeeded", "status", "succeeded_at"),
         Index("ix_t2v_jobs_status_failed", "status", "failed_at"),
         Index("ix_t2v_jobs_status_cancelled", "status", "cancelled_at"),
+        # `list_jobs(tenant=)` / `t2v list --tenant`, newest first.
+        Index("ix_t2v_jobs_tenant_created", "tenant", "created_at"),
     )
 
 
@@ -103,6 +113,8 @@ class LineMember:
     deadline_at: datetime | None
     eta_seconds: float | None = None
     next_check_at: datetime | None = None
+    priority: str = "normal"
+    tenant: str | None = None
 
 
 class OutputRecord(BaseModel):
@@ -150,6 +162,9 @@ class JobRecord(BaseModel):
     error: str | None = None
     error_kind: str | None = None
     error_detail: dict[str, Any] | None = None
+    priority: str = "normal"
+    tenant: str | None = None
+    labels: dict[str, str] | None = None
     next_check_at: datetime | None = None
     deadline_at: datetime | None = None
     created_at: datetime

@@ -74,11 +74,18 @@ class JobStore:
         since: datetime | None = None,
         limit: int | None = 100,
         oldest_first: bool = False,
+        tenant: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> list[JobRecord]:
         stmt = select(_T)
         if status is not None:
             statuses = [status] if isinstance(status, str) else list(status)
             stmt = stmt.where(JobRow.status.in_([str(JobStatus(s)) for s in statuses]))
+        if tenant is not None:
+            stmt = stmt.where(JobRow.tenant == tenant)
+        for key, value in (labels or {}).items():
+            # ``labels ->> key`` on PostgreSQL, ``json_extract(labels, '$."key"')`` on SQLite.
+            stmt = stmt.where(JobRow.labels[key].as_string() == value)
         if since is not None:
             stmt = stmt.where(JobRow.created_at >= since)
         order = JobRow.created_at.asc() if oldest_first else JobRow.created_at.desc()
@@ -122,6 +129,8 @@ class JobStore:
             JobRow.deadline_at,
             JobRow.eta_seconds,
             JobRow.next_check_at,
+            JobRow.priority,
+            JobRow.tenant,
         )
         at_provider = [
             JobStatus.QUEUED.value,
@@ -154,6 +163,8 @@ class JobStore:
                     deadline_at=_as_aware(row.deadline_at),
                     eta_seconds=row.eta_seconds,
                     next_check_at=_as_aware(row.next_check_at),
+                    priority=row.priority,
+                    tenant=row.tenant,
                 )
 
     def cancelled_rendering_due(self, now: datetime, limit: int = 500) -> builtins.list[JobRecord]:
@@ -193,6 +204,9 @@ class JobStore:
         idempotency_key: str | None = None,
         job_id: str | None = None,
         now: datetime | None = None,
+        priority: str = "normal",
+        tenant: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Column values for a new `queued` row (insert them with ``insert_many``)."""
         now = now or self.now()
@@ -210,6 +224,9 @@ class JobStore:
             "retry_count": 0,
             "unknown_submits": 0,
             "park_count": 0,
+            "priority": priority,
+            "tenant": tenant,
+            "labels": dict(labels) if labels else None,
             "created_at": now,
             "updated_at": now,
             "queued_at": now,

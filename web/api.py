@@ -30,6 +30,7 @@ from starlette.routing import Route
 from producer import Producer
 from producer.render import record_json
 from t2v_core.errors import EnqueueError, JobNotFound, RequestInvalid, RetryRefused
+from t2v_core.fairness import LABEL_VALUE_MAX, LABELS_MAX, PRIORITIES, TENANT_PATTERN
 from t2v_core.pages import CursorInvalid, JobFilter, list_page
 from t2v_core.records import JobRecord
 from web.openapi import document
@@ -38,6 +39,22 @@ from web.openapi import document
 # takes exactly these from the body (adding an option to enqueue is one line here).
 ENQUEUE_OPTIONS: dict[str, dict[str, Any]] = {
     "idempotency_key": {"type": "string", "maxLength": 255, "description": "one job per key"},
+    "priority": {
+        "type": "string",
+        "enum": list(PRIORITIES),
+        "description": "the class in the account's slot line (default normal)",
+    },
+    "tenant": {
+        "type": "string",
+        "pattern": TENANT_PATTERN.pattern,
+        "description": "whose fair share of the slots the job uses (default: the shared one)",
+    },
+    "labels": {
+        "type": "object",
+        "maxProperties": LABELS_MAX,
+        "additionalProperties": {"type": "string", "maxLength": LABEL_VALUE_MAX},
+        "description": "the caller's string key/values, stored and filterable, never sent on",
+    },
 }
 MAX_BODY = 64 * 1024
 
@@ -97,7 +114,15 @@ def routes(producer: Producer, media_url: MediaUrl, page_size: int) -> list[Rout
     def listing(request: Request) -> Response:
         q = request.query_params
         try:
-            filters = JobFilter.of(q.getlist("state"), q.get("model"), q.get("prompt"))
+            filters = JobFilter.of(
+                q.getlist("state"),
+                q.get("model"),
+                q.get("prompt"),
+                q.get("tenant"),
+                q.getlist("label"),
+            )
+        except RequestInvalid as exc:
+            return _invalid(exc)
         except ValueError:
             return _error(422, "unknown state", fields=[{"field": "state", "reason": "unknown"}])
         try:

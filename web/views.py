@@ -24,7 +24,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from producer import Producer
-from t2v_core.errors import EnqueueError, JobNotFound, RetryRefused
+from t2v_core.errors import EnqueueError, JobNotFound, RequestInvalid, RetryRefused
 from t2v_core.pages import CursorInvalid, JobFilter, list_page
 from t2v_core.records import JobRecord
 from t2v_core.states import JobStatus
@@ -94,7 +94,11 @@ class Views:
     def index(self, request: Request) -> Response:
         q = request.query_params
         try:
-            filters = JobFilter.of(q.getlist("state"), q.get("model"), q.get("q"))
+            filters = JobFilter.of(
+                q.getlist("state"), q.get("model"), q.get("q"), q.get("tenant"), q.getlist("label")
+            )
+        except RequestInvalid as exc:
+            return self.render(request, "list.html", status=422, error=str(exc), **_blank())
         except ValueError:
             return self.render(request, "list.html", status=422, error="unknown state", **_blank())
         try:
@@ -105,7 +109,9 @@ class Views:
             return self.render(request, "list.html", status=422, error=str(exc), **_blank())
         rows = [self._row(r) for r in page.records]
         keep = [("state", s.value) for s in filters.states]
-        keep += [(k, v) for k, v in (("model", filters.model), ("q", filters.prompt)) if v]
+        given = (("model", filters.model), ("q", filters.prompt), ("tenant", filters.tenant))
+        keep += [(k, v) for k, v in given if v]
+        keep += [("label", f"{k}={v}") for k, v in filters.labels]
         older = "?" + urlencode([*keep, ("cursor", page.next_cursor)]) if page.next_cursor else None
         return self.render(
             request,
@@ -126,6 +132,9 @@ class Views:
             "prompt": str(record.request.get("prompt", "")),
             "model_requested": record.model_requested,
             "model_effective": record.model_effective,
+            "priority": record.priority,
+            "tenant": record.tenant,
+            "labels": sorted((record.labels or {}).items()),
             "status": record.status.value,
             "age": human_seconds((datetime.now(UTC) - record.created_at).total_seconds()),
             "render": human_seconds(render_time(record)),

@@ -5,7 +5,11 @@ A per-process Celery ``rate_limit`` cannot express "at most N in flight across a
 so the slots live in Redis:
 
     {prefix}:holders   ZSET job_id → lease expiry (epoch s); a crashed holder frees itself
-    {prefix}:waiting   ZSET job_id → job creation time; oldest first (ties: by job id)
+    {prefix}:waiting   ZSET job_id → job creation time: every job waiting for a slot
+    {prefix}:flows     ZSET flow → virtual tag of the flow's first waiting job
+    {prefix}:fair:{f}  ZSET job_id → creation time: flow f's waiting jobs, oldest first
+    {prefix}:flowof    HASH job_id → its flow
+    {prefix}:fair      HASH V (the line's virtual time), c:{f} (a slot's cost), l:{f} (last tag)
     {prefix}:ready     present while the line is whole; Redis restarted empty → absent
     {prefix}:state     HASH effective limit learned from the provider's 429s, its max, when
     {prefix}:eta:{m}   LIST the provider's recent etas for model m (how long a slot of a
@@ -14,12 +18,39 @@ so the slots live in Redis:
 A slot is held while the provider may be rendering for us: taken for a short hold before
 the submit is sent (as long as a render whose answer is lost could run), stretched to the
 poll deadline once the provider answered, given back when the render ended. A job that
-finds no free slot joins ``waiting`` and its submit task simply returns: it costs nothing
-while it waits (no retry-polling). Releasing a slot names the oldest waiting jobs that now
-fit (they keep their place until their own acquire takes the slot), and the caller sends
-their submit tasks. A new job never takes a slot while older jobs wait for it: a job's
-place is its rank in ``waiting`` (``ZRANK``), so no number ever passes through Lua's
-14-digit number formatting.
+finds no free slot joins the line and its submit task simply returns: it costs nothing
+while it waits (no retry-polling). Releasing a slot names the first waiting jobs of the
+fair order that now fit (they keep their place until their own acquire takes the slot),
+and the caller sends their submit tasks. Nobody the order puts later takes a slot while
+an earlier job waits for it: acquire takes a slot only if its job is among the first
+``free`` of the order.
+
+**The fair order** (weighted fair queueing with self-clocked virtual tags, as SCFQ): a
+job's *flow* is its priority class and tenant (``bulk/acme``); one slot costs a flow
+``1 / (class weight × tenant weight)`` (``t2v_core.fairness``: interactive 100, normal 10,
+bulk 1; tenants from ``T2V_TENANT_WEIGHTS``, default 1). A flow's waiting jobs are served
+oldest first (by creation, whatever order they joined in); the i-th has the virtual tag
+``head + i × cost``, and free slots go to the smallest tags (ties by flow name). A slot
+taken moves the line's virtual time ``V`` to the tag served and the flow's head one cost
+on. A flow that was empty starts at ``max(V, its last tag) + cost``: an idle tenant saves
+up no credit and a busy one is forgiven no debt. So backlogged flows share the slots in
+proportion to their weights (two bulk tenants 1:1, ``acme=3,trial=1`` 3:1), and a new
+interactive job's tag is ``V + 1/100``: ahead of every bulk job but those already within
+a hundredth of a slot of V — the next free slot, in practice.
+
+**Starvation: a minimum share, not aging.** Classes are weights, not strict levels, so a
+backlogged bulk flow keeps at least ``1 / (sum of the backlogged flows' weights)`` of the
+slots (1 in 11 against one normal tenant's backlog, 1 in 101 against an interactive one):
+bulk work always moves, at a rate one can compute, and an interactive job still waits
+for at most about one slot. Aging (promoting a bulk job older than X) was not chosen: once
+a large backlog ages, all of it is promoted together and competes with the class it was
+promoted into, which starves that class instead; and "older than X" would have to be
+re-checked for every waiting job, which a per-decision O(log n) script cannot do.
+
+**Cost per decision**: O(k log n) Redis work for the k = free slots (at most the account
+limit: 5/10/15) — ``ZRANGE`` on ``flows`` and on at most k flows' FIFOs, a k-way merge in
+Lua — and O(log n) to join or leave; never a scan of the line. One Lua script per
+decision, so two workers never both take the last slot.
 
 When ``ready`` is missing (Redis lost the line), ``acquire`` raises ``LineLost`` and takes
 nothing; the caller rebuilds the line from the job table (``rebuild``) and tries again.
@@ -45,13 +76,21 @@ from t2v_core.names import SLOTS_PREFIX, eta_key, slot_keys
 from worker.limiter_scripts import (
     _ACCEPTED,
     _ACQUIRE,
+    _FORGET,
     _HOLD,
     _HOLDERS,
     _HOLDS,
+    _JOIN_MANY,
     _LIMIT_NOW,
+    _NEXT,
     _QUEUE_FULL,
+    _REBUILT,
     _RELEASE,
 )
+
+#: The flow of a job enqueued with no priority and no tenant, and what one slot costs it.
+DEFAULT_FLOW = "normal/"
+DEFAULT_COST = 0.1
 
 
 class LineLost(Exception):
@@ -91,6 +130,9 @@ class AccountLimiter:
         self.waiting_key = keys["waiting"]
         self.ready_key = keys["ready"]
         self.state_key = keys["state"]
+        self.flows_key = keys["flows"]
+        self.flowof_key = keys["flowof"]
+        self.fair_key = keys["fair"]
         self._clock = clock
         self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
@@ -100,39 +142,59 @@ class AccountLimiter:
         self._queue_full = redis.register_script(_QUEUE_FULL)
         self._accepted = redis.register_script(_ACCEPTED)
         self._limit_now = redis.register_script(_LIMIT_NOW)
+        self._forget = redis.register_script(_FORGET)
+        self._next = redis.register_script(_NEXT)
+        self._join_many = redis.register_script(_JOIN_MANY)
+        self._rebuilt = redis.register_script(_REBUILT)
 
     def _now(self) -> str:
         return "" if self._clock is None else repr(float(self._clock()))
 
     @property
     def _line(self) -> list[str]:
-        return [self.holders_key, self.waiting_key, self.ready_key, self.state_key]
+        return [
+            self.holders_key,
+            self.waiting_key,
+            self.ready_key,
+            self.state_key,
+            self.flows_key,
+            self.flowof_key,
+            self.fair_key,
+        ]
 
     # -- the line ----------------------------------------------------------------------
-    def acquire(self, job_id: str, *, lease: float, created: float) -> bool:
-        """Take (or renew) a slot for ``job_id``; if none is free, join the waiting line.
+    def acquire(
+        self,
+        job_id: str,
+        *,
+        lease: float,
+        created: float,
+        flow: str = DEFAULT_FLOW,
+        cost: float = DEFAULT_COST,
+    ) -> bool:
+        """Take (or renew) a slot for ``job_id``; if none is free, join the waiting line in
+        ``flow`` (``t2v_core.fairness.flow_name``), where one slot costs ``cost``
+        (``flow_cost``): oldest ``created`` first within the flow, flows by virtual tag.
 
         Raises ``LineLost`` (and takes nothing) when Redis lost the line.
         """
-        got = self._acquire(
-            keys=self._line, args=[self._now(), job_id, lease, self.limit, repr(float(created))]
-        )
+        args = [self._now(), job_id, lease, self.limit, repr(float(created)), flow, repr(cost)]
+        got = self._acquire(keys=self._line, args=args)
         if int(got) < 0:
             raise LineLost(self.ready_key)
         return bool(got)
 
     def release(self, job_id: str | None) -> list[str]:
-        """Free ``job_id``'s slot (and its place in line); return the oldest waiting jobs
-        that fit in the free slots now. They stay in line until their acquire succeeds, so
-        a wake-up that is lost only delays them, and nobody younger can take their turn."""
+        """Free ``job_id``'s slot (and its place in line); return the first waiting jobs of
+        the fair order that fit in the free slots now. They stay in line until their acquire
+        succeeds, so a lost wake-up only delays them, and nobody later can take their turn."""
         popped = self._release(keys=self._line, args=[self._now(), job_id or "", self.limit])
         return _strs(popped)
 
     def leave_line(self, job_id: str) -> list[str]:
         """Take ``job_id`` out of the waiting line (keeping any slot it holds); return who
         fits in the free slots now, as ``release`` does."""
-        self.redis.zrem(self.waiting_key, job_id)
-        return self.release(None)
+        return _strs(self._release(keys=self._line, args=[self._now(), job_id, self.limit, "1"]))
 
     def hold(self, job_id: str, lease: float) -> bool:
         """Set the lease of the slot ``job_id`` holds to ``lease`` s from now; a job whose
@@ -146,10 +208,7 @@ class AccountLimiter:
 
     def forget(self, job_id: str) -> None:
         """Drop ``job_id`` from both sets without waking anyone."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.zrem(self.holders_key, job_id)
-        pipe.zrem(self.waiting_key, job_id)
-        pipe.execute()
+        self._forget(keys=self._line, args=[self._now(), job_id])
 
     def is_ready(self) -> bool:
         return bool(self.redis.exists(self.ready_key))
@@ -157,30 +216,26 @@ class AccountLimiter:
     def rebuild(
         self,
         holders: Iterable[tuple[str, float]],
-        waiters: Iterable[tuple[str, float]],
+        waiters: Iterable[tuple[str, float] | tuple[str, float, str, float]],
         *,
         chunk: int = 1000,
     ) -> None:
         """Write the line from the job table: ``holders`` (job, lease seconds from now) and
-        ``waiters`` (job, creation time). Acquires refuse until the last write (``ready``),
-        so nobody takes a slot from a half-written line."""
-        batch: list[tuple[str, float]] = []
+        ``waiters`` (job, creation time[, flow, cost]), oldest first. Acquires refuse until
+        the last write (``ready``), so nobody takes a slot from a half-written line."""
+        batch: list[Any] = []
         for item in waiters:
-            batch.append(item)
-            if len(batch) >= chunk:
-                self.redis.zadd(self.waiting_key, {j: c for j, c in batch}, nx=True)
+            job, created = item[0], item[1]
+            flow, cost = (item[2], item[3]) if len(item) == 4 else (DEFAULT_FLOW, DEFAULT_COST)
+            batch += [job, repr(float(created)), flow, repr(float(cost))]
+            if len(batch) >= 4 * chunk:
+                self._join_many(keys=self._line, args=[self._now(), *batch])
                 batch = []
         if batch:
-            self.redis.zadd(self.waiting_key, {j: c for j, c in batch}, nx=True)
+            self._join_many(keys=self._line, args=[self._now(), *batch])
         now = self._clock() if self._clock is not None else _redis_time(self.redis)
-        held = {job: now + lease for job, lease in holders}
-        pipe = self.redis.pipeline(transaction=True)
-        if held:
-            # GT: a render that answered while the table was read keeps its longer hold.
-            pipe.zadd(self.holders_key, held, gt=True)
-            pipe.zrem(self.waiting_key, *held)
-        pipe.set(self.ready_key, "1")
-        pipe.execute()
+        held = [v for job, lease in holders for v in (job, repr(now + lease))]
+        self._rebuilt(keys=self._line, args=[self._now(), *held])
 
     # -- capacity learned from the provider -----------------------------------------------
     def queue_full(self, job_id: str, *, provider_max: int | None, retry_after: float) -> int:
@@ -223,7 +278,12 @@ class AccountLimiter:
         return _strs(self._holders(keys=[self.holders_key], args=[self._now()]))
 
     def waiting(self) -> list[str]:
+        """Every waiting job, oldest first (by creation; ``next_in_line`` is the fair order)."""
         return _strs(self.redis.zrange(self.waiting_key, 0, -1))
+
+    def next_in_line(self, count: int) -> list[str]:
+        """The first ``count`` waiting jobs in the order free slots go to them."""
+        return _strs(self._next(keys=self._line, args=[self._now(), count]))
 
     def waiting_count(self) -> int:
         return int(self.redis.zcard(self.waiting_key))

@@ -27,78 +27,204 @@ local function limit_now(state, configured)
 end
 """
 
-# KEYS: holders, waiting, ready, state. ARGV: now, job, lease, limit, created (a string).
-_ACQUIRE = (
+# The line's shared Lua (needs _NOW first). KEYS of every line script: holders, waiting,
+# ready, state, flows, flowof, fair (``AccountLimiter._line``).
+_LINE = (
     _NOW
     + """
-local holders, waiting, ready, state = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- The line (see worker.limiter): ``waiting`` ZSET job -> created (all waiting jobs), one FIFO
+-- per flow ``{fair}:{flow}`` (job -> created), ``flows`` ZSET flow -> virtual tag of its
+-- first job, ``flowof`` HASH job -> flow, ``fair`` HASH V (the line's virtual time: the
+-- tag last served), c:{flow} (what one slot costs the flow), l:{flow} (its last tag once
+-- it emptied). Tags go to Redis as %.17g strings, never through Lua's 14-digit tostring.
+local L = {holders = KEYS[1], waiting = KEYS[2], ready = KEYS[3], state = KEYS[4],
+  flows = KEYS[5], flowof = KEYS[6], fair = KEYS[7]}
+local function fmt(x) return string.format('%.17g', x) end
+local function flow_key(flow) return L.fair .. ':' .. flow end
+local function vnow() return tonumber(redis.call('HGET', L.fair, 'V')) or 0 end
+-- Join the line (a job already in it keeps its place); a flow that was empty gets the tag
+-- max(V, its last tag) + cost: no credit saved up while idle, no debt forgiven.
+local function join(job, flow, cost, created)
+  local known = redis.call('HGET', L.flowof, job)
+  if known then return known end
+  redis.call('ZADD', L.waiting, 'NX', created, job)
+  redis.call('HSET', L.flowof, job, flow)
+  redis.call('HSET', L.fair, 'c:' .. flow, cost)
+  redis.call('ZADD', flow_key(flow), created, job)
+  if not redis.call('ZSCORE', L.flows, flow) then
+    local start = tonumber(redis.call('HGET', L.fair, 'l:' .. flow)) or 0
+    local v = vnow()
+    if start < v then start = v end
+    redis.call('ZADD', L.flows, fmt(start + tonumber(cost)), flow)
+  end
+  return flow
+end
+-- Leave the line; ``served``: the job took a slot, its flow pays one slot's cost and the
+-- line's virtual time moves to the tag served.
+local function out(job, served)
+  redis.call('ZREM', L.waiting, job)
+  local flow = redis.call('HGET', L.flowof, job)
+  if not flow then return end
+  redis.call('HDEL', L.flowof, job)
+  local fk = flow_key(flow)
+  redis.call('ZREM', fk, job)
+  local head = tonumber(redis.call('ZSCORE', L.flows, flow))
+  if not head then return end
+  local cost = tonumber(redis.call('HGET', L.fair, 'c:' .. flow)) or 1
+  if served then
+    if head > vnow() then redis.call('HSET', L.fair, 'V', fmt(head)) end
+    head = head + cost
+  end
+  if redis.call('ZCARD', fk) == 0 then
+    redis.call('ZREM', L.flows, flow)
+    redis.call('HSET', L.fair, 'l:' .. flow, fmt(head - cost))
+  elseif served then
+    redis.call('ZADD', L.flows, fmt(head), flow)
+  end
+end
+-- The first k jobs of the fair order: flow f's i-th job (oldest first) has the tag
+-- head(f) + i * cost(f); smallest tag first, ties by flow name. Only the k flows with the
+-- smallest heads can place a job among the first k, and each at most k jobs.
+local function first_k(k)
+  local found = {}
+  if k <= 0 then return found end
+  local fl = redis.call('ZRANGE', L.flows, 0, k - 1, 'WITHSCORES')
+  local heads = {}
+  for i = 1, #fl, 2 do
+    local f = fl[i]
+    heads[#heads + 1] = {f = f, tag = tonumber(fl[i + 1]), i = 1,
+      cost = tonumber(redis.call('HGET', L.fair, 'c:' .. f)) or 1,
+      m = redis.call('ZRANGE', flow_key(f), 0, k - 1)}
+  end
+  while #found < k do
+    local best = nil
+    for _, h in ipairs(heads) do
+      if h.i <= #h.m then
+        if best == nil or h.tag < best.tag or (h.tag == best.tag and h.f < best.f) then
+          best = h
+        end
+      end
+    end
+    if best == nil then break end
+    found[#found + 1] = best.m[best.i]
+    best.i = best.i + 1
+    best.tag = best.tag + best.cost
+  end
+  return found
+end
+local function free_slots(limit)
+  redis.call('ZREMRANGEBYSCORE', L.holders, '-inf', now)
+  return limit_now(L.state, limit) - redis.call('ZCARD', L.holders)
+end
+"""
+)
+
+# ARGV: now, job, lease, limit, created, flow, cost (strings). 1 taken, 0 waits, -1 lost.
+_ACQUIRE = (
+    _LINE
+    + """
 local job, lease, limit = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-if redis.call('EXISTS', ready) == 0 then return -1 end
-redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
-if redis.call('ZSCORE', holders, job) then
+if redis.call('EXISTS', L.ready) == 0 then return -1 end
+redis.call('ZREMRANGEBYSCORE', L.holders, '-inf', now)
+if redis.call('ZSCORE', L.holders, job) then
   -- Already ours (a second copy of the message): never shorten a longer hold, such as
   -- the one a submitted render holds until its deadline.
-  redis.call('ZADD', holders, 'GT', now + lease, job)
-  redis.call('ZREM', waiting, job)
+  redis.call('ZADD', L.holders, 'GT', now + lease, job)
+  out(job, false)
   return 1
 end
--- Oldest first: join the line (keeping an earlier place), then take a slot only if fewer
--- jobs stand ahead than there are free slots. The score goes to Redis as the caller's
--- string, never through a Lua number.
-redis.call('ZADD', waiting, 'NX', ARGV[5], job)
-local ahead = redis.call('ZRANK', waiting, job)
-local free = limit_now(state, limit) - redis.call('ZCARD', holders)
-if free > 0 and ahead < free then
-  redis.call('ZADD', holders, now + lease, job)
-  redis.call('ZREM', waiting, job)
-  return 1
+-- Join the line (keeping an earlier place), then take a slot only if the job is among the
+-- first ``free`` of the fair order: nobody the order puts later takes an earlier turn.
+join(job, ARGV[6], ARGV[7], ARGV[5])
+for _, j in ipairs(first_k(free_slots(limit))) do
+  if j == job then
+    redis.call('ZADD', L.holders, now + lease, job)
+    out(job, true)
+    return 1
+  end
 end
 return 0
 """
 )
 
-# KEYS: holders, waiting, ready, state. ARGV: now, job ("" for none), limit.
+# ARGV: now, job ("" for none), limit, keep ("1": leave the line but keep the slot).
 _RELEASE = (
-    _NOW
+    _LINE
     + """
-local holders, waiting, ready, state = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local job, limit = ARGV[2], tonumber(ARGV[3])
 if job ~= '' then
-  redis.call('ZREM', holders, job)
-  redis.call('ZREM', waiting, job)
+  if ARGV[4] ~= '1' then redis.call('ZREM', L.holders, job) end
+  out(job, false)
 end
-if redis.call('EXISTS', ready) == 0 then return {} end
-redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
-local free = limit_now(state, limit) - redis.call('ZCARD', holders)
-if free <= 0 then return {} end
+if redis.call('EXISTS', L.ready) == 0 then return {} end
 -- Who should go next; they stay in line until their own acquire takes the slot.
-return redis.call('ZRANGE', waiting, 0, free - 1)
+return first_k(free_slots(limit))
 """
 )
 
-# KEYS: holders, waiting, ready, state. ARGV: now, job, lease, limit. Stretch (or shorten)
+# ARGV: now, job. Drop ``job``'s slot and place in line without waking anyone.
+_FORGET = (
+    _LINE
+    + """
+redis.call('ZREM', L.holders, ARGV[2])
+out(ARGV[2], false)
+return 1
+"""
+)
+
+# ARGV: now, k. The first k jobs of the fair order (a read).
+_NEXT = (
+    _LINE
+    + """
+return first_k(tonumber(ARGV[2]))
+"""
+)
+
+# ARGV: now, then (job, created, flow, cost) per waiter: join them all (a rebuild).
+_JOIN_MANY = (
+    _LINE
+    + """
+for i = 2, #ARGV, 4 do join(ARGV[i], ARGV[i + 2], ARGV[i + 3], ARGV[i + 1]) end
+return 1
+"""
+)
+
+# ARGV: now, then (job, lease expiry) per holder: the rebuild's last write. A render that
+# answered while the table was read keeps its longer hold (GT); then the line is ready.
+_REBUILT = (
+    _LINE
+    + """
+for i = 2, #ARGV, 2 do
+  redis.call('ZADD', L.holders, 'GT', ARGV[i + 1], ARGV[i])
+  out(ARGV[i], false)
+end
+redis.call('SET', L.ready, '1')
+return 1
+"""
+)
+
+# KEYS: the line's. ARGV: now, job, lease, limit. Stretch (or shorten)
 # the slot ``job`` holds; a job whose render is already running at the provider and whose
 # slot lapsed (a crash between two writes) takes a free one back: the provider counts it
 # either way. Never past the limit. 1 if held now.
 _HOLD = (
-    _NOW
+    _LINE
     + """
-local holders, waiting, ready, state = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local job, lease, limit = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
-if redis.call('ZSCORE', holders, job) then
-  redis.call('ZADD', holders, now + lease, job)
+redis.call('ZREMRANGEBYSCORE', L.holders, '-inf', now)
+if redis.call('ZSCORE', L.holders, job) then
+  redis.call('ZADD', L.holders, now + lease, job)
   return 1
 end
-if redis.call('EXISTS', ready) == 0 then
+if redis.call('EXISTS', L.ready) == 0 then
   -- The line is being rebuilt from the table, which may still show this job as before
   -- its answer: record the render's hold now; the rebuild keeps the longer one (GT).
-  redis.call('ZADD', holders, 'GT', now + lease, job)
+  redis.call('ZADD', L.holders, 'GT', now + lease, job)
   return 1
 end
-if redis.call('ZCARD', holders) < limit_now(state, limit) then
-  redis.call('ZADD', holders, now + lease, job)
-  redis.call('ZREM', waiting, job)
+if redis.call('ZCARD', L.holders) < limit_now(L.state, limit) then
+  redis.call('ZADD', L.holders, now + lease, job)
+  out(job, false)
   return 1
 end
 return 0

@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from t2v_core.names import QUEUES, RECONCILE_LAST_RUN_KEY
+from t2v_core.names import QUEUES, RECONCILE_LAST_RUN_KEY, queue_lists
 from t2v_core.states import JobStatus
 from t2v_core.store import JobStore
 from worker.limiter import AccountLimiter
@@ -56,16 +56,21 @@ class StateCollector(Collector):
         self.limiter = limiter
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        # Every Redis read in one round trip, then the bounded counts from the table.
+        # Every Redis read in one round trip, then the bounded counts from the table. A
+        # queue is a Redis list per kombu priority step: its length is their sum.
+        lists = [(q, key) for q in QUEUES for key in queue_lists(q)]
         view, oldest_age, extra = self.limiter.snapshot(
-            *(("llen", q) for q in QUEUES), ("get", RECONCILE_LAST_RUN_KEY)
+            *(("llen", key) for _, key in lists), ("get", RECONCILE_LAST_RUN_KEY)
         )
         *lengths, last_reconcile = extra
+        waiting = dict.fromkeys(QUEUES, 0)
+        for (name, _), length in zip(lists, lengths, strict=True):
+            waiting[name] += int(length)
         queue = GaugeMetricFamily(
             "t2v_queue_length", "Messages waiting in each Celery queue.", labels=["queue"]
         )
-        for name, length in zip(QUEUES, lengths, strict=True):
-            queue.add_metric([name], int(length))
+        for name, length in waiting.items():
+            queue.add_metric([name], length)
         yield queue
         counts = self.state_counts.counts()
         jobs = GaugeMetricFamily("t2v_jobs", "Jobs in the table by state.", labels=["status"])

@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
+from t2v_core.fairness import parse_tenant_weights
 from t2v_core.settings import Settings
 
 
@@ -81,6 +82,12 @@ class WorkerSettings(Settings):
     download_max_attempts: int = Field(10, ge=1)
     probe_videos: bool = Field(True, description="ffprobe each stored video and store a poster")
 
+    # The slot line's fair share: "acme=3,trial=1" (a tenant not named weighs 1).
+    tenant_weights: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=dict,
+        description="TENANT=WEIGHT,... : a tenant's share of the account's slots in its class",
+    )
+
     # Celery
     visibility_timeout: float = Field(
         3600.0, gt=0, description="Redis redelivery timeout; must exceed every countdown"
@@ -103,6 +110,13 @@ class WorkerSettings(Settings):
     def _split_hosts(cls, value: object) -> object:
         if isinstance(value, str):
             return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("tenant_weights", mode="before")
+    @classmethod
+    def _parse_weights(cls, value: object) -> object:
+        if isinstance(value, str):
+            return parse_tenant_weights(value)
         return value
 
 

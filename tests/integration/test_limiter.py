@@ -108,7 +108,8 @@ def test_oldest_waiting_job_takes_a_free_slot_at_real_epoch_timestamps(redis_url
     lim = _limiter(redis_url, 2)
     base = time.time()
     for trial in range(200):
-        lim.redis.delete(lim.holders_key, lim.waiting_key)
+        flows = lim.redis.keys(lim.fair_key + ":*")
+        lim.redis.delete(lim.holders_key, lim.waiting_key, lim.flows_key, lim.flowof_key, *flows)
         created = [base + trial + i * 1e-6 for i in range(4)]
         assert lim.acquire(f"h{trial}", lease=60, created=created[0] - 1)
         assert lim.acquire(f"g{trial}", lease=60, created=created[0] - 1)

@@ -70,6 +70,7 @@ from t2v_core.errors import (
     T2VError,
     TransientError,
 )
+from t2v_core.fairness import PRIORITIES
 from t2v_core.names import TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT
 from t2v_core.records import JobRow
 from t2v_core.retry import OUTPUT_TTL, RetryRefused, plan_retry
@@ -130,6 +131,10 @@ _SCRIPT_NAMES = {
         ("holders", limiter_module._HOLDERS),
         ("queue_full", limiter_module._QUEUE_FULL),
         ("accepted", limiter_module._ACCEPTED),
+        ("forget", limiter_module._FORGET),
+        ("next_in_line", limiter_module._NEXT),
+        ("join_many", limiter_module._JOIN_MANY),
+        ("rebuilt", limiter_module._REBUILT),
     )
 }
 
@@ -200,6 +205,7 @@ def base_settings(api_key: str) -> WorkerSettings:
         _env_file=None,  # type: ignore[call-arg]
         database_url="sqlite:///:memory:",
         storage_url="mem://videos",
+        tenant_weights={"a": 3.0},
         modelslab_api_key=api_key,
         modelslab_base_url="https://api.model.test/api/v6",
         download_allowed_hosts=[CDN],
@@ -668,7 +674,7 @@ class AppBroker:
     def __init__(self, world: World) -> None:
         self.world = world
 
-    def send_submit(self, job_ids: Any) -> None:
+    def send_submit(self, job_ids: Any, priorities: Any = None) -> None:
         ids = list(job_ids)
         if not ids:
             return
@@ -1731,12 +1737,18 @@ class World:
                 }
                 for i in range(action.arg)
             ]
-            self.log(f"app {action.kind} x{action.arg}")
+            # The line's fair order: a class and a tenant per call, from the seed.
+            pick = random.Random(f"{self.cfg.seed}:{len(self.job_ids)}")
+            opts = {
+                "priority": pick.choice(PRIORITIES),
+                "tenant": pick.choice([None, "a", "b"]),
+            }
+            self.log(f"app {action.kind} x{action.arg} {opts}")
             try:
                 if action.kind == "enqueue":
-                    self.app.enqueue(reqs[0])
+                    self.app.enqueue(reqs[0], **opts)
                 else:
-                    self.app.enqueue_many(reqs)
+                    self.app.enqueue_many(reqs, **opts)
             except EnqueueError as exc:
                 self.log(f"  app sees EnqueueError: {exc}")
             return

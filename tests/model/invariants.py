@@ -18,7 +18,8 @@ failures instead of failing on them.
    submit leaves only while its job holds a slot (``submit_without_slot``); a render the
    provider is running for a `processing` job (or a cancelled one whose quiet polls go on)
    keeps its slot (``rendering_without_slot``); once the world drains, no slot stays free
-   for two beats while a job stands first in line with no submit sent (``slot_idle``); at
+   for two beats while a job stands first in the line's fair order with no submit sent, and
+   the fair order names exactly the jobs in line (``slot_idle``); at
    the end no slot is held by a job the provider cannot be rendering for (``slot_leaked``).
 4. No paid output thrown away (``output_thrown_away``): a job whose render succeeded at the
    provider ends succeeded, parked, cancelled, or failed with ``output_expired`` only once
@@ -68,8 +69,16 @@ def drain_tick_checks(world: World, starving: dict[str, int]) -> None:
         return
     free = limiter.effective_limit() - len(world.live_holders())
     submits = {m.job_id for m in world.broker.queue if m.task == TASK_SUBMIT}
+    # The line's fair order (class, tenant weights, oldest first within a flow): a free slot
+    # goes to the first jobs it names.
     line = world._zset(limiter.waiting_key)
-    waiting = sorted(line, key=lambda j: (line[j], j))
+    waiting = limiter.next_in_line(len(line))
+    if sorted(waiting) != sorted(line):
+        world.violate(
+            "slot_idle",
+            f"the fair order names {[world.name(j) for j in waiting]} but the line holds "
+            f"{[world.name(j) for j in line]}",
+        )
     queued_waiting = [j for j in waiting if j in rows and rows[j].status is JobStatus.QUEUED]
     now: set[str] = set()
     if free > 0 and queued_waiting:

@@ -167,9 +167,10 @@ def test_the_model_catches_a_blind_resubmit_of_a_lost_answer(bench: Bench) -> No
 
 def test_the_model_catches_a_slot_limit_off_by_one_in_lua(bench: Bench) -> None:
     script = harness.limiter_module._ACQUIRE
-    assert "if free > 0 and ahead < free then" in script
+    assert "for _, j in ipairs(first_k(free_slots(limit))) do" in script
     wrong = script.replace(
-        "if free > 0 and ahead < free then", "if free >= 0 and ahead <= free then"
+        "for _, j in ipairs(first_k(free_slots(limit))) do",
+        "for _, j in ipairs(first_k(free_slots(limit) + 1)) do",
     )
     _caught(
         bench, "slots_over_limit", [(harness.limiter_module, "_ACQUIRE", wrong)], range(500, 700)

@@ -39,13 +39,38 @@ def test_create_read_and_list_a_job(client: Any) -> None:
     assert len(client.get("/api/v1/jobs").json()["jobs"]) == 1
 
 
+def test_priority_tenant_and_labels_are_stored_listed_and_filtered(client: Any) -> None:
+    a = create(client, prompt="a", priority="interactive", tenant="acme", labels={"order": "12"})
+    b = create(client, prompt="b", priority="bulk", tenant="trial", labels={"order": "34"})
+    assert (a["priority"], a["tenant"], a["labels"]) == ("interactive", "acme", {"order": "12"})
+    assert client.get(f"/api/v1/jobs/{b['id']}").json()["priority"] == "bulk"
+
+    def ids(query: str) -> list[str]:
+        answer = client.get(f"/api/v1/jobs?{query}")
+        assert answer.status_code == 200, answer.text
+        return [j["id"] for j in answer.json()["jobs"]]
+
+    assert ids("tenant=acme") == [a["id"]]
+    assert ids("label=order%3D34") == [b["id"]]
+    assert ids("label=order%3D34&tenant=acme") == []
+    refused = client.get("/api/v1/jobs?label=order")
+    assert refused.status_code == 422 and refused.json()["fields"][0]["field"] == "label"
+    page = client.get("/?label=order%3D12").text
+    assert "order=12" in page and f'data-job="{a["id"]}"' in page
+    assert f'data-job="{b["id"]}"' not in page
+    assert "acme" in client.get(f"/jobs/{a['id']}").text
+
+
 def test_a_refused_field_is_a_422_naming_it_and_nothing_is_written(client: Any) -> None:
-    answer = client.post("/api/v1/jobs", json={"prompt": "x", "width": 1000, "priority": "bulk"})
+    answer = client.post("/api/v1/jobs", json={"prompt": "x", "width": 1000, "key": "sk-x"})
     assert answer.status_code == 422
     fields = {f["field"]: f["reason"] for f in answer.json()["fields"]}
     assert fields["width"] == "must be at most 512"
-    # An option enqueue does not take (yet) is not smuggled through: it is refused by name.
-    assert "priority" in fields
+    # A field that is neither the request's nor an enqueue option is refused by name.
+    assert "key" in fields
+    bad = client.post("/api/v1/jobs", json={"prompt": "x", "priority": "urgent", "tenant": "a b"})
+    assert bad.status_code == 422
+    assert {f["field"] for f in bad.json()["fields"]} == {"priority", "tenant"}
     bad_key = client.post("/api/v1/jobs", json={"prompt": "x", "idempotency_key": ""})
     assert bad_key.status_code == 422
     assert [f["field"] for f in bad_key.json()["fields"]] == ["idempotency_key"]
@@ -296,6 +321,8 @@ def test_the_openapi_document_is_valid_and_lists_every_api_route(client: Any) ->
     from openapi_spec_validator import validate
     from starlette.routing import Route
 
+    from web.api import ENQUEUE_OPTIONS
+
     spec = client.get("/api/v1/openapi.json").json()
     validate(spec)
     documented = {(path, method.upper()) for path, ops in spec["paths"].items() for method in ops}
@@ -307,7 +334,7 @@ def test_the_openapi_document_is_valid_and_lists_every_api_route(client: Any) ->
     }
     assert served and served == documented
     props = spec["components"]["schemas"]["CreateJob"]["allOf"][1]["properties"]
-    assert set(props) == {"idempotency_key"}
+    assert set(props) == set(ENQUEUE_OPTIONS) == {"idempotency_key", "priority", "tenant", "labels"}
 
 
 def test_status_values_in_the_schema_are_the_job_states(client: Any) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 
+from t2v_core.fairness import flow_cost, flow_name
 from t2v_core.names import TASK_SUBMIT, rebuild_lock_key
 from t2v_core.records import JobRecord
 from t2v_core.states import JobStatus
@@ -81,7 +82,13 @@ def acquire(rt: Runtime, rec: JobRecord) -> bool | None:
     hold = lost_answer_hold(rt, rec.model_effective)
     for _ in range(2):
         try:
-            return rt.limiter.acquire(rec.id, lease=hold, created=rec.created_at.timestamp())
+            return rt.limiter.acquire(
+                rec.id,
+                lease=hold,
+                created=rec.created_at.timestamp(),
+                flow=flow_name(rec.priority, rec.tenant),
+                cost=flow_cost(rec.priority, rec.tenant, rt.settings.tenant_weights),
+            )
         except LineLost:
             rebuild_line(rt)
     return None
@@ -132,14 +139,22 @@ def rebuild_line(rt: Runtime) -> bool:
         if rt.limiter.is_ready():
             return False
         holders: list[tuple[str, float]] = []
-        waiters: list[tuple[str, float]] = []
+        waiters: list[tuple[str, float, str, float]] = []
+        weights = rt.settings.tenant_weights
         now = rt.now()
         members = list(rt.store.line_members())
         # The etas Redis remembered are gone with it: the table's recent ones stand in.
         lost_hold = hold_for(rt, [m.eta_seconds for m in members if m.eta_seconds][-50:])
         for member in members:
             if member.status is JobStatus.QUEUED:
-                waiters.append((member.id, member.created_at.timestamp()))
+                waiters.append(
+                    (
+                        member.id,
+                        member.created_at.timestamp(),
+                        flow_name(member.priority, member.tenant),
+                        flow_cost(member.priority, member.tenant, weights),
+                    )
+                )
             elif member.status is JobStatus.SUBMITTING:
                 since = (now - (member.submitting_at or now)).total_seconds()
                 left = lost_hold - since
