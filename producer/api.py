@@ -20,11 +20,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from producer.broker import Broker
+from producer.engine import producer_engine
 from producer.idempotency import (
     check_idempotency_key,
     first_positions,
@@ -35,8 +34,9 @@ from producer.idempotency import (
 )
 from producer.job import Job
 from producer.request import Text2VideoRequest
-from t2v_core.db import get_engine, get_tuned_engine
+from t2v_core.callbacks import callback_values
 from t2v_core.errors import FieldError, JobNotFound, RequestInvalid, RetryRefused
+from t2v_core.names import TASK_CALLBACK
 from t2v_core.records import JobRecord, JobRow
 from t2v_core.retry import plan_retry
 from t2v_core.settings import Settings, get_settings
@@ -68,8 +68,10 @@ class Producer:
         broker: Broker | None = None,
     ) -> None:
         self.settings = settings or get_settings()
-        self.store = store or JobStore(_engine(self.settings.database_url))
+        self.store = store or JobStore(producer_engine(self.settings.database_url))
         self.broker = broker or Broker(self.settings)
+        if self.store.notify is None:  # a cancel that makes a callback due sends it
+            self.store.notify = lambda job_id: self.broker.send(TASK_CALLBACK, [job_id])
         self._schema_ready = not self.settings.auto_migrate
         self._schema_lock = threading.Lock()
 
@@ -87,9 +89,19 @@ class Producer:
         return self.store
 
     # -- writes -----------------------------------------------------------------------
-    def enqueue(self, request: RequestLike, *, idempotency_key: str | None = None) -> Job:
+    def enqueue(
+        self,
+        request: RequestLike,
+        *,
+        idempotency_key: str | None = None,
+        on_done: str | None = None,
+        on_done_queue: str | None = None,
+        callback_url: str | None = None,
+    ) -> Job:
         """Validate, write the row `queued`, send ``t2v.submit``; return the job's handle.
 
+        ``on_done`` (your Celery task, on ``on_done_queue``) and ``callback_url`` (a signed
+        POST) hear at least once when the job ends or parks (``t2v_core.callbacks``).
         With ``idempotency_key``, a second call with the same key returns the first job and
         sends nothing (also across processes racing: the key is unique in the table). The
         same key with a different request raises ``RequestInvalid``.
@@ -100,6 +112,7 @@ class Producer:
         payload = req.to_api_payload()
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
+        callbacks = callback_values(self.settings, on_done, on_done_queue, callback_url)
         store = self._ready()
         if idempotency_key is not None:
             existing = store.get_by_idempotency_key(idempotency_key)
@@ -110,6 +123,7 @@ class Producer:
             model_requested=req.model_requested,
             model_effective=req.model_effective,
             idempotency_key=idempotency_key,
+            callbacks=callbacks,
         )
         try:
             self._insert(row)
@@ -144,8 +158,10 @@ class Producer:
         requests: Iterable[RequestLike],
         *,
         idempotency_keys: Sequence[str | None] | None = None,
+        **callbacks: str | None,
     ) -> list[Job]:
         """Enqueue many requests: all validated first, one transaction, pipelined sends.
+        ``callbacks``: ``on_done``/``on_done_queue``/``callback_url`` as for ``enqueue``.
 
         ``idempotency_keys``, if given, has one entry per request (``None``: no key for
         that one) and means what ``enqueue``'s key means: an item whose key already names
@@ -161,15 +177,21 @@ class Producer:
         (``.job_ids``: the new jobs) if the broker failed after the rows were written
         (they stay `queued` and are re-driven).
         """
-        return self.enqueue_many_detailed(requests, idempotency_keys=idempotency_keys).jobs
+        return self.enqueue_many_detailed(
+            requests, idempotency_keys=idempotency_keys, **callbacks
+        ).jobs
 
     def enqueue_many_detailed(
         self,
         requests: Iterable[RequestLike],
         *,
         idempotency_keys: Sequence[str | None] | None = None,
+        on_done: str | None = None,
+        on_done_queue: str | None = None,
+        callback_url: str | None = None,
     ) -> ManyEnqueued:
         """``enqueue_many``, also telling which jobs this call created (``new_ids``)."""
+        callbacks = callback_values(self.settings, on_done, on_done_queue, callback_url)
         keys: list[Any] | None = None
         if idempotency_keys is not None:
             requests = list(requests)
@@ -190,7 +212,7 @@ class Producer:
         if not parsed:
             return ManyEnqueued([], [])
         if keys is not None and any(k is not None for k in keys):
-            return self._enqueue_keyed(parsed, keys)
+            return self._enqueue_keyed(parsed, keys, callbacks)
         # No keys: the fast path (benchmarked), every item a new job.
         store = self._ready()
         rows = [
@@ -198,6 +220,7 @@ class Producer:
                 request=req.to_api_payload(),
                 model_requested=req.model_requested,
                 model_effective=req.model_effective,
+                callbacks=callbacks,
             )
             for req in parsed
         ]
@@ -210,7 +233,10 @@ class Producer:
         )
 
     def _enqueue_keyed(
-        self, parsed: list[Text2VideoRequest], keys: list[str | None]
+        self,
+        parsed: list[Text2VideoRequest],
+        keys: list[str | None],
+        callbacks: dict[str, Any],
     ) -> ManyEnqueued:
         payloads = [req.to_api_payload() for req in parsed]
         first = first_positions(keys, payloads)
@@ -223,6 +249,7 @@ class Producer:
                 model_requested=req.model_requested,
                 model_effective=req.model_effective,
                 idempotency_key=keys[index],
+                callbacks=callbacks,
             )
 
         keyed_rows = {key: new_row(index) for key, index in first.items()}
@@ -370,15 +397,3 @@ class Producer:
 
     def close(self) -> None:
         self.broker.close()
-
-
-def _engine(url: str) -> Engine:
-    """The producer's engine: on PostgreSQL one without ``pool_pre_ping``.
-
-    The pre-ping is a round trip before every checkout: a third of a single ``enqueue``.
-    A connection the server dropped is caught by ``Producer._insert`` instead (reads just
-    fail once and work again). Both live in ``t2v_core.db``'s registry.
-    """
-    if make_url(url).get_backend_name() != "postgresql":
-        return get_engine(url)
-    return get_tuned_engine("producer", url, pool_pre_ping=False, pool_recycle=1800)

@@ -65,17 +65,33 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def enqueue(request: RequestLike, *, idempotency_key: str | None = None) -> Job:
+def enqueue(
+    request: RequestLike,
+    *,
+    idempotency_key: str | None = None,
+    on_done: str | None = None,
+    on_done_queue: str | None = None,
+    callback_url: str | None = None,
+) -> Job:
     """Validate ``request``, record it `queued` and send it to the workers; see ``Producer``."""
-    return default_producer().enqueue(request, idempotency_key=idempotency_key)
+    return default_producer().enqueue(
+        request,
+        idempotency_key=idempotency_key,
+        on_done=on_done,
+        on_done_queue=on_done_queue,
+        callback_url=callback_url,
+    )
 
 
 def enqueue_many(
-    requests: Iterable[RequestLike], *, idempotency_keys: Sequence[str | None] | None = None
+    requests: Iterable[RequestLike],
+    *,
+    idempotency_keys: Sequence[str | None] | None = None,
+    **callbacks: str | None,
 ) -> list[Job]:
     """Enqueue many requests in one transaction with pipelined sends, optionally one
     idempotency key per request (all or nothing); see ``Producer.enqueue_many``."""
-    return default_producer().enqueue_many(requests, idempotency_keys=idempotency_keys)
+    return default_producer().enqueue_many(requests, idempotency_keys=idempotency_keys, **callbacks)
 
 
 def get_job(job_id: str) -> Job:
