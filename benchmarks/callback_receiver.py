@@ -48,7 +48,9 @@ def verify_signature(secret: str, headers: Any, body: bytes, tolerance: float = 
         return False
     mac = hmac.new(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
     expected = "v1," + base64.b64encode(mac).decode()
-    return any(hmac.compare_digest(expected, s) for s in headers.get("webhook-signature", "").split())
+    return any(
+        hmac.compare_digest(expected, s) for s in headers.get("webhook-signature", "").split()
+    )
 
 
 class HttpReceiver:

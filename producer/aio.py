@@ -120,6 +120,7 @@ class _Poller:
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.queries = 0
+        self.largest_batch = 0
 
     def add(self, job_id: str) -> asyncio.Future[JobRecord]:
         future: asyncio.Future[JobRecord] = asyncio.get_running_loop().create_future()
@@ -142,6 +143,7 @@ class _Poller:
         while self.waiting:
             self.wake.clear()
             ids = list(self.waiting)
+            self.largest_batch = max(self.largest_batch, len(ids))
             try:
                 self.queries += 1
                 found = await _run(self.producer, self.producer._ready().get_many, ids)

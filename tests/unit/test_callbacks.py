@@ -180,7 +180,11 @@ def test_a_final_move_makes_the_callback_due_in_the_same_statement(store: JobSto
     assert store.transition(without, JobStatus.CANCELLED)
     rec = store.get(with_cb)
     assert rec is not None and rec.callback_due_at is not None
-    assert (rec.callback_status, rec.callback_seq, rec.callback_delivered_at) == ("cancelled", 1, None)
+    assert (rec.callback_status, rec.callback_seq, rec.callback_delivered_at) == (
+        "cancelled",
+        1,
+        None,
+    )
     plain = store.get(without)
     assert plain is not None and plain.callback_due_at is None
     assert sent == [with_cb]  # only the job with a callback, once, after the commit
