@@ -116,7 +116,6 @@ class _Poller:
     def __init__(self, producer: Producer) -> None:
         self.producer = producer
         self.waiting: dict[str, list[asyncio.Future[JobRecord]]] = {}
-        self.last: dict[str, JobRecord] = {}
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.queries = 0
@@ -136,7 +135,14 @@ class _Poller:
             futures.remove(future)
         if not futures:
             self.waiting.pop(job_id, None)
-            self.last.pop(job_id, None)
+
+    def _read(self, ids: list[str]) -> tuple[dict[str, JobStatus], dict[str, JobRecord]]:
+        """(In the pool.) Every waiting job's state in one narrow query, and the whole
+        record only of those that ended."""
+        store = self.producer._ready()
+        states = store.statuses(ids)
+        ended = [i for i, s in states.items() if s.is_final or s is JobStatus.PARKED]
+        return states, (store.get_many(ended) if ended else {})
 
     async def _run(self) -> None:
         tick = TICK_MIN
@@ -146,7 +152,7 @@ class _Poller:
             self.largest_batch = max(self.largest_batch, len(ids))
             try:
                 self.queries += 1
-                found = await _run(self.producer, self.producer._ready().get_many, ids)
+                states, records = await _run(self.producer, self._read, ids)
             except Exception as exc:  # a database error reaches every waiter, not a log
                 for futures in self.waiting.values():
                     for f in futures:
@@ -156,17 +162,15 @@ class _Poller:
                 return
             resolved = 0
             for job_id in ids:
-                record = found.get(job_id)
-                if record is not None:
-                    self.last[job_id] = record
-                outcome = _outcome(job_id, record)
+                if job_id in states and job_id not in records:
+                    continue  # still going
+                outcome = _outcome(job_id, records.get(job_id))
                 if outcome is None:
                     continue
                 resolved += 1
                 for f in self.waiting.pop(job_id, []):
                     if not f.done():
                         _settle(f, outcome)
-                self.last.pop(job_id, None)
             tick = TICK_MIN if resolved else min(tick * 1.5, TICK_MAX)
             if not self.waiting:
                 break
@@ -215,9 +219,7 @@ async def wait_job(job: Job, producer: Producer, timeout: float | None = None) -
     try:
         return await asyncio.wait_for(asyncio.shield(future), None if math.isinf(limit) else limit)
     except TimeoutError:
-        record = poller.last.get(job.id)
-        if record is None:
-            record = await _run(producer, producer.load, job.id)
+        record = await _run(producer, producer.load, job.id)
         raise JobTimeout(
             f"job {job.id} still {record.status.value} after {limit:g}s", record
         ) from None
