@@ -50,6 +50,8 @@ bench: $(STAMP)  ## benchmarks; figures land in benchmarks/results/
 	$(BIN)/python benchmarks/bench_enqueue.py
 	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/bench_money.py
+	$(BIN)/python benchmarks/bench_callbacks.py
+	$(BIN)/python benchmarks/bench_async.py
 
 # pip-tools and pip-audit live in their own venv: they are not part of the locked set.
 $(TOOLS)/.ok:

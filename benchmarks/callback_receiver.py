@@ -35,6 +35,7 @@ def video_ready(self: Any, job_id: str, status: str) -> None:
     r = redis.Redis.from_url(os.environ["RECEIVER_RECEIPTS"])
     with r.pipeline() as pipe:
         pipe.hincrby(f"{RECEIPTS}:count", f"{job_id}:{status}", 1)
+        pipe.hsetnx(f"{RECEIPTS}:first", f"{job_id}:{status}", time.time())
         pipe.sadd(f"{RECEIPTS}:ids", str(self.request.id))
         pipe.execute()
 
@@ -64,6 +65,8 @@ class HttpReceiver:
         self.delivered: Counter[str] = Counter()
         self.bodies: dict[str, dict[str, Any]] = {}
         self.bad_signatures = 0
+        self.verified = 0
+        self.first: dict[str, float] = {}
         self.event = threading.Condition(self.lock)
         receiver = self
 
@@ -94,10 +97,12 @@ class HttpReceiver:
                 self.bad_signatures += 1
                 return 401
             msg_id = headers["webhook-id"]
+            self.verified += 1
             self.tries[msg_id] += 1
             if self.tries[msg_id] <= self.fail_first:
                 return 500
             self.delivered[msg_id] += 1
+            self.first.setdefault(msg_id, time.time())
             self.bodies[msg_id] = json.loads(body)
             self.event.notify_all()
             return 204

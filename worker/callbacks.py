@@ -53,7 +53,10 @@ def callback_step(rt: Runtime, job_id: str, publish: Publish) -> str:
     if rec is None or rec.callback_due_at is None:
         return "not due"
     seq = rec.callback_seq
-    lease = 2 * rt.settings.callback_timeout + rt.settings.connect_timeout + 30
+    # Held long enough for one POST; a sender killed mid-way is re-sent by reconcile after.
+    lease = max(
+        rt.settings.claim_lease, 2 * rt.settings.callback_timeout + rt.settings.connect_timeout
+    )
     if not rt.store.claim_callback(job_id, seq, lease=lease, slack=rt.settings.claim_slack):
         return "taken"
     status = rec.callback_status or rec.status.value
