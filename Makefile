@@ -53,6 +53,8 @@ bench: $(STAMP)  ## benchmarks; figures land in benchmarks/results/
 	$(BIN)/python benchmarks/bench_web.py
 	$(BIN)/python benchmarks/bench_metrics.py
 	$(BIN)/python benchmarks/bench_fairness.py
+	$(BIN)/python benchmarks/bench_callbacks.py
+	$(BIN)/python benchmarks/bench_async.py
 
 # pip-tools and pip-audit live in their own venv: they are not part of the locked set.
 $(TOOLS)/.ok:

@@ -9,6 +9,7 @@ Importing this package never imports the worker, Celery workers' code or boto3: 
 sent to workers by task name.
 """
 
+from producer.aio import acancel, aenqueue, aenqueue_many, aget_job, alist_jobs, aretry
 from producer.api import Producer
 from producer.default import (
     cancel,
@@ -66,6 +67,12 @@ __all__ = [
     "Text2VideoRequest",
     "TransientError",
     "UnknownModelWarning",
+    "acancel",
+    "aenqueue",
+    "aenqueue_many",
+    "aget_job",
+    "alist_jobs",
+    "aretry",
     "cancel",
     "configure",
     "enqueue",

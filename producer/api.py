@@ -20,11 +20,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 
 from producer.broker import Broker
+from producer.engine import insert_once, producer_engine
 from producer.idempotency import (
     check_idempotency_key,
     first_positions,
@@ -36,9 +35,10 @@ from producer.idempotency import (
 from producer.job import Job
 from producer.request import Text2VideoRequest
 from producer.resume import retry_job, retry_jobs
-from t2v_core.db import get_engine, get_tuned_engine, pool_options
+from t2v_core.callbacks import callback_values
 from t2v_core.errors import FieldError, JobNotFound, RequestInvalid, RetryRefused
 from t2v_core.fairness import JobOptions, check_job_options, item_options
+from t2v_core.names import TASK_CALLBACK
 from t2v_core.records import JobRecord
 from t2v_core.settings import Settings, get_settings
 from t2v_core.states import JobStatus
@@ -69,8 +69,10 @@ class Producer:
         broker: Broker | None = None,
     ) -> None:
         self.settings = settings or get_settings()
-        self.store = store or JobStore(_engine(self.settings))
+        self.store = store or JobStore(producer_engine(self.settings))
         self.broker = broker or Broker(self.settings)
+        if self.store.notify is None:  # a cancel that makes a callback due sends it
+            self.store.notify = lambda job_id: self.broker.send(TASK_CALLBACK, [job_id])
         self._schema_ready = not self.settings.auto_migrate
         self._schema_lock = threading.Lock()
 
@@ -96,12 +98,17 @@ class Producer:
         priority: str = "normal",
         tenant: str | None = None,
         labels: Mapping[str, str] | None = None,
+        on_done: str | None = None,
+        on_done_queue: str | None = None,
+        callback_url: str | None = None,
     ) -> Job:
         """Validate, write the row `queued`, send ``t2v.submit``; return the job's handle.
 
         ``priority`` (``"interactive"``, ``"normal"``, ``"bulk"``) and ``tenant`` place the
         job in the account's slot line (``t2v_core.fairness``); ``labels`` are the caller's
         small string key/values, stored and filterable, never sent to ModelsLab.
+        ``on_done`` (your Celery task, on ``on_done_queue``) and ``callback_url`` (a signed
+        POST) hear at least once when the job ends or parks (``t2v_core.callbacks``).
 
         With ``idempotency_key``, a second call with the same key returns the first job and
         sends nothing (also across processes racing: the key is unique in the table). The
@@ -114,6 +121,7 @@ class Producer:
         check_job_options(priority, tenant, labels)
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
+        callbacks = callback_values(self.settings, on_done, on_done_queue, callback_url)
         store = self._ready()
         if idempotency_key is not None:
             existing = store.get_by_idempotency_key(idempotency_key)
@@ -127,6 +135,7 @@ class Producer:
             priority=priority,
             tenant=tenant,
             labels=dict(labels) if labels else None,
+            callbacks=callbacks,
         )
         try:
             self._insert(row)
@@ -142,19 +151,7 @@ class Producer:
         return Job(job_id, self, JobRecord.model_validate(row))
 
     def _insert(self, row: dict[str, Any]) -> None:
-        # Producer engines skip the pre-ping round trip (see _engine); a connection the
-        # database dropped fails once, is invalidated, and the insert is tried again.
-        try:
-            self.store.insert_one(row)
-        except DBAPIError as exc:
-            if isinstance(exc, IntegrityError) or not exc.connection_invalidated:
-                raise
-            try:
-                self.store.insert_one(row)
-            except IntegrityError:
-                # The first attempt did commit before the connection broke: same id, done.
-                if self.store.get(row["id"]) is None:
-                    raise
+        insert_once(self.store, row)
 
     def enqueue_many(
         self,
@@ -165,6 +162,9 @@ class Producer:
         tenant: str | None = None,
         labels: Mapping[str, str] | None = None,
         options: Sequence[JobOptions | None] | None = None,
+        on_done: str | None = None,
+        on_done_queue: str | None = None,
+        callback_url: str | None = None,
     ) -> list[Job]:
         """Enqueue many requests: all validated first, one transaction, pipelined sends.
 
@@ -174,7 +174,8 @@ class Producer:
         the same key twice in one call with the same request is one job, returned at both
         positions. Only the new rows' messages are sent. The result is one job per item,
         in input order. ``priority``/``tenant``/``labels`` apply to every item; ``options``
-        (one ``JobOptions`` or None per item) overrides them per item.
+        (one ``JobOptions`` or None per item) overrides them per item. ``on_done``,
+        ``on_done_queue`` and ``callback_url`` apply to every item, as for ``enqueue``.
 
         All or nothing: raises ``RequestInvalid`` naming every bad item by index
         (``[3].width=...``, ``[3].idempotency_key=...``: a bad key, or a key used for a
@@ -190,6 +191,9 @@ class Producer:
             tenant=tenant,
             labels=labels,
             options=options,
+            on_done=on_done,
+            on_done_queue=on_done_queue,
+            callback_url=callback_url,
         ).jobs
 
     def enqueue_many_detailed(
@@ -201,8 +205,12 @@ class Producer:
         tenant: str | None = None,
         labels: Mapping[str, str] | None = None,
         options: Sequence[JobOptions | None] | None = None,
+        on_done: str | None = None,
+        on_done_queue: str | None = None,
+        callback_url: str | None = None,
     ) -> ManyEnqueued:
         """``enqueue_many``, also telling which jobs this call created (``new_ids``)."""
+        callbacks = callback_values(self.settings, on_done, on_done_queue, callback_url)
         keys: list[Any] | None = None
         requests = list(requests)
         if idempotency_keys is not None:
@@ -223,7 +231,7 @@ class Producer:
         if not parsed:
             return ManyEnqueued([], [])
         if keys is not None and any(k is not None for k in keys):
-            return self._enqueue_keyed(parsed, keys, opts)
+            return self._enqueue_keyed(parsed, keys, opts, callbacks)
         # No keys: the fast path (benchmarked), every item a new job.
         store = self._ready()
         rows = [
@@ -232,6 +240,7 @@ class Producer:
                 model_requested=req.model_requested,
                 model_effective=req.model_effective,
                 **opts[index],
+                callbacks=callbacks,
             )
             for index, req in enumerate(parsed)
         ]
@@ -248,6 +257,7 @@ class Producer:
         parsed: list[Text2VideoRequest],
         keys: list[str | None],
         opts: list[dict[str, Any]],
+        callbacks: dict[str, Any],
     ) -> ManyEnqueued:
         payloads = [req.to_api_payload() for req in parsed]
         first = first_positions(keys, payloads)
@@ -261,6 +271,7 @@ class Producer:
                 model_effective=req.model_effective,
                 idempotency_key=keys[index],
                 **opts[index],
+                callbacks=callbacks,
             )
 
         keyed_rows = {key: new_row(index) for key, index in first.items()}
@@ -380,17 +391,3 @@ class Producer:
 
     def close(self) -> None:
         self.broker.close()
-
-
-def _engine(settings: Settings) -> Engine:
-    """The producer's engine: on PostgreSQL one without ``pool_pre_ping``.
-
-    The pre-ping is a round trip before every checkout: a third of a single ``enqueue``.
-    A connection the server dropped is caught by ``Producer._insert`` instead (reads just
-    fail once and work again). Both live in ``t2v_core.db``'s registry.
-    """
-    url = settings.database_url
-    if make_url(url).get_backend_name() != "postgresql":
-        return get_engine(url)
-    options = {**pool_options(settings), "pool_pre_ping": False, "pool_recycle": 1800}
-    return get_tuned_engine("producer", url, **options)

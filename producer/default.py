@@ -73,10 +73,20 @@ def enqueue(
     priority: str = "normal",
     tenant: str | None = None,
     labels: Mapping[str, str] | None = None,
+    on_done: str | None = None,
+    on_done_queue: str | None = None,
+    callback_url: str | None = None,
 ) -> Job:
     """Validate ``request``, record it `queued` and send it to the workers; see ``Producer``."""
     return default_producer().enqueue(
-        request, idempotency_key=idempotency_key, priority=priority, tenant=tenant, labels=labels
+        request,
+        idempotency_key=idempotency_key,
+        priority=priority,
+        tenant=tenant,
+        labels=labels,
+        on_done=on_done,
+        on_done_queue=on_done_queue,
+        callback_url=callback_url,
     )
 
 
@@ -88,6 +98,9 @@ def enqueue_many(
     tenant: str | None = None,
     labels: Mapping[str, str] | None = None,
     options: Sequence[JobOptions | None] | None = None,
+    on_done: str | None = None,
+    on_done_queue: str | None = None,
+    callback_url: str | None = None,
 ) -> list[Job]:
     """Enqueue many requests in one transaction with pipelined sends, optionally one
     idempotency key per request (all or nothing); see ``Producer.enqueue_many``."""
@@ -98,6 +111,9 @@ def enqueue_many(
         tenant=tenant,
         labels=labels,
         options=options,
+        on_done=on_done,
+        on_done_queue=on_done_queue,
+        callback_url=callback_url,
     )
 
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from t2v_core.errors import JobFailed, JobParked, JobTimeout
 from t2v_core.records import JobRecord, OutputRecord
 from t2v_core.states import JobStatus
+
+if TYPE_CHECKING:
+    from producer.api import Producer
 
 POLL_START = 0.05
 POLL_MAX = 2.0
@@ -99,3 +102,11 @@ class Job:
                 )
             self.sleep(min(delay, remaining))
             delay = min(delay * 2, poll_max)
+
+    async def wait_async(self, timeout: float | None = None) -> JobRecord:
+        """``wait`` for async code: the same result and errors, without blocking the event
+        loop or holding a thread (one poller per loop reads every waiting job's row in one
+        query per tick; see ``producer.aio``)."""
+        from producer.aio import wait_job
+
+        return await wait_job(self, cast("Producer", self._source), timeout)

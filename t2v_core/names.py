@@ -10,6 +10,7 @@ old name.
     t2v.poll             t2v.poll           fetch the render's status, reschedule itself
     t2v.download         t2v.download       copy the outputs into our storage
     t2v.reconcile        t2v.maintenance    beat: re-drive overdue jobs from the table
+    t2v.callback         t2v.callbacks      deliver a job's completion callback(s)
 
     Redis key                               written by
     t2v:slots:holders|waiting|ready|state   the account's slot line (worker.limiter)
@@ -21,6 +22,7 @@ old name.
     t2v:reconcile:last-run                  when reconcile last ran (beat liveness metric)
     t2v:redrives:{job}:{state}:{progress}   re-drive counts (worker.reconcile)
     t2v:webhook:{job}:{provider id}:{status}  webhook delivery dedupe (worker.webhook)
+    t2v:callbacks:epoch                     absent after Redis lost its data (worker.reconcile)
 """
 
 from __future__ import annotations
@@ -30,13 +32,22 @@ TASK_SUBMIT = "t2v.submit"
 TASK_POLL = "t2v.poll"
 TASK_DOWNLOAD = "t2v.download"
 TASK_RECONCILE = "t2v.reconcile"
+TASK_CALLBACK = "t2v.callback"
 
 # One queue per kind of step, so a backlog of polls never starves submits.
 QUEUE_SUBMIT = "t2v.submit"
 QUEUE_POLL = "t2v.poll"
 QUEUE_DOWNLOAD = "t2v.download"
 QUEUE_MAINTENANCE = "t2v.maintenance"
-QUEUES: tuple[str, ...] = (QUEUE_SUBMIT, QUEUE_POLL, QUEUE_DOWNLOAD, QUEUE_MAINTENANCE)
+# Callbacks wait on the application's receivers: their own queue, never behind job steps.
+QUEUE_CALLBACKS = "t2v.callbacks"
+QUEUES: tuple[str, ...] = (
+    QUEUE_SUBMIT,
+    QUEUE_POLL,
+    QUEUE_DOWNLOAD,
+    QUEUE_MAINTENANCE,
+    QUEUE_CALLBACKS,
+)
 
 # Which queue each task is sent to (the producer sends by name, the worker routes by it).
 TASK_ROUTES: dict[str, str] = {
@@ -44,8 +55,11 @@ TASK_ROUTES: dict[str, str] = {
     TASK_POLL: QUEUE_POLL,
     TASK_DOWNLOAD: QUEUE_DOWNLOAD,
     TASK_RECONCILE: QUEUE_MAINTENANCE,
+    TASK_CALLBACK: QUEUE_CALLBACKS,
 }
 BEAT_RECONCILE = "t2v-reconcile"  # the beat schedule's entry
+# Where an application's ``on_done`` task goes when no queue is named: Celery's default.
+DEFAULT_ON_DONE_QUEUE = "celery"
 
 # A bulk job's submit message goes to a lower-priority Redis list of its queue (kombu's
 # priority steps; a worker pops the plain list first), so a burst of bulk enqueues never
@@ -90,3 +104,6 @@ def redrive_key(job_id: str, state: str, progress: int) -> str:
 
 def webhook_dedupe_key(job_id: str, provider_id: str, status: str) -> str:
     return f"t2v:webhook:{job_id}:{provider_id}:{status}"
+
+
+CALLBACK_EPOCH_KEY = "t2v:callbacks:epoch"

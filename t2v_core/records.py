@@ -69,6 +69,22 @@ class JobRow(Base):
     )
     tenant: Mapped[str | None] = mapped_column(String(64))
     labels: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    # Completion callbacks (t2v_core.callbacks): what to notify, and the pending
+    # notification: due (not yet delivered) while callback_due_at is set.
+    on_done: Mapped[str | None] = mapped_column(String(200))
+    on_done_queue: Mapped[str | None] = mapped_column(String(200))
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    callback_status: Mapped[str | None] = mapped_column(String(16))
+    callback_seq: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default="0"
+    )
+    callback_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    callback_delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    on_done_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    callback_attempts: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default="0"
+    )
+    callback_error: Mapped[str | None] = mapped_column(Text)
 
     # When the job's next step is due; `reconcile` re-drives rows whose time has passed.
     next_check_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -99,6 +115,9 @@ class JobRow(Base):
         Index("ix_t2v_jobs_status_cancelled", "status", "cancelled_at"),
         # `list_jobs(tenant=)` / `t2v list --tenant`, newest first.
         Index("ix_t2v_jobs_tenant_created", "tenant", "created_at"),
+        # reconcile: callbacks due and not delivered; and those to replay after a wipe.
+        Index("ix_t2v_jobs_callback_due", "callback_due_at"),
+        Index("ix_t2v_jobs_on_done_sent", "on_done_sent_at"),
     )
 
 
@@ -165,6 +184,16 @@ class JobRecord(BaseModel):
     priority: str = "normal"
     tenant: str | None = None
     labels: dict[str, str] | None = None
+    on_done: str | None = None
+    on_done_queue: str | None = None
+    callback_url: str | None = None
+    callback_status: str | None = None
+    callback_seq: int = 0
+    callback_due_at: datetime | None = None
+    callback_delivered_at: datetime | None = None
+    on_done_sent_at: datetime | None = None
+    callback_attempts: int = 0
+    callback_error: str | None = None
     next_check_at: datetime | None = None
     deadline_at: datetime | None = None
     created_at: datetime

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -70,9 +71,30 @@ class Settings(BaseSettings):
         description="the database URL is a PgBouncer in transaction mode: no server-side"
         " prepared statements (psycopg prepare_threshold=None)",
     )
+    # Completion callbacks (t2v_core.callbacks): defaults for jobs that name none.
+    on_done: str | None = Field(
+        None, description="Celery task of the application sent [job_id, status] when a job ends"
+    )
+    on_done_queue: str | None = Field(
+        None, description="queue for on_done tasks (unset: Celery's default queue, 'celery')"
+    )
+    callback_url: str | None = Field(
+        None, description="HTTP URL POSTed a signed JSON body when a job ends"
+    )
+    callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="hosts/IPs/networks a callback URL may name though private (comma separated)",
+    )
     auto_migrate: bool = Field(
         True, description="bring the job table to the newest schema on first use in a process"
     )
+
+    @field_validator("callback_allowed_hosts", mode="before")
+    @classmethod
+    def _split_callback_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
 
     @field_validator("database_url")
     @classmethod

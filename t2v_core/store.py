@@ -16,6 +16,7 @@ hold or store the API key: the request payload saved here is the validated
 from __future__ import annotations
 
 import builtins
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -23,11 +24,14 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, func, insert, or_, select, update
 
+from t2v_core.callbacks import NOTIFY_STATES
 from t2v_core.db import write_transaction
 from t2v_core.records import JobRecord, JobRow, LineMember, _as_aware, to_record
 from t2v_core.states import ALLOWED_FROM, JobStatus
+from t2v_core.store_callbacks import CallbackRows, due_values
 
 QUEUED_GRACE_SECONDS = 60
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -42,13 +46,22 @@ _T = JobRow.__table__
 _STAMP = {s: f"{s.value}_at" for s in JobStatus}
 
 
-class JobStore:
+class JobStore(CallbackRows):
     """All reads and writes of the job table go through here."""
 
-    def __init__(self, engine: Engine, *, now: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        now: Callable[[], datetime] = utcnow,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
         self.engine = engine
         # Every timestamp this store writes comes from here (a fake clock in model tests).
         self.now = now
+        # Called with a job id after a committed move made its completion callback due
+        # (sends ``t2v.callback``); if it fails or is None, reconcile sends it later.
+        self.notify = notify
 
     def create_schema(self) -> None:
         """Bring the schema to the newest version (Alembic when available)."""
@@ -189,6 +202,18 @@ class JobStore:
                     found[record.id] = record
         return found
 
+    def statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """The state of each of ``job_ids`` that exists (narrow rows, 500 ids a query)."""
+        found: dict[str, JobStatus] = {}
+        ids = list(dict.fromkeys(job_ids))
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                stmt = select(JobRow.id, JobRow.status).where(
+                    JobRow.id.in_(ids[start : start + 500])
+                )
+                found.update({row.id: JobStatus(row.status) for row in conn.execute(stmt).all()})
+        return found
+
     def count_by_status(self) -> dict[str, int]:
         stmt = select(JobRow.status, func.count()).group_by(JobRow.status)
         with self.engine.connect() as conn:
@@ -207,10 +232,13 @@ class JobStore:
         priority: str = "normal",
         tenant: str | None = None,
         labels: dict[str, str] | None = None,
+        callbacks: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Column values for a new `queued` row (insert them with ``insert_many``)."""
+        """Column values for a new `queued` row (insert them with ``insert_many``);
+        ``callbacks``: the ``on_done``/``on_done_queue``/``callback_url`` columns."""
         now = now or self.now()
         return {
+            **(callbacks or {}),
             "id": job_id or new_job_id(),
             "status": JobStatus.QUEUED.value,
             "idempotency_key": idempotency_key,
@@ -275,6 +303,11 @@ class JobStore:
             allowed &= {JobStatus(s) for s in expect}
         now = self.now()
         values = {"status": to.value, _STAMP[to]: now, "updated_at": now, **_with_detail(values)}
+        notifies = to in NOTIFY_STATES
+        if notifies:
+            # The callback is due in the same statement as the move: never one without
+            # the other, whatever crashes next.
+            values.update(due_values(to, now))
         stmt = (
             update(JobRow)
             .where(JobRow.id == job_id)
@@ -282,7 +315,15 @@ class JobStore:
             .values(**values)
         )
         with write_transaction(self.engine) as conn:
-            return conn.execute(stmt).rowcount == 1
+            if not notifies:
+                return conn.execute(stmt).rowcount == 1
+            moved = conn.execute(stmt.returning(JobRow.callback_due_at)).all()
+        if moved and moved[0][0] is not None and self.notify is not None:
+            try:
+                self.notify(job_id)
+            except Exception as exc:  # the row says it is due: reconcile sends it later
+                log.warning("job %s: callback not sent now (%s); reconcile will", job_id, exc)
+        return bool(moved)
 
     def claim(
         self, job_id: str, status: JobStatus, *, lease: float, slack: float = 5.0, **values: Any

@@ -55,6 +55,17 @@ ENQUEUE_OPTIONS: dict[str, dict[str, Any]] = {
         "additionalProperties": {"type": "string", "maxLength": LABEL_VALUE_MAX},
         "description": "the caller's string key/values, stored and filterable, never sent on",
     },
+    "on_done": {
+        "type": "string",
+        "maxLength": 200,
+        "description": "a Celery task of the application, sent [job_id, status] when the job ends",
+    },
+    "on_done_queue": {"type": "string", "maxLength": 200, "description": "the on_done queue"},
+    "callback_url": {
+        "type": "string",
+        "format": "uri",
+        "description": "an http(s) URL POSTed a signed JSON body when the job ends",
+    },
 }
 MAX_BODY = 64 * 1024
 

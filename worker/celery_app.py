@@ -34,7 +34,7 @@ def longest_countdown(settings: WorkerSettings) -> float:
     from worker.policy import PollPolicy
 
     policy = PollPolicy.from_settings(settings)
-    return max(policy.max_first_delay, policy.max_delay, 120.0)
+    return max(policy.max_first_delay, policy.max_delay, settings.callback_retry_max, 120.0)
 
 
 def broker_options(settings: WorkerSettings) -> dict[str, Any]:

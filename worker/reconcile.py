@@ -24,8 +24,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from t2v_core.names import (
+    CALLBACK_EPOCH_KEY,
     RECONCILE_LAST_RUN_KEY,
     RECONCILE_LOCK_KEY,
+    TASK_CALLBACK,
     TASK_DOWNLOAD,
     TASK_POLL,
     TASK_SUBMIT,
@@ -64,6 +66,8 @@ class ReconcileReport:
     freed: int = 0
     failed: int = 0
     parked_retried: int = 0
+    callbacks_resent: int = 0
+    callbacks_replayed: int = 0
     rebuilt: bool = False
     skipped_locked: bool = False
 
@@ -130,6 +134,7 @@ def reconcile(rt: Runtime, *, lock_seconds: float | None = None) -> ReconcileRep
             lease.renew()
         _redrive_overdue(rt, report, lease)
         _free_stale_slots(rt, report)
+        _resend_callbacks(rt, report)
         woken = rt.limiter.release(None)
         wake(rt, woken)
         report.woken += len(woken)
@@ -143,9 +148,30 @@ def reconcile(rt: Runtime, *, lock_seconds: float | None = None) -> ReconcileRep
         or report.failed
         or report.parked_retried
         or report.rebuilt
+        or report.callbacks_resent
+        or report.callbacks_replayed
     ):
         log.info("reconcile: %s", report)
     return report
+
+
+def _resend_callbacks(rt: Runtime, report: ReconcileReport) -> None:
+    """Send again every completion callback still due after the grace (its message was
+    lost, or its sender died); bounded by the index on ``callback_due_at``. When Redis has
+    lost its data (the epoch key is gone), ``on_done`` tasks published within the replay
+    window are sent again too: the wipe may have taken them before the application's
+    worker did (receivers deduplicate by the task id)."""
+    now = rt.now()
+    if rt.limiter.redis.set(CALLBACK_EPOCH_KEY, now.isoformat(), nx=True):
+        since = now - timedelta(seconds=rt.settings.callback_replay_window)
+        while ids := rt.store.replay_on_done(since, now):
+            for job_id in ids:
+                rt.schedule(TASK_CALLBACK, job_id, 0)
+            report.callbacks_replayed += len(ids)
+    cutoff = now - timedelta(seconds=rt.settings.reconcile_grace)
+    for rec in rt.store.callbacks_due(cutoff):
+        rt.schedule(TASK_CALLBACK, rec.id, 0)
+        report.callbacks_resent += 1
 
 
 def _redrive_overdue(rt: Runtime, report: ReconcileReport, lease: _Lease) -> None:

@@ -28,6 +28,22 @@ class WorkerSettings(Settings):
         None, description="the last path segment of T2V_WEBHOOK_URL; the receiver checks it"
     )
 
+    callback_secret: SecretStr | None = Field(
+        None, description="whsec_... key signing HTTP completion callbacks (Standard Webhooks)"
+    )
+    callback_max_attempts: int = Field(
+        12, ge=1, description="tries of one HTTP callback before it is given up (recorded)"
+    )
+    callback_retry_base: float = Field(2.0, gt=0, description="first callback retry delay; doubles")
+    callback_retry_max: float = Field(600.0, gt=0, description="cap on that delay")
+    callback_timeout: float = Field(10.0, gt=0, description="seconds one callback POST may take")
+    callback_replay_window: float = Field(
+        3600.0,
+        ge=0,
+        description="after Redis lost its data, on_done tasks published this recently are sent"
+        " again (a wipe may have taken them before the application's worker did)",
+    )
+
     # HTTP
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(30.0, gt=0)

@@ -15,8 +15,16 @@ from celery.signals import worker_init, worker_process_init
 import worker.worker_metrics  # noqa: F401 - connects its Celery signals
 from t2v_core.brokers import shared_redis
 from t2v_core.db import dispose_engines, forget_engines, settings_engine
-from t2v_core.names import TASK_DOWNLOAD, TASK_POLL, TASK_RECONCILE, TASK_ROUTES, TASK_SUBMIT
+from t2v_core.names import (
+    TASK_CALLBACK,
+    TASK_DOWNLOAD,
+    TASK_POLL,
+    TASK_RECONCILE,
+    TASK_ROUTES,
+    TASK_SUBMIT,
+)
 from t2v_core.store import JobStore
+from worker.callbacks import callback_step
 from worker.celery_app import app
 from worker.limiter import AccountLimiter
 from worker.modelslab import ModelsLabClient
@@ -46,7 +54,11 @@ def runtime() -> Runtime:
 
         raise ConfigError("T2V_MODELSLAB_API_KEY is not set (the worker needs the account key)")
     http = pinned_session()  # downloads connect only to the addresses they vetted
-    store = JobStore(settings_engine(settings))
+    # A move that makes a completion callback due sends t2v.callback right after commit.
+    store = JobStore(
+        settings_engine(settings),
+        notify=lambda job_id: send_step(TASK_CALLBACK, job_id, 0),
+    )
     return Runtime(
         settings=settings,
         store=store,
@@ -93,6 +105,16 @@ def poll(job_id: str) -> None:
 @app.task(name=TASK_DOWNLOAD, ignore_result=True)
 def download(job_id: str) -> None:
     download_step(runtime(), job_id)
+
+
+def publish_on_done(task: str, args: list[str], queue: str, task_id: str) -> None:
+    """Send the application's ``on_done`` task (its id is the notification's id)."""
+    app.send_task(task, args=args, queue=queue, task_id=task_id)
+
+
+@app.task(name=TASK_CALLBACK, ignore_result=True)
+def callback(job_id: str) -> None:
+    callback_step(runtime(), job_id, publish_on_done)
 
 
 @app.task(name=TASK_RECONCILE, ignore_result=True)

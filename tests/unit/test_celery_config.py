@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from t2v_core.errors import ConfigError
-from t2v_core.names import QUEUE_DOWNLOAD, QUEUE_MAINTENANCE, QUEUE_POLL, QUEUE_SUBMIT
+from t2v_core.names import (
+    QUEUE_CALLBACKS,
+    QUEUE_DOWNLOAD,
+    QUEUE_MAINTENANCE,
+    QUEUE_POLL,
+    QUEUE_SUBMIT,
+)
 from worker.celery_app import celery_config, longest_countdown
 from worker.settings import WorkerSettings
 
@@ -22,8 +28,10 @@ def test_config_has_late_acks_events_and_one_queue_per_step() -> None:
         QUEUE_POLL,
         QUEUE_DOWNLOAD,
         QUEUE_MAINTENANCE,
+        QUEUE_CALLBACKS,
     }
     assert conf["task_routes"]["t2v.poll"] == {"queue": QUEUE_POLL}
+    assert conf["task_routes"]["t2v.callback"] == {"queue": QUEUE_CALLBACKS}
     assert conf["beat_schedule"]["t2v-reconcile"]["task"] == "t2v.reconcile"
 
 

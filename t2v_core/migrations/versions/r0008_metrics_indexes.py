@@ -11,7 +11,7 @@ from __future__ import annotations
 from alembic import op
 
 revision: str = "0008_metrics_indexes"
-down_revision: str | None = "0005_priority_tenant_labels"
+down_revision: str | None = "0006_callbacks"
 branch_labels: str | None = None
 depends_on: str | None = None
 
