@@ -22,13 +22,15 @@ from typing import Any
 from celery import Celery
 
 from t2v_core.errors import EnqueueError
-from t2v_core.names import TASK_ROUTES, TASK_SUBMIT
+from t2v_core.names import TASK_ADMIT, TASK_ROUTES, TASK_SUBMIT
 from t2v_core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 #: Messages buffered before one pipeline round trip.
 BATCH_SIZE = 1000
+#: Job ids per ``t2v.admit`` message.
+ADMIT_CHUNK = 1000
 
 
 def make_celery_app(settings: Settings) -> Celery:
@@ -61,8 +63,15 @@ class Broker:
         self.app = app or make_celery_app(settings)
 
     def send_submit(self, job_ids: Sequence[str]) -> None:
-        """Send one ``t2v.submit`` message per id (see ``send``)."""
-        self.send(TASK_SUBMIT, job_ids)
+        """Hand new jobs to the workers: one ``t2v.submit`` message for a single id, one
+        ``t2v.admit`` message per ``ADMIT_CHUNK`` ids for many (the worker puts a whole
+        chunk in the slot line in one pass and sends ``t2v.submit`` only for the jobs that
+        got a slot: a backlog costs one message per chunk, not one per job)."""
+        if len(job_ids) <= 1:
+            self.send(TASK_SUBMIT, job_ids)
+            return
+        chunks = [list(job_ids[i : i + ADMIT_CHUNK]) for i in range(0, len(job_ids), ADMIT_CHUNK)]
+        self._send_messages(TASK_ADMIT, chunks, job_ids)
 
     def send(self, task: str, job_ids: Sequence[str]) -> None:
         """Send one ``task`` message per id; raise ``EnqueueError`` if the broker fails.
@@ -73,14 +82,18 @@ class Broker:
         """
         if not job_ids:
             return
+        self._send_messages(task, list(job_ids), job_ids)
+
+    def _send_messages(self, task: str, args: Sequence[Any], job_ids: Sequence[str]) -> None:
+        """One ``task`` message per item of ``args`` (a job id, or a list of them)."""
         try:
             with self.app.producer_or_acquire() as producer:
-                if len(job_ids) == 1:
-                    self._publish(producer, task, job_ids[0])
+                if len(args) == 1:
+                    self._publish(producer, task, args[0])
                 else:
                     with producer.batch(max_size=BATCH_SIZE):
-                        for job_id in job_ids:
-                            self._publish(producer, task, job_id)
+                        for arg in args:
+                            self._publish(producer, task, arg)
         except Exception as exc:  # kombu, redis-py and socket errors all mean "not sent"
             err = EnqueueError(
                 f"broker refused {len(job_ids)} message(s): {type(exc).__name__}: {exc}; "
@@ -91,8 +104,8 @@ class Broker:
             log.warning("enqueue: broker send failed for %d job(s): %s", len(job_ids), exc)
             raise err from exc
 
-    def _publish(self, producer: Any, task: str, job_id: str) -> None:
-        message = self.app.amqp.create_task_message(str(uuid.uuid4()), task, [job_id], {})
+    def _publish(self, producer: Any, task: str, arg: str | list[str]) -> None:
+        message = self.app.amqp.create_task_message(str(uuid.uuid4()), task, [arg], {})
         producer.publish(
             message.body,
             exchange="",

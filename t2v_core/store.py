@@ -178,6 +178,45 @@ class JobStore:
                     found[record.id] = record
         return found
 
+    def admission_rows(self, job_ids: Sequence[str]) -> builtins.list[Any]:
+        """Narrow rows (id, status, created_at, provider_id, model_effective) of the
+        ``job_ids`` that exist, oldest first: what admitting a batch into the slot line reads."""
+        cols = (
+            JobRow.id,
+            JobRow.status,
+            JobRow.created_at,
+            JobRow.provider_id,
+            JobRow.model_effective,
+        )
+        found: builtins.list[Any] = []
+        ids = list(dict.fromkeys(job_ids))
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 1000):
+                stmt = select(*cols).where(JobRow.id.in_(ids[start : start + 1000]))
+                found += [
+                    (r.id, JobStatus(r.status), _as_aware(r.created_at), *r[3:])
+                    for r in conn.execute(stmt).all()
+                ]
+        found.sort(key=lambda r: (r[2], r[0]))
+        return found
+
+    def update_many_if(
+        self, job_ids: Sequence[str], expect: Iterable[JobStatus], **values: Any
+    ) -> int:
+        """``update_if`` for many rows in one statement per 1000 ids; returns rows written."""
+        statuses = [JobStatus(s).value for s in expect]
+        written = 0
+        with write_transaction(self.engine) as conn:
+            for start in range(0, len(job_ids), 1000):
+                stmt = (
+                    update(JobRow)
+                    .where(JobRow.id.in_(list(job_ids[start : start + 1000])))
+                    .where(JobRow.status.in_(statuses))
+                    .values(updated_at=self.now(), **_with_detail(values))
+                )
+                written += conn.execute(stmt).rowcount
+        return written
+
     def count_by_status(self) -> dict[str, int]:
         stmt = select(JobRow.status, func.count()).group_by(JobRow.status)
         with self.engine.connect() as conn:

@@ -14,7 +14,14 @@ import redis
 from celery.signals import worker_init, worker_process_init
 
 from t2v_core.db import dispose_engines, get_engine
-from t2v_core.names import TASK_DOWNLOAD, TASK_POLL, TASK_RECONCILE, TASK_ROUTES, TASK_SUBMIT
+from t2v_core.names import (
+    TASK_ADMIT,
+    TASK_DOWNLOAD,
+    TASK_POLL,
+    TASK_RECONCILE,
+    TASK_ROUTES,
+    TASK_SUBMIT,
+)
 from t2v_core.store import JobStore
 from worker.celery_app import app
 from worker.limiter import AccountLimiter
@@ -22,7 +29,7 @@ from worker.modelslab import ModelsLabClient
 from worker.pinning import pinned_session
 from worker.reconcile import reconcile
 from worker.settings import get_worker_settings
-from worker.steps import Runtime, download_step, poll_step, submit_step
+from worker.steps import Runtime, admit_step, download_step, poll_step, submit_step
 from worker.storage import storage_from_url
 
 
@@ -81,6 +88,11 @@ def _after_fork(**_: object) -> None:
 @app.task(name=TASK_SUBMIT, ignore_result=True)
 def submit(job_id: str) -> None:
     submit_step(runtime(), job_id)
+
+
+@app.task(name=TASK_ADMIT, ignore_result=True)
+def admit(job_ids: list[str]) -> None:
+    admit_step(runtime(), job_ids)
 
 
 @app.task(name=TASK_POLL, ignore_result=True)
