@@ -249,6 +249,12 @@ def run(args: argparse.Namespace, jobs: int, probe: bool, logs: Path) -> dict[st
         worker = processes.start_worker(logs, env=env, concurrency=args.concurrency, beat=True)
         procs.append(worker)
         sampler = Sampler(TreeMeter(worker.popen.pid), redis_url, store)
+        # What the worker + beat cost with nothing to do (beat's reconcile ticks, the
+        # consumer's broker polling): measured first, subtracted in ``per_job_net_ms``.
+        time.sleep(5)
+        idle0, idle_t0 = sampler.meter.sample()[0], time.time()
+        time.sleep(args.idle_seconds)
+        idle_rate = (sampler.meter.sample()[0] - idle0) / (time.time() - idle_t0)
         sampler.samples.append(sampler.take())
         sampler.start()
         requests_ = [
@@ -309,6 +315,7 @@ def run(args: argparse.Namespace, jobs: int, probe: bool, logs: Path) -> dict[st
         producer_cpu,
         dbf,
         logs,
+        idle_rate,
     )
 
 
@@ -347,6 +354,7 @@ def analyse(
     producer_cpu: float,
     dbf: dict[str, Any],
     logs: Path,
+    idle_rate: float,
 ) -> dict[str, Any]:
     backlog = args.mode == "backlog"
     sim_jobs = list(stats["jobs"].values())
@@ -431,6 +439,12 @@ def analyse(
             "steady_s": round(steady_cpu, 2),
             "jobs_succeeded_in_window": len(done_in),
             "per_job_ms": round(1000 * steady_cpu / len(done_in), 2) if done_in else None,
+            "idle_ms_per_s": round(1000 * idle_rate, 2),
+            "per_job_net_ms": round(
+                1000 * (steady_cpu - idle_rate * (end - steady_from)) / len(done_in), 2
+            )
+            if done_in
+            else None,
             "to_admit_backlog_s": round(cpu_between(samples, t0, admitted_at), 2)
             if admitted_at
             else None,
@@ -556,7 +570,8 @@ def summary(r: dict[str, Any]) -> str:
         f"slots busy {r['slots_busy_while_jobs_waited']}, vs ceiling "
         f"{r['throughput']['vs_ceiling']}, 429s {r['http_429']}; lateness "
         f"{r['detection_lateness_s']}; fetches/job {r['fetches_per_job']['mean']}; CPU/job "
-        f"{c['per_job_ms']} ms, admit {c['to_admit_backlog_s']} s CPU in {c['admit_wall_s']} s; "
+        f"{c['per_job_ms']} ms (net of idle {c['per_job_net_ms']} ms), admit "
+        f"{c['to_admit_backlog_s']} s CPU in {c['admit_wall_s']} s; "
         f"RSS {r['worker_rss_peak_mb']} MB; redis {r['redis_used_memory_peak_mb']} MB; "
         f"db {r['database']}; load {r['load_average_1m']}"
     )
@@ -575,6 +590,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=180.0, help="backlog window (s)")
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--idle-seconds", type=float, default=20.0, help="idle CPU sample")
     parser.add_argument("--seed", type=int, default=10)
     parser.add_argument("--probe", choices=("off", "on", "both"), default="off")
     parser.add_argument("--broker-url", default=None, help="default: a private Redis")
