@@ -94,7 +94,27 @@ class JobStore:
     ) -> builtins.list[JobRecord]:
         """Active jobs (of ``statuses``) whose next step was due before ``now``."""
         wanted = ALLOWED_FROM[JobStatus.FAILED] if statuses is None else statuses
-        return self._due(now, limit, JobRow.status.in_([JobStatus(s).value for s in wanted]))
+        # One query per state: each is a range scan of ``ix_t2v_jobs_active_due`` in due
+        # order that stops at ``limit`` (an IN over states would read every due row of
+        # them all and sort), so a call reads at most ``limit`` rows per state.
+        found: builtins.list[JobRecord] = []
+        for status in dict.fromkeys(JobStatus(s) for s in wanted):
+            found += self._due(now, limit, JobRow.status == status.value)
+        found.sort(key=lambda r: r.next_check_at or now)
+        return found[:limit]
+
+    def due_ids(self, status: JobStatus, now: datetime, limit: int) -> builtins.list[str]:
+        """Ids (only) of ``status`` rows due before ``now``, soonest first, at most ``limit``."""
+        stmt = (
+            select(JobRow.id)
+            .where(JobRow.status == JobStatus(status).value)
+            .where(JobRow.next_check_at.is_not(None))
+            .where(JobRow.next_check_at < now)
+            .order_by(JobRow.next_check_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [row.id for row in conn.execute(stmt)]
 
     def _due(self, now: datetime, limit: int, *where: Any) -> builtins.list[JobRecord]:
         """Rows matching ``where`` whose ``next_check_at`` is before ``now``, soonest first."""
