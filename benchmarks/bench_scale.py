@@ -105,6 +105,7 @@ class Sampler(threading.Thread):
         from t2v_core.names import QUEUES, slot_keys
 
         self.meter, self.store, self.every = meter, store, every
+        self.slots = 0
         self.redis = redis_lib.Redis.from_url(redis_url)
         self.queues = list(QUEUES)
         self.waiting_key = slot_keys()["waiting"]
@@ -249,6 +250,7 @@ def run(args: argparse.Namespace, jobs: int, probe: bool, logs: Path) -> dict[st
         worker = processes.start_worker(logs, env=env, concurrency=args.concurrency, beat=True)
         procs.append(worker)
         sampler = Sampler(TreeMeter(worker.popen.pid), redis_url, store)
+        sampler.slots = slots
         # What the worker + beat cost with nothing to do (beat's reconcile ticks, the
         # consumer's broker polling): measured first, subtracted in ``per_job_net_ms``.
         time.sleep(5)
@@ -331,7 +333,9 @@ def wait_admitted(
         s = sampler.samples[-1]
         if s["t"] > t0 + 1 and "queue_len" in s and "by_status" in s:
             queued = s["by_status"].get("queued", 0)
-            if s["queue_len"].get("t2v.submit", 1) == 0 and s["line_waiting"] >= queued - 20:
+            # Queued rows outside the line are at most the L holders between acquire and
+            # submit (waiting for the submit queue would never end: wakes keep coming).
+            if s["line_waiting"] >= queued - sampler.slots - 5:
                 return float(s["t"])
         time.sleep(0.5)
     return None
