@@ -543,12 +543,15 @@ def plot_all() -> list[str]:
         pts = sorted(
             (r["jobs"], r["worker_cpu"]["per_job_ms"], r["worker_rss_peak_mb"])
             for r in runs
-            if r["mode"] == mode and not r["probe_and_poster"] and r["worker_cpu"]["per_job_ms"]
+            if r["mode"] == mode
+            and not r["probe_and_poster"]
+            # fewer finished jobs than this in the window: CPU per job is mostly idle time
+            and r["worker_cpu"]["jobs_succeeded_in_window"] >= 50
         )
         if pts:
             a1.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=mode)
             a2.plot([p[0] for p in pts], [p[2] for p in pts], marker=marker, label=mode)
-    base = [r for res in results for r in res.get("baseline", [])]
+    base = [r for res in results for r in res.get("baseline", []) if r["worker_rss_peak_mb"]]
     if base:
         pts = sorted((b["jobs"], b["worker_rss_peak_mb"]) for b in base)
         a2.plot([p[0] for p in pts], [p[1] for p in pts], marker="x", ls=":", label="bare Celery")
