@@ -170,6 +170,7 @@ def slot_use(
     renders: list[tuple[float, float]],
     accepted: list[float],
     t0: float,
+    slots: int = SLOTS,
 ) -> dict[str, Any]:
     """Over the time at least one job waited: the busy share of the account's slots, the
     longest stretch with no submission accepted, the longest with a slot free."""
@@ -183,8 +184,8 @@ def slot_use(
             continue
         busy = sum(s <= mid < e for s, e in renders)
         waiting_s += b - a
-        busy_s += (b - a) * min(SLOTS, busy)
-        if busy < SLOTS:
+        busy_s += (b - a) * min(slots, busy)
+        if busy < slots:
             if free_runs and abs(free_runs[-1][1] - a) < 1e-9:
                 free_runs[-1] = (free_runs[-1][0], b)
             else:
@@ -205,8 +206,8 @@ def slot_use(
     return {
         "waiting_wall_s": round(waiting_s, 2),
         "busy_slot_s": round(busy_s, 2),
-        "available_slot_s": round(SLOTS * waiting_s, 2),
-        "slot_use": round(busy_s / (SLOTS * waiting_s), 4) if waiting_s else None,
+        "available_slot_s": round(slots * waiting_s, 2),
+        "slot_use": round(busy_s / (slots * waiting_s), 4) if waiting_s else None,
         "longest_wait_without_accepted_submit_s": round(no_accept[1] - no_accept[0], 2),
         "longest_wait_without_accepted_submit_at_s": [
             round(no_accept[0] - t0, 2),

@@ -23,13 +23,15 @@ from celery import Celery
 
 from t2v_core.brokers import is_amqp_url, task_queues
 from t2v_core.errors import EnqueueError
-from t2v_core.names import SUBMIT_MESSAGE_PRIORITY, TASK_ROUTES, TASK_SUBMIT
+from t2v_core.names import SUBMIT_MESSAGE_PRIORITY, TASK_ADMIT, TASK_ROUTES, TASK_SUBMIT
 from t2v_core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 #: Messages buffered before one pipeline round trip.
 BATCH_SIZE = 1000
+#: Job ids per ``t2v.admit`` message.
+ADMIT_CHUNK = 1000
 
 
 def make_celery_app(settings: Settings) -> Celery:
@@ -63,9 +65,26 @@ class Broker:
         self._declared = False
 
     def send_submit(self, job_ids: Sequence[str], priorities: Sequence[str] | None = None) -> None:
-        """Send one ``t2v.submit`` message per id (see ``send``); ``priorities`` (the jobs'
-        classes, one per id) put bulk jobs' messages behind the others."""
-        self.send(TASK_SUBMIT, job_ids, priorities)
+        """Hand new jobs to the workers: one ``t2v.submit`` message for a single id, one
+        ``t2v.admit`` message per ``ADMIT_CHUNK`` ids of one priority class for many (the
+        worker puts a whole chunk in the slot line in one pass and sends ``t2v.submit``
+        only for the jobs that got a slot: a backlog costs one message per chunk, not one
+        per job). ``priorities`` (the jobs' classes, one per id) put bulk jobs' messages
+        behind the others in the broker."""
+        classes = list(priorities) if priorities else ["normal"] * len(job_ids)
+        if len(job_ids) <= 1:
+            self.send(TASK_SUBMIT, job_ids, classes)
+            return
+        by_class: dict[str, list[str]] = {}
+        for job_id, klass in zip(job_ids, classes, strict=True):
+            by_class.setdefault(klass, []).append(job_id)
+        chunks: list[list[str]] = []
+        steps: list[int | None] = []
+        for klass, ids in by_class.items():
+            for start in range(0, len(ids), ADMIT_CHUNK):
+                chunks.append(ids[start : start + ADMIT_CHUNK])
+                steps.append(SUBMIT_MESSAGE_PRIORITY.get(klass))
+        self._send_messages(TASK_ADMIT, chunks, steps, job_ids)
 
     def send(
         self, task: str, job_ids: Sequence[str], priorities: Sequence[str] | None = None
@@ -78,17 +97,27 @@ class Broker:
         """
         if not job_ids:
             return
+        steps = [SUBMIT_MESSAGE_PRIORITY.get(p) for p in priorities or ["normal"] * len(job_ids)]
+        self._send_messages(task, list(job_ids), steps, job_ids)
+
+    def _send_messages(
+        self,
+        task: str,
+        args: Sequence[Any],
+        steps: Sequence[int | None],
+        job_ids: Sequence[str],
+    ) -> None:
+        """One ``task`` message per item of ``args`` (a job id, or a list of them), each at
+        its kombu priority step (None: the default)."""
         try:
             with self.app.producer_or_acquire() as producer:
                 self._declare(producer)
-                steps = [SUBMIT_MESSAGE_PRIORITY.get(p) for p in priorities or ()]
-                if len(job_ids) == 1:
-                    self._publish(producer, task, job_ids[0], steps[0] if steps else None)
+                if len(args) == 1:
+                    self._publish(producer, task, args[0], steps[0])
                 else:
                     with producer.batch(max_size=BATCH_SIZE):
-                        for index, job_id in enumerate(job_ids):
-                            step = steps[index] if steps else None
-                            self._publish(producer, task, job_id, step)
+                        for arg, step in zip(args, steps, strict=True):
+                            self._publish(producer, task, arg, step)
         except Exception as exc:  # kombu, redis-py and socket errors all mean "not sent"
             err = EnqueueError(
                 f"broker refused {len(job_ids)} message(s): {type(exc).__name__}: {exc}; "
@@ -108,8 +137,10 @@ class Broker:
             queue.bind(producer.channel).declare()
         self._declared = True
 
-    def _publish(self, producer: Any, task: str, job_id: str, priority: int | None) -> None:
-        message = self.app.amqp.create_task_message(str(uuid.uuid4()), task, [job_id], {})
+    def _publish(
+        self, producer: Any, task: str, arg: str | list[str], priority: int | None
+    ) -> None:
+        message = self.app.amqp.create_task_message(str(uuid.uuid4()), task, [arg], {})
         extra = {} if priority is None else {"priority": priority}
         producer.publish(
             message.body,

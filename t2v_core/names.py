@@ -7,6 +7,7 @@ old name.
 
     task                 queue              what it does
     t2v.submit           t2v.submit         take an account slot, submit the request
+    t2v.admit            t2v.submit         many job ids: put them in the slot line at once
     t2v.poll             t2v.poll           fetch the render's status, reschedule itself
     t2v.download         t2v.download       copy the outputs into our storage
     t2v.reconcile        t2v.maintenance    beat: re-drive overdue jobs from the table
@@ -29,6 +30,9 @@ from __future__ import annotations
 
 # -- Celery tasks and queues ---------------------------------------------------------------
 TASK_SUBMIT = "t2v.submit"
+# One message carries a batch of job ids (``enqueue_many``): the jobs join the slot line
+# in one pass, and only those that get a slot are sent on as ``t2v.submit``.
+TASK_ADMIT = "t2v.admit"
 TASK_POLL = "t2v.poll"
 TASK_DOWNLOAD = "t2v.download"
 TASK_RECONCILE = "t2v.reconcile"
@@ -52,6 +56,7 @@ QUEUES: tuple[str, ...] = (
 # Which queue each task is sent to (the producer sends by name, the worker routes by it).
 TASK_ROUTES: dict[str, str] = {
     TASK_SUBMIT: QUEUE_SUBMIT,
+    TASK_ADMIT: QUEUE_SUBMIT,
     TASK_POLL: QUEUE_POLL,
     TASK_DOWNLOAD: QUEUE_DOWNLOAD,
     TASK_RECONCILE: QUEUE_MAINTENANCE,

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from t2v_core.states import JobStatus
@@ -25,6 +25,13 @@ from t2v_core.states import JobStatus
 
 class Base(DeclarativeBase):
     pass
+
+
+# The states reconcile reads due rows of (``ix_t2v_jobs_active_due`` covers only these).
+_ACTIVE_DUE = (
+    "next_check_at IS NOT NULL AND status IN "
+    "('queued', 'submitting', 'processing', 'downloading', 'parked', 'cancelled')"
+)
 
 
 class JobRow(Base):
@@ -107,6 +114,14 @@ class JobRow(Base):
         Index("ix_t2v_jobs_created", "created_at"),
         # reconcile: active rows whose next step is overdue.
         Index("ix_t2v_jobs_status_next_check", "status", "next_check_at"),
+        # ... and only the rows it may find due (migration 0007_due_indexes).
+        Index(
+            "ix_t2v_jobs_active_due",
+            "status",
+            "next_check_at",
+            postgresql_where=text(_ACTIVE_DUE),
+            sqlite_where=text(_ACTIVE_DUE),
+        ),
         # webhook receiver: find the job by the provider's id.
         Index("ix_t2v_jobs_provider_id", "provider_id"),
         # the metrics exporter: jobs that reached a final state since its watermark.

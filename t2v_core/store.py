@@ -15,20 +15,20 @@ hold or store the API key: the request payload saved here is the validated
 
 from __future__ import annotations
 
-import builtins
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, insert, or_, select, update
+from sqlalchemy import Engine, func, insert, or_, select, update
 
 from t2v_core.callbacks import NOTIFY_STATES
 from t2v_core.db import write_transaction
-from t2v_core.records import JobRecord, JobRow, LineMember, _as_aware, to_record
+from t2v_core.records import JobRecord, JobRow, to_record
 from t2v_core.states import ALLOWED_FROM, JobStatus
 from t2v_core.store_callbacks import CallbackRows, due_values
+from t2v_core.store_due import DueRows
 
 QUEUED_GRACE_SECONDS = 60
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ _T = JobRow.__table__
 _STAMP = {s: f"{s.value}_at" for s in JobStatus}
 
 
-class JobStore(CallbackRows):
+class JobStore(CallbackRows, DueRows):
     """All reads and writes of the job table go through here."""
 
     def __init__(
@@ -109,87 +109,6 @@ class JobStore(CallbackRows):
             rows = conn.execute(stmt).all()
         return [r for r in (_row_to_record(row) for row in rows) if r is not None]
 
-    def overdue(
-        self, now: datetime, limit: int = 500, statuses: Iterable[JobStatus] | None = None
-    ) -> builtins.list[JobRecord]:
-        """Active jobs (of ``statuses``) whose next step was due before ``now``."""
-        wanted = ALLOWED_FROM[JobStatus.FAILED] if statuses is None else statuses
-        return self._due(now, limit, JobRow.status.in_([JobStatus(s).value for s in wanted]))
-
-    def _due(self, now: datetime, limit: int, *where: Any) -> builtins.list[JobRecord]:
-        """Rows matching ``where`` whose ``next_check_at`` is before ``now``, soonest first."""
-        stmt = (
-            select(_T)
-            .where(*where)
-            .where(JobRow.next_check_at.is_not(None))
-            .where(JobRow.next_check_at < now)
-            .order_by(JobRow.next_check_at)
-            .limit(limit)
-        )
-        with self.engine.connect() as conn:
-            rows = conn.execute(stmt).all()
-        return [r for r in (_row_to_record(row) for row in rows) if r is not None]
-
-    def line_members(self, chunk: int = 5000) -> Iterator[LineMember]:
-        """Jobs the account's slot line is rebuilt from after Redis lost it: those that may
-        be at the provider (submitting, processing, cancelled or parked while rendering) and those
-        waiting to be submitted (queued), oldest first. Narrow rows, read in chunks."""
-        cols = (
-            JobRow.id,
-            JobRow.status,
-            JobRow.created_at,
-            JobRow.submitting_at,
-            JobRow.deadline_at,
-            JobRow.eta_seconds,
-            JobRow.next_check_at,
-            JobRow.priority,
-            JobRow.tenant,
-        )
-        at_provider = [
-            JobStatus.QUEUED.value,
-            JobStatus.SUBMITTING.value,
-            JobStatus.PROCESSING.value,
-        ]
-        stmt = (
-            select(*cols)
-            .where(
-                or_(
-                    JobRow.status.in_(at_provider),
-                    and_(
-                        JobRow.status.in_([JobStatus.CANCELLED.value, JobStatus.PARKED.value]),
-                        JobRow.provider_id.is_not(None),
-                        JobRow.downloading_at.is_(None),
-                        JobRow.next_check_at.is_not(None),
-                    ),
-                )
-            )
-            .order_by(JobRow.created_at, JobRow.id)
-        )
-        with self.engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, max_row_buffer=chunk)
-            for row in result.execute(stmt):
-                yield LineMember(
-                    id=row.id,
-                    status=JobStatus(row.status),
-                    created_at=_as_aware(row.created_at),  # type: ignore[arg-type]
-                    submitting_at=_as_aware(row.submitting_at),
-                    deadline_at=_as_aware(row.deadline_at),
-                    eta_seconds=row.eta_seconds,
-                    next_check_at=_as_aware(row.next_check_at),
-                    priority=row.priority,
-                    tenant=row.tenant,
-                )
-
-    def cancelled_rendering_due(self, now: datetime, limit: int = 500) -> builtins.list[JobRecord]:
-        """Cancelled jobs the provider may still be rendering whose quiet poll is overdue."""
-        return self._due(
-            now,
-            limit,
-            JobRow.status == JobStatus.CANCELLED.value,
-            JobRow.provider_id.is_not(None),
-            JobRow.downloading_at.is_(None),
-        )
-
     def get_many(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
         """Records of ``job_ids`` that exist, by id (one query per 500 ids)."""
         found: dict[str, JobRecord] = {}
@@ -202,17 +121,22 @@ class JobStore(CallbackRows):
                     found[record.id] = record
         return found
 
-    def statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        """The state of each of ``job_ids`` that exists (narrow rows, 500 ids a query)."""
-        found: dict[str, JobStatus] = {}
-        ids = list(dict.fromkeys(job_ids))
-        with self.engine.connect() as conn:
-            for start in range(0, len(ids), 500):
-                stmt = select(JobRow.id, JobRow.status).where(
-                    JobRow.id.in_(ids[start : start + 500])
+    def update_many_if(
+        self, job_ids: Sequence[str], expect: Iterable[JobStatus], **values: Any
+    ) -> int:
+        """``update_if`` for many rows in one statement per 1000 ids; returns rows written."""
+        statuses = [JobStatus(s).value for s in expect]
+        written = 0
+        with write_transaction(self.engine) as conn:
+            for start in range(0, len(job_ids), 1000):
+                stmt = (
+                    update(JobRow)
+                    .where(JobRow.id.in_(list(job_ids[start : start + 1000])))
+                    .where(JobRow.status.in_(statuses))
+                    .values(updated_at=self.now(), **_with_detail(values))
                 )
-                found.update({row.id: JobStatus(row.status) for row in conn.execute(stmt).all()})
-        return found
+                written += conn.execute(stmt).rowcount
+        return written
 
     def count_by_status(self) -> dict[str, int]:
         stmt = select(JobRow.status, func.count()).group_by(JobRow.status)

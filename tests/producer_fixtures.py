@@ -7,6 +7,8 @@ test gets its own Redis database and its own SQLite file or PostgreSQL schema.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from collections.abc import Callable, Iterator
 
@@ -16,7 +18,7 @@ from sqlalchemy import func, select
 
 from producer.api import Producer
 from t2v_core.db import dispose_engines
-from t2v_core.names import QUEUE_SUBMIT
+from t2v_core.names import QUEUE_SUBMIT, queue_lists
 from t2v_core.records import JobRow
 from t2v_core.settings import Settings
 
@@ -84,8 +86,21 @@ def redis_client_fixture(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
+def sent_job_ids(client: redis.Redis) -> list[str]:
+    """The job ids the messages waiting in ``t2v.submit`` carry (every priority list): one
+    per ``t2v.submit`` message, a whole chunk per ``t2v.admit`` message."""
+    ids: list[str] = []
+    for key in queue_lists(QUEUE_SUBMIT):
+        for raw in client.lrange(key, 0, -1):
+            message = json.loads(raw)
+            args = json.loads(base64.b64decode(message["body"]))[0]
+            ids += args[0] if isinstance(args[0], list) else [args[0]]
+    return ids
+
+
 def queue_length(client: redis.Redis) -> int:
-    return int(client.llen(QUEUE_SUBMIT))
+    """How many jobs the messages waiting in ``t2v.submit`` hand to the workers."""
+    return len(sent_job_ids(client))
 
 
 def row_count(producer: Producer) -> int:

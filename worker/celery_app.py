@@ -11,7 +11,8 @@ Started the way Celery users expect: ``celery -A worker worker -Q t2v.submit,t2v
   on RabbitMQ, quorum queues + native delayed delivery keep countdowns in the broker;
 - prefetch multiplier 1: countdown tasks are held outside the prefetch window anyway, and
   a fresh host should take ready work instead of a busy one hoarding it;
-- results ignored (the job table is the result store); task events on for Flower;
+- results ignored (the job table is the result store); task events only when asked
+  (``T2V_TASK_EVENTS``) or turned on by Flower;
 - one queue per kind of step, so a backlog of polls never starves submits.
 """
 
@@ -77,8 +78,10 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
         "task_ignore_result": True,
         "result_backend": None,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # Off unless asked for: each event is a publish per task (about 10 % of a job's
+        # CPU); Flower enables them on the workers it watches (its `enable_events`).
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
         "task_serializer": "json",
         "accept_content": ["json"],
         "enable_utc": True,

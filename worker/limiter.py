@@ -184,6 +184,29 @@ class AccountLimiter:
             raise LineLost(self.ready_key)
         return bool(got)
 
+    def acquire_many(
+        self, jobs: Sequence[tuple[str, float, str, float]], *, lease: float
+    ) -> list[bool]:
+        """``acquire`` for each (job, creation time, flow, cost), oldest first, in one round
+        trip (the same script, pipelined): True where the job got a slot, False where it
+        waits in line.
+
+        Raises ``LineLost`` when Redis lost the line (the calls before it may have taken
+        slots; the caller rebuilds the line and calls again, which renews them).
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        now = self._now()
+        for job_id, created, flow, cost in jobs:
+            self._acquire(
+                keys=self._line,
+                args=[now, job_id, lease, self.limit, repr(float(created)), flow, repr(cost)],
+                client=pipe,
+            )
+        got = pipe.execute()
+        if any(int(g) < 0 for g in got):
+            raise LineLost(self.ready_key)
+        return [bool(int(g)) for g in got]
+
     def release(self, job_id: str | None) -> list[str]:
         """Free ``job_id``'s slot (and its place in line); return the first waiting jobs of
         the fair order that fit in the free slots now. They stay in line until their acquire

@@ -50,6 +50,8 @@ from worker.steps.transitions import fail, park, poll_known_render, resume
 log = logging.getLogger("t2v.reconcile")
 
 REDRIVES_TTL = 86400
+# Queued rows looked at per reconcile run (ids only; the waiting ones in one UPDATE).
+QUEUED_BATCH = 5000
 
 _STEP_FOR = {
     JobStatus.QUEUED: TASK_SUBMIT,
@@ -186,8 +188,12 @@ def _redrive_overdue(rt: Runtime, report: ReconcileReport, lease: _Lease) -> Non
         # Not after the re-drive grace: a lost answer waits `submit_unknown_wait`, as the
         # settings say, and never less than one whole request (so one in flight is not
         # taken for lost).
-        if rt.now() >= unknown_submit_due(rt, rec):
+        due = unknown_submit_due(rt, rec)
+        if rt.now() >= due:
             _resolve_unknown_submit(rt, rec, report)
+        else:
+            # Not due yet: say when, so the next ticks do not read it again until then.
+            rt.store.update_if(rec.id, [JobStatus.SUBMITTING], next_check_at=due)
     lease.renew()
     for rec in rt.store.overdue(rt.now(), statuses=[JobStatus.PARKED]):
         # A parked render's backoff is over: fetch or download it again (or let it go
@@ -198,18 +204,32 @@ def _redrive_overdue(rt: Runtime, report: ReconcileReport, lease: _Lease) -> Non
     for rec in rt.store.cancelled_rendering_due(cutoff):
         # A cancelled render whose quiet poll was lost: its slot must still come back.
         _redrive(rt, rec, report)
-    for statuses in (in_flight, [JobStatus.QUEUED]):
-        lease.renew()
-        for rec in rt.store.overdue(cutoff, statuses=statuses):
-            if rec.status is JobStatus.QUEUED and rt.limiter.is_waiting(rec.id):
-                # Waiting in line for an account slot is not being stuck.
-                rt.store.update_if(
-                    rec.id,
-                    [JobStatus.QUEUED],
-                    next_check_at=rt.now() + timedelta(seconds=WAITING_RECHECK_SECONDS),
-                )
-            else:
-                _redrive(rt, rec, report)
+    lease.renew()
+    for rec in rt.store.overdue(cutoff, statuses=in_flight):
+        _redrive(rt, rec, report)
+    lease.renew()
+    _recheck_queued(rt, cutoff, report)
+
+
+def _recheck_queued(rt: Runtime, cutoff: datetime, report: ReconcileReport) -> None:
+    """Overdue queued jobs: those waiting in line for a slot are not stuck (their next
+    look is pushed back, in one statement), the others are re-driven. Reads ids only,
+    at most ``QUEUED_BATCH`` per call, and asks Redis about them in one round trip."""
+    ids = rt.store.due_ids(JobStatus.QUEUED, cutoff, QUEUED_BATCH)
+    if not ids:
+        return
+    pipe = rt.limiter.redis.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.zscore(rt.limiter.waiting_key, job_id)
+    in_line = pipe.execute()
+    waiting = [job_id for job_id, score in zip(ids, in_line, strict=True) if score is not None]
+    if waiting:
+        recheck = rt.now() + timedelta(seconds=WAITING_RECHECK_SECONDS)
+        rt.store.update_many_if(waiting, [JobStatus.QUEUED], next_check_at=recheck)
+    lost = rt.store.get_many([j for j, s in zip(ids, in_line, strict=True) if s is None])
+    for rec in lost.values():
+        if rec.status is JobStatus.QUEUED:
+            _redrive(rt, rec, report)
 
 
 def unknown_submit_due(rt: Runtime, rec: JobRecord) -> datetime:

@@ -16,6 +16,7 @@ import worker.worker_metrics  # noqa: F401 - connects its Celery signals
 from t2v_core.brokers import shared_redis
 from t2v_core.db import dispose_engines, forget_engines, settings_engine
 from t2v_core.names import (
+    TASK_ADMIT,
     TASK_CALLBACK,
     TASK_DOWNLOAD,
     TASK_POLL,
@@ -31,7 +32,7 @@ from worker.modelslab import ModelsLabClient
 from worker.pinning import pinned_session
 from worker.reconcile import reconcile
 from worker.settings import get_worker_settings
-from worker.steps import Runtime, download_step, poll_step, submit_step
+from worker.steps import Runtime, admit_step, download_step, poll_step, submit_step
 from worker.storage import storage_from_url
 
 
@@ -95,6 +96,11 @@ def _after_fork(**_: object) -> None:
 @app.task(name=TASK_SUBMIT, ignore_result=True)
 def submit(job_id: str) -> None:
     submit_step(runtime(), job_id)
+
+
+@app.task(name=TASK_ADMIT, ignore_result=True)
+def admit(job_ids: list[str]) -> None:
+    admit_step(runtime(), job_ids)
 
 
 @app.task(name=TASK_POLL, ignore_result=True)

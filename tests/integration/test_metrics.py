@@ -25,7 +25,8 @@ def test_exporter_shows_queue_depth_job_states_and_slots(
     pipe = Pipeline(env, tmp_path)  # no worker: messages stay in the queue
     prompt = "metrics must not show this prompt"
     with pipe.as_application() as producer:
-        jobs = producer.enqueue_many([{"prompt": prompt, "num_frames": 4}] * 3)
+        # One message per job (``enqueue_many`` would send one t2v.admit for all three).
+        jobs = [producer.enqueue({"prompt": prompt, "num_frames": 4}) for _ in range(3)]
     import redis
 
     client = redis.Redis.from_url(redis_url)

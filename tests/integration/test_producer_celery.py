@@ -2,7 +2,8 @@
 
 This module is also the throwaway Celery app the worker subprocess loads
 (``celery -A tests.integration.test_producer_celery worker``): its ``t2v.submit`` task
-appends the job id to a Redis list, so the test can check every id arrived exactly once.
+appends the job id to a Redis list (``t2v.admit``, the batch ``enqueue_many`` sends, appends
+each of its ids), so the test can check every id arrived exactly once.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from celery import Celery
 from kombu import Queue
 
 from producer.api import Producer
-from t2v_core.names import QUEUE_SUBMIT, TASK_SUBMIT
+from t2v_core.names import QUEUE_SUBMIT, TASK_ADMIT, TASK_SUBMIT
 from tests.producer_fixtures import (  # noqa: F401 - fixtures, found by pytest by name
     MakeProducer,
     make_producer_fixture,
@@ -46,6 +47,13 @@ app.conf.update(
 def submit(job_id: str) -> None:
     client = redis.Redis.from_url(app.conf.broker_url)
     client.rpush(SEEN, job_id)
+    client.close()
+
+
+@app.task(name=TASK_ADMIT)
+def admit(job_ids: list[str]) -> None:
+    client = redis.Redis.from_url(app.conf.broker_url)
+    client.rpush(SEEN, *job_ids)
     client.close()
 
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from producer.api import Producer
 from producer.request import Text2VideoRequest
 from t2v_core.errors import EnqueueError, JobFailed, JobNotFound, JobTimeout, RequestInvalid
-from t2v_core.names import QUEUE_SUBMIT, TASK_SUBMIT
+from t2v_core.names import QUEUE_SUBMIT, TASK_ADMIT, TASK_SUBMIT
 from t2v_core.states import JobStatus
 from tests.producer_fixtures import (  # noqa: F401 - fixtures, found by pytest by name
     MakeProducer,
@@ -153,14 +153,17 @@ def test_broker_down_raises_enqueue_error_promptly_and_keeps_the_job(
     assert {down.load(i).status for i in many.value.job_ids} == {JobStatus.QUEUED}
 
 
-def test_enqueue_many_is_one_transaction_and_one_message_per_job(
+def test_enqueue_many_is_one_transaction_and_one_admit_message_per_thousand_jobs(
     producer: Producer, redis_client: redis.Redis
 ) -> None:
     jobs = producer.enqueue_many([{"prompt": f"p{i}"} for i in range(2500)])
     assert len({j.id for j in jobs}) == 2500
     assert row_count(producer) == 2500
-    sent = sorted(_args(m)[0] for m in _messages(redis_client))
-    assert sent == sorted(j.id for j in jobs)
+    messages = _messages(redis_client)[::-1]  # kombu LPUSHes: the list is newest first
+    assert [m["headers"]["task"] for m in messages] == [TASK_ADMIT] * 3
+    assert [len(_args(m)[0]) for m in messages] == [1000, 1000, 500]
+    sent = [job_id for m in messages for job_id in _args(m)[0]]
+    assert sent == [j.id for j in jobs]
     assert producer.enqueue_many([]) == []
 
 
@@ -201,8 +204,12 @@ def test_get_list_cancel_and_wait(producer: Producer) -> None:
 
 # -- enqueue_many with idempotency keys ------------------------------------------------------
 def _sent(client: redis.Redis) -> list[str]:
-    """The job ids of the queued submit messages, sorted (Redis holds them newest first)."""
-    return sorted(_args(m)[0] for m in _messages(client))
+    """The job ids of the queued submit and admit messages, sorted."""
+    ids: list[str] = []
+    for m in _messages(client):
+        arg = _args(m)[0]
+        ids += arg if m["headers"]["task"] == TASK_ADMIT else [arg]
+    return sorted(ids)
 
 
 def test_enqueue_many_keys_dedupe_across_calls_and_with_enqueue(
@@ -272,7 +279,7 @@ def test_one_key_twice_in_one_call(producer: Producer, redis_client: redis.Redis
             [{"prompt": "p"}, {"prompt": "q"}, {"prompt": "other"}],
             idempotency_keys=["twice", None, "twice"],
         )
-    assert row_count(producer) == 2 and queue_length(redis_client) == 2
+    assert row_count(producer) == 2 and len(_sent(redis_client)) == 2
 
 
 def test_bad_keys_and_a_wrong_number_of_keys_write_nothing(

@@ -15,6 +15,7 @@ TASK_MODULES = [
     "tasks",
     "steps/runtime",
     "steps/submit",
+    "steps/admit",
     "steps/poll",
     "steps/download",
     "steps/transitions",

@@ -21,7 +21,8 @@ def test_config_has_late_acks_events_and_one_queue_per_step() -> None:
     assert conf["task_acks_late"] is True
     assert conf["task_reject_on_worker_lost"] is False  # no redelivery loop on a crash
     assert conf["task_ignore_result"] is True
-    assert conf["worker_send_task_events"] is True and conf["task_send_sent_event"] is True
+    # Off unless asked for (Flower turns them on itself): a publish per task.
+    assert conf["worker_send_task_events"] is False and conf["task_send_sent_event"] is False
     assert conf["worker_prefetch_multiplier"] == 1
     assert {q.name for q in conf["task_queues"]} == {
         QUEUE_SUBMIT,

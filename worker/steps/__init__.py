@@ -6,6 +6,7 @@ the decision is more than a line), apply the effects.
     runtime.py       ``Runtime``: settings, job store, ModelsLab client, limiter, storage,
                      HTTP session, ``schedule`` (how a step sends a task), rng, clock
     submit.py        ``submit_step``: take a slot, send once, record the answer
+    admit.py         ``admit_step``: a batch of new jobs joins the slot line in one pass
     poll.py          ``poll_step``: fetch the status; ``decide_poll``; quiet polls of
                      cancelled renders
     download.py      ``download_step``: copy the outputs into storage;
@@ -33,9 +34,10 @@ Nothing here imports Celery: tests drive the steps with real services and a reco
 ``schedule``.
 """
 
+from worker.steps.admit import admit_step
 from worker.steps.download import download_step
 from worker.steps.poll import poll_step
 from worker.steps.runtime import Runtime, Schedule
 from worker.steps.submit import submit_step
 
-__all__ = ["Runtime", "Schedule", "download_step", "poll_step", "submit_step"]
+__all__ = ["Runtime", "Schedule", "admit_step", "download_step", "poll_step", "submit_step"]

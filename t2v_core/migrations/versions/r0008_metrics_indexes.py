@@ -11,7 +11,7 @@ from __future__ import annotations
 from alembic import op
 
 revision: str = "0008_metrics_indexes"
-down_revision: str | None = "0006_callbacks"
+down_revision: str | None = "0007_due_indexes"
 branch_labels: str | None = None
 depends_on: str | None = None
 
