@@ -19,11 +19,22 @@ A slot is held while the provider may be rendering for us: taken for a short hol
 the submit is sent (as long as a render whose answer is lost could run), stretched to the
 poll deadline once the provider answered, given back when the render ended. A job that
 finds no free slot joins the line and its submit task simply returns: it costs nothing
-while it waits (no retry-polling). Releasing a slot names the first waiting jobs of the
-fair order that now fit (they keep their place until their own acquire takes the slot),
-and the caller sends their submit tasks. Nobody the order puts later takes a slot while
-an earlier job waits for it: acquire takes a slot only if its job is among the first
-``free`` of the order.
+while it waits (no retry-polling). Releasing a slot names the waiting jobs the release
+brought among the first ``free`` of the fair order (they keep their place until their own
+acquire takes the slot), and the caller sends their submit tasks. Nobody the order puts
+later takes a slot while an earlier job waits for it: acquire takes a slot only if its job
+is among the first ``free`` of the order.
+
+**Wakes do not multiply.** A release names only the jobs it let in, never those already
+among the first ``free`` (named when they got there), so a release that changed nothing
+(a second copy of a message, a job that holds nothing and is not in line) names nobody,
+and a woken job that cannot take a slot sends nothing more. Naming the whole window at
+every release made each stale submit message send up to ``free`` more: after a wipe left
+60 slots free, Redis filled with millions of submit messages while the line stood still.
+Only the explicit wake (``release(None)``: reconcile's beat, a rebuilt line, a slot the
+provider gave back) names all of the first ``free`` again, at most ``free`` a call: their
+wakes may have been lost (a killed worker, a wiped broker), or the window grew without a
+release (a lease that lapsed before anyone looked, the limit growing back).
 
 **The fair order** (weighted fair queueing with self-clocked virtual tags, as SCFQ): a
 job's *flow* is its priority class and tenant (``bulk/acme``); one slot costs a flow
@@ -208,15 +219,17 @@ class AccountLimiter:
         return [bool(int(g)) for g in got]
 
     def release(self, job_id: str | None) -> list[str]:
-        """Free ``job_id``'s slot (and its place in line); return the first waiting jobs of
-        the fair order that fit in the free slots now. They stay in line until their acquire
-        succeeds, so a lost wake-up only delays them, and nobody later can take their turn."""
+        """Free ``job_id``'s slot (and its place in line); return the waiting jobs this
+        brought among the first ``free`` of the fair order (none if nothing changed).
+        ``None``: free nothing, return all of the first ``free`` (the explicit wake). They
+        stay in line until their acquire succeeds, so a lost wake-up only delays them (until
+        the next explicit wake), and nobody later can take their turn."""
         popped = self._release(keys=self._line, args=[self._now(), job_id or "", self.limit])
         return _strs(popped)
 
     def leave_line(self, job_id: str) -> list[str]:
         """Take ``job_id`` out of the waiting line (keeping any slot it holds); return who
-        fits in the free slots now, as ``release`` does."""
+        that let in, as ``release`` does (nobody if it was not in line)."""
         return _strs(self._release(keys=self._line, args=[self._now(), job_id, self.limit, "1"]))
 
     def hold(self, job_id: str, lease: float) -> bool:

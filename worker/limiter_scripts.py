@@ -148,17 +148,35 @@ return 0
 )
 
 # ARGV: now, job ("" for none), limit, keep ("1": leave the line but keep the slot).
+# With a job: the jobs this release brought among the first ``free`` of the fair order (a
+# slot freed, a lease lapsed, a place given up), never those already among them: they were
+# named when they got there, and naming them again for every release (every second copy of
+# a message) multiplied the wakes. Without ("", the explicit wake of reconcile and of a
+# rebuild): all of the first ``free``, whose wakes may have been lost.
 _RELEASE = (
     _LINE
     + """
 local job, limit = ARGV[2], tonumber(ARGV[3])
-if job ~= '' then
-  if ARGV[4] ~= '1' then redis.call('ZREM', L.holders, job) end
-  out(job, false)
+local ready = redis.call('EXISTS', L.ready) == 1
+if job == '' then
+  if not ready then return {} end
+  return first_k(free_slots(limit))
 end
-if redis.call('EXISTS', L.ready) == 0 then return {} end
--- Who should go next; they stay in line until their own acquire takes the slot.
-return first_k(free_slots(limit))
+-- Who fits before (a lapsed lease still counted as held, so that the release that finds
+-- it lapsed wakes the job it lets in); they stay in line until their acquire takes a slot.
+local before = {}
+if ready then
+  local held = redis.call('ZCARD', L.holders)
+  for _, j in ipairs(first_k(limit_now(L.state, limit) - held)) do before[j] = true end
+end
+if ARGV[4] ~= '1' then redis.call('ZREM', L.holders, job) end
+out(job, false)
+if not ready then return {} end
+local new = {}
+for _, j in ipairs(first_k(free_slots(limit))) do
+  if not before[j] then new[#new + 1] = j end
+end
+return new
 """
 )
 

@@ -454,3 +454,36 @@ def test_a_queued_job_whose_render_is_known_is_polled_never_submitted(world: Wor
     assert (rec.status, rec.provider_id) == (JobStatus.PROCESSING, "p-7")
     assert world.provider.calls == []
     assert world.take() == [(TASK_POLL, job, 0)]
+
+
+def test_stale_submit_messages_after_a_wipe_do_not_multiply(world: World) -> None:
+    """The benchmark's livelock, small: Redis lost the line with every slot free and jobs
+    waiting; the rebuild wakes the first ``free`` of the line and a beat wakes them again
+    before their messages ran (both as they must: a wake can be lost). Every render ends at
+    once, so the slots stay free. Each second copy of a submit message (its job already
+    submitted or done) once released "its" slot and woke the first ``free`` jobs again, so
+    every message sent up to ``free`` more: the broker filled up while the line stood.
+    Now a copy that changes nothing wakes nobody: every message is a job's own wake, the
+    beat's copies, or the wake a freed slot gives the one job it brings in."""
+    from worker.steps.slots import rebuild_line, wake_line
+
+    world.limiter.limit = 4
+    jobs = []
+    for _ in range(12):
+        jobs.append(world.enqueue())
+        world.clock.advance(1)
+    world.limiter.redis.flushdb()  # Redis restarted empty: the line and every message gone
+    assert rebuild_line(world.rt)
+    wake_line(world.rt)  # a beat before the woken jobs' messages ran
+    world.provider.submit_answers += [success(f"p-{i}") for i in range(len(jobs))]
+    delivered = 0
+    while any(task == TASK_SUBMIT for task, _, _ in world.scheduled):
+        message = next(m for m in world.scheduled if m[0] == TASK_SUBMIT)  # oldest first
+        world.scheduled.remove(message)
+        submit_step(world.rt, message[1])
+        delivered += 1
+        assert delivered <= 100, "submit messages keep multiplying (324 before the fix)"
+    assert {world.job(j).status for j in jobs} == {JobStatus.DOWNLOADING}
+    assert world.limiter.waiting() == [] and world.limiter.holders() == []
+    # 12 jobs' wakes, the beat's 4 copies: nothing else.
+    assert delivered == 12 + 4

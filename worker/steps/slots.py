@@ -3,7 +3,8 @@
 A slot is held exactly while the provider may be rendering for us (``may_be_rendering``):
 from just before a submit is sent until the render is seen over. How long a hold lasts is
 computed here (``lost_answer_hold`` for an answer that was lost, ``render_hold`` for a
-render in progress); every freed slot wakes the oldest waiting jobs that now fit. When
+render in progress); every freed slot wakes the waiting job it lets in (never one already
+woken: wakes do not multiply), and ``wake_line`` all that fit now. When
 Redis lost the line, ``rebuild_line`` writes it again from the job table.
 
 The line itself (Lua, one script per decision) is ``worker.limiter.AccountLimiter``.
@@ -55,18 +56,19 @@ def may_be_rendering(rec: JobRecord) -> bool:
 
 
 def release_slot(rt: Runtime, job_id: str | None) -> None:
-    """Free ``job_id``'s account slot and wake the oldest jobs waiting for one."""
+    """Free ``job_id``'s account slot and wake the waiting jobs that lets in."""
     wake(rt, rt.limiter.release(job_id))
 
 
 def leave_line(rt: Runtime, job_id: str) -> None:
     """``job_id`` waits no more (it is at the provider or needs no slot): it keeps a slot
-    it holds, and whoever is next in line is woken."""
+    it holds, and whoever its place lets in is woken (nobody if it was not in line)."""
     wake(rt, rt.limiter.leave_line(job_id))
 
 
 def wake_line(rt: Runtime) -> None:
-    """Send the submit tasks of the oldest waiting jobs that fit in the free slots now."""
+    """Send the submit tasks of all the waiting jobs that fit in the free slots now, woken
+    before or not (their wakes may have been lost): at most the free slots' count a call."""
     wake(rt, rt.limiter.release(None))
 
 
