@@ -29,21 +29,17 @@ def test_flower_sees_tasks_without_secrets(
     pipe.start_worker()
     prompt = "a secret-free prompt about a heron"
     try:
+        # Task events are off until Flower turns them on (T2V_TASK_EVENTS unset), which it
+        # does every few seconds: enqueue once it sees the worker's first event (reconcile,
+        # sent by beat every second), so the job's own tasks are all seen.
+        _task_names(flower.url, until={"t2v.reconcile"})
         with pipe.as_application() as producer:
             job = producer.enqueue(
                 producer.Text2VideoRequest(prompt=prompt, num_frames=8, width=128, height=128)
             )
         pipe.wait_all([job.id], timeout=60)
         assert requests.get(f"{flower.url}/api/tasks", timeout=5).status_code == 401
-        deadline = time.monotonic() + 20
-        while True:
-            r = requests.get(f"{flower.url}/api/tasks", auth=("ops", "pw-for-test"), timeout=5)
-            r.raise_for_status()
-            names = {t.get("name") for t in r.json().values()}
-            if {"t2v.submit", "t2v.poll", "t2v.download"} <= names:
-                break
-            assert time.monotonic() < deadline, names
-            time.sleep(0.5)
+        r = _task_names(flower.url, until={"t2v.submit", "t2v.poll", "t2v.download"})
         workers = requests.get(
             f"{flower.url}/api/workers", auth=("ops", "pw-for-test"), timeout=5
         ).text
@@ -53,3 +49,16 @@ def test_flower_sees_tasks_without_secrets(
     shown = r.text + workers
     assert job.id in shown
     assert TEST_API_KEY not in shown and prompt not in shown
+
+
+def _task_names(url: str, until: set[str], timeout: float = 30.0) -> requests.Response:
+    """Flower's task list once it names every task in ``until`` (its last answer)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = requests.get(f"{url}/api/tasks", auth=("ops", "pw-for-test"), timeout=5)
+        r.raise_for_status()
+        names = {t.get("name") for t in r.json().values()}
+        if until <= names:
+            return r
+        assert time.monotonic() < deadline, names
+        time.sleep(0.5)
