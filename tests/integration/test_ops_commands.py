@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from t2v_core.names import QUEUE_CALLBACKS, QUEUE_DOWNLOAD, QUEUE_POLL, QUEUE_SUBMIT
 from tests.unit.test_compose import interpolate, load_compose, services
 from tests.unit.test_k8s import K8S, containers, of_kind, render
 from worker.devstack import processes
@@ -27,7 +28,9 @@ from worker.devstack import processes
 pytestmark = pytest.mark.slow
 
 HOST = socket.gethostname()
-PER_JOB = {"t2v.submit", "t2v.poll", "t2v.download"}
+# What a worker pod consumes: every job step and the completion callbacks (maintenance runs
+# in its own pod).
+WORKER_QUEUES = {QUEUE_SUBMIT, QUEUE_POLL, QUEUE_DOWNLOAD, QUEUE_CALLBACKS}
 
 
 def shell(command: list[str], env: dict[str, str], timeout: float = 60) -> int:
@@ -65,7 +68,7 @@ def test_prestop_and_healthcheck_reach_the_worker(redis_url: str, tmp_path: Path
     proc = processes.spawn("k8s-worker", argv, env=env, log_dir=tmp_path)
     try:
         assert _wait_ready(proc), proc.tail()
-        assert active_queues(env) == PER_JOB
+        assert active_queues(env) == WORKER_QUEUES
 
         health = services(load_compose())["worker"]["healthcheck"]["test"]
         assert health[0] == "CMD-SHELL"
