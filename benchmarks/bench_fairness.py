@@ -18,7 +18,8 @@ Celery worker with beat, SQLite) and tears it down:
 
 The backlogs are not run to their end (at 5 slots and 2 s renders 10,000 jobs take over an
 hour); the window says how long each phase ran. Results: benchmarks/results/fairness.json.
-No plot: matplotlib is not installed here (the JSON has the share per 10 s bucket).
+The share per 10 s bucket is also drawn: benchmarks/results/fairness-shares.png
+(``--plot-only`` redraws it from the JSON).
 """
 
 from __future__ import annotations
@@ -217,7 +218,11 @@ def main() -> int:
         default="interactive,even,weighted,single",
         help="phases to run; the others keep their figures from --out",
     )
+    ap.add_argument("--plot-only", action="store_true", help="redraw the plot from --out")
     args = ap.parse_args()
+    if args.plot_only:
+        plot(json.loads(args.out.read_text()), args.out.with_name("fairness-shares.png"))
+        return 0
     phases = args.phases.split(",")
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
     results.setdefault("runs", {})
@@ -225,7 +230,7 @@ def main() -> int:
         {
             "machine": f"{platform.node()} {os.cpu_count()} cores",
             "account_slots": SLOTS,
-            "plot": "none: matplotlib is not installed (share_per_10s holds the series)",
+            "plot": "fairness-shares.png (share_per_10s of even and weighted)",
         }
     )
     command = " ".join(["python", *sys.argv])
@@ -247,8 +252,34 @@ def main() -> int:
             print(mode, json.dumps(result["share"]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, args.out.with_name("fairness-shares.png"))
     print(f"wrote {args.out}")
     return 0
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Each tenant's share of slot-seconds per 10 s, for equal and for 3:1 weights."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+    for ax, mode in zip(axes, ("even", "weighted"), strict=True):
+        run = results.get(mode)
+        if not run:
+            continue
+        for tenant, shares in sorted(run["share_per_10s"].items()):
+            ax.plot([10 * (i + 1) for i in range(len(shares))], shares, marker="o", label=tenant)
+        ax.set_title(f"{mode} ({run['weights']}, {run['per_tenant_jobs']} jobs each)")
+        ax.set_xlabel("seconds into the window")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(title="tenant")
+    axes[0].set_ylabel("share of slot-seconds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
