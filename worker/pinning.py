@@ -30,6 +30,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from worker.envsession import EnvOnceSession
 from worker.netguard import DownloadRefused
 
 # (host, port) → the vetted IP to connect to, or None (allowed by name: resolve as usual).
@@ -102,7 +103,7 @@ class PinnedAdapter(HTTPAdapter):
 
 def pinned_session() -> requests.Session:
     """A session for downloads: every connection goes to the address ``pinned`` names."""
-    session = requests.Session()
+    session = EnvOnceSession()
     adapter = PinnedAdapter()
     session.mount("http://", adapter)
     session.mount("https://", adapter)

@@ -44,6 +44,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from t2v_core.errors import PermanentError, RateLimited, T2VError, TransientError
+from worker.envsession import EnvOnceSession
 from worker.netguard import (
     AllowList,
     DownloadRefused,
@@ -214,9 +215,7 @@ def download_to_storage(
     current = url
     for _hop in range(limits.max_redirects + 1):
         vetted = check_url(current, allow, resolver=resolver)
-        proxied = bool(session.proxies) or bool(
-            session.trust_env and requests.utils.get_environ_proxies(current)
-        )
+        proxied = bool(session.proxies) or bool(session.trust_env and env_proxies(session, current))
         parts = urlsplit(current)
         port = url_port(parts)  # check_url refused a malformed one
         try:
@@ -353,3 +352,10 @@ def _judge(head: bytes, declared_type: str, host: str | None) -> VideoKind:
         f"download from {host} is not an MP4 or GIF (content-type {declared_type or 'none'},"
         f" first bytes {head[:12].hex()})"
     )
+
+
+def env_proxies(session: requests.Session, url: str) -> dict[str, str]:
+    """The environment's proxies for ``url`` (looked up once per host on our sessions)."""
+    if isinstance(session, EnvOnceSession):
+        return session.env_proxies(url)
+    return dict(requests.utils.get_environ_proxies(url))

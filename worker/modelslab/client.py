@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from requests.adapters import HTTPAdapter
 
 from t2v_core.errors import ConfigError, PermanentError, RateLimited, TransientError
+from worker.envsession import EnvOnceSession
 from worker.modelslab.answers import (
     ProviderResult,
     SubmitOutcomeUnknown,
@@ -89,7 +90,7 @@ class ModelsLabClient:
         self.timeout = (connect_timeout, read_timeout)
         self._own_session = session is None
         if session is None:
-            session = requests.Session()
+            session = EnvOnceSession()
             # No retries in the adapter either: a retried POST could be a second payment.
             adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0)
             session.mount("https://", adapter)
