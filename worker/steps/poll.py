@@ -57,23 +57,26 @@ def poll_step(rt: Runtime, job_id: str) -> None:
         return
     if rec.status is not JobStatus.PROCESSING:
         return
-    if not rt.store.claim(
+    looked_before = rec.updated_at  # the last time anyone looked at this render
+    claimed = rt.store.claim_record(
         job_id,
         JobStatus.PROCESSING,
         lease=rt.settings.claim_lease,
         slack=rt.settings.claim_slack,
         poll_count=JobRow.poll_count + 1,
-    ):
+    )
+    if claimed is None:
         return  # a duplicate of a poll already taken, or one that came early
-    looked_before = rec.updated_at  # the last time anyone looked at this render
-    rec = rt.store.get(job_id)
-    assert rec is not None and rec.provider_id is not None
+    rec = claimed
+    assert rec.provider_id is not None
     elapsed, policy = elapsed_and_policy(rt, rec)
     outcome: ProviderResult | TransientError | PermanentError
     try:
         outcome = rt.client.fetch(rec.provider_id)
     except (TransientError, PermanentError) as exc:
         outcome = exc
+    if isinstance(outcome, ProviderResult) and not outcome.is_final:
+        policy = rt.polling(policy)  # still rendering: look again sooner if jobs wait
     decision = decide_poll(
         rec,
         outcome,
