@@ -244,6 +244,7 @@ def run(args: argparse.Namespace, jobs: int, probe: bool, logs: Path) -> dict[st
             "T2V_ACCOUNT_SLOTS": str(slots),
             "T2V_PROBE_VIDEOS": "true" if probe else "false",
         }
+        env.update(dict(item.split("=", 1) for item in args.env))
         producer = configure_producer(env)
         store = JobStore(make_engine(db_url, poolclass=NullPool))
         store.create_schema()
@@ -404,6 +405,7 @@ def analyse(
         "jobs": jobs,
         "account_slots": slots if backlog else None,
         "probe_and_poster": probe,
+        "settings": dict(item.split("=", 1) for item in args.env),
         "render_mean_s": args.render_mean,
         "render_spread": args.render_spread,
         "renders_measured_s": {
@@ -606,6 +608,13 @@ def main() -> int:
     parser.add_argument("--baseline", action="store_true", help="bare Celery reschedules too")
     parser.add_argument("--baseline-countdown", type=float, default=5.0)
     parser.add_argument("--baseline-duration", type=float, default=60.0)
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="T2V_NAME=VALUE",
+        help="a worker setting for this run (a variant: e.g. T2V_POLL_WAITING_ETA_MARGIN=0.05)",
+    )
     parser.add_argument("--plot", action="store_true", help="redraw the PNGs from results")
     parser.add_argument("--out", default=None, help="result file name (default by mode and N)")
     args = parser.parse_args()
