@@ -52,10 +52,32 @@ class WorkerSettings(Settings):
     poll_max_first_delay: float = Field(
         900.0, gt=0, description="cap on the first, eta-timed wait (below the visibility timeout)"
     )
-    poll_min_delay: float = Field(2.0, ge=0)
+    poll_eta_margin: float = Field(
+        -0.02,
+        ge=-0.5,
+        le=1.0,
+        description="the first poll comes this fraction after the provider's eta (negative:"
+        " before it)",
+    )
+    poll_min_delay: float = Field(5.0, ge=0)
     poll_max_delay: float = Field(60.0, gt=0)
-    poll_backoff: float = Field(1.6, ge=1.0)
+    poll_backoff: float = Field(1.4, ge=1.0)
     poll_jitter: float = Field(0.2, ge=0, le=1)
+    # While jobs wait for an account slot, a render seen late idles a paid slot: look
+    # around the eta and then more often (``PollPolicy.when_waiting``).
+    poll_waiting_eta_margin: float = Field(
+        -0.03,
+        ge=-0.5,
+        le=1.0,
+        description="while jobs wait for a slot, the first poll comes this fraction after the"
+        " eta (negative: before it)",
+    )
+    poll_waiting_min_delay: float = Field(
+        1.0, ge=0, description="while jobs wait for a slot, the first delay after the eta poll"
+    )
+    poll_waiting_backoff: float = Field(
+        1.2, ge=1.0, description="while jobs wait for a slot, the growth of that delay"
+    )
     submit_unknown_wait: float = Field(
         1800.0,
         ge=0,

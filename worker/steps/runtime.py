@@ -41,6 +41,11 @@ class Runtime:
     def policy(self) -> PollPolicy:
         return PollPolicy.from_settings(self.settings)
 
+    def polling(self, policy: PollPolicy) -> PollPolicy:
+        """``policy`` for the next look at a render: tighter while jobs wait for an account
+        slot (``PollPolicy.when_waiting``; one ZCARD on Redis tells)."""
+        return policy.when_waiting(self.settings) if self.limiter.waiting_count() else policy
+
     @property
     def transfer_limits(self) -> TransferLimits:
         return TransferLimits.from_settings(self.settings)
