@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import statistics
 import sys
@@ -405,6 +406,7 @@ def analyse(
         "jobs": jobs,
         "account_slots": slots if backlog else None,
         "probe_and_poster": probe,
+        "broker": broker_name(args.broker_url),
         "settings": dict(item.split("=", 1) for item in args.env),
         "render_mean_s": args.render_mean,
         "render_spread": args.render_spread,
@@ -499,6 +501,11 @@ def slots_busy_series(
     return out
 
 
+def broker_name(url: str | None) -> str:
+    """``rabbitmq`` for an AMQP broker URL, else ``redis``."""
+    return "rabbitmq" if url and url.startswith(("amqp", "pyamqp")) else "redis"
+
+
 # -- plots --------------------------------------------------------------------------------------
 def plot_all() -> list[str]:
     import matplotlib
@@ -530,7 +537,8 @@ def plot_all() -> list[str]:
     if late:
         fig, ax = plt.subplots(figsize=(7, 3))
         for r in late:
-            ax.hist(r["series"]["lateness_s"], bins=60, histtype="step", label=f"{r['jobs']:,}")
+            label = f"{r['jobs']:,} on {r.get('broker', 'redis')}"
+            ax.hist(r["series"]["lateness_s"], bins=60, histtype="step", label=label)
         ax.set_xlabel("detection after the render ended (s)")
         ax.set_ylabel("jobs")
         ax.set_title("inflight: detection lateness")
@@ -541,24 +549,28 @@ def plot_all() -> list[str]:
         plt.close(fig)
         written.append(out.name)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
-    for mode, marker in (("backlog", "o"), ("inflight", "s")):
+    lines = (("backlog", "redis", "o"), ("inflight", "redis", "s"), ("inflight", "rabbitmq", "^"))
+    for mode, broker, marker in lines:
         pts = sorted(
-            (r["jobs"], r["worker_cpu"]["per_job_ms"], r["worker_rss_peak_mb"])
+            (r["jobs"], r["worker_cpu"]["per_job_net_ms"], r["worker_rss_peak_mb"])
             for r in runs
             if r["mode"] == mode
+            and r.get("broker", "redis") == broker
             and not r["probe_and_poster"]
+            and not r.get("settings")
             # fewer finished jobs than this in the window: CPU per job is mostly idle time
             and r["worker_cpu"]["jobs_succeeded_in_window"] >= 50
         )
         if pts:
-            a1.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=mode)
-            a2.plot([p[0] for p in pts], [p[2] for p in pts], marker=marker, label=mode)
+            label = f"{mode}, {broker}"
+            a1.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=label)
+            a2.plot([p[0] for p in pts], [p[2] for p in pts], marker=marker, label=label)
     base = [r for res in results for r in res.get("baseline", []) if r["worker_rss_peak_mb"]]
     if base:
         pts = sorted((b["jobs"], b["worker_rss_peak_mb"]) for b in base)
         a2.plot([p[0] for p in pts], [p[1] for p in pts], marker="x", ls=":", label="bare Celery")
     a1.set_xlabel("N jobs")
-    a1.set_ylabel("worker CPU per job (ms)")
+    a1.set_ylabel("worker CPU per job, net of idle (ms)")
     a2.set_xlabel("N jobs")
     a2.set_ylabel("peak worker RSS (MB)")
     for a in (a1, a2):
@@ -660,7 +672,9 @@ def main() -> int:
         "setup": {
             "worker": f"one `celery -A worker worker -B` (prefork, -c {args.concurrency})",
             "database": "PostgreSQL 127.0.0.1:5432, a fresh database per run",
-            "broker": args.broker_url or "a private redis-server per run",
+            "broker": re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", args.broker_url)
+            if args.broker_url
+            else "a private redis-server per run",
             "requests": "8 frames, 64x64, one prompt and seed (the simulator renders once)",
             "simulator_eta_noise": args.eta_noise,
         },

@@ -84,13 +84,13 @@ class PollPolicy:
     def when_waiting(self, settings: WorkerSettings) -> PollPolicy:
         """The policy while jobs wait for an account slot: the ``poll_waiting_*`` settings
         (look ``poll_waiting_eta_margin`` around the eta, then from
-        ``poll_waiting_min_delay`` by ``poll_waiting_backoff``); every other bound stays."""
-        min_delay = min(settings.poll_waiting_min_delay, self.max_delay)
+        ``poll_waiting_min_delay`` by ``poll_waiting_backoff``), never looser than this
+        policy; every other bound stays."""
         return replace(
             self,
-            eta_margin=settings.poll_waiting_eta_margin,
-            min_delay=min_delay,
-            backoff=settings.poll_waiting_backoff,
+            eta_margin=min(settings.poll_waiting_eta_margin, self.eta_margin),
+            min_delay=min(settings.poll_waiting_min_delay, self.min_delay),
+            backoff=min(settings.poll_waiting_backoff, self.backoff),
         )
 
 

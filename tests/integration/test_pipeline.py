@@ -160,7 +160,7 @@ def test_twenty_jobs_end_to_end(
         assert set(rec.timings) >= {"queued", "submitting", "processing", "downloading", "total"}
         fetches_per_job.append(stats["fetches"]["by_track_id"].get(rec.id, 0))  # type: ignore[index]
         assert stats["submits"]["by_track_id"][rec.id] == 1  # type: ignore[index]
-    # With an accurate eta the first poll lands when the video is ready.
+    # With an accurate eta the first poll (2 % before it) or the one after finds it ready.
     assert statistics.median(fetches_per_job) <= 2, fetches_per_job
     if CI:
         print(f"fetches per job: {sorted(fetches_per_job)}")
