@@ -145,6 +145,61 @@ class Sampler(threading.Thread):
             self.stop_evt.wait(self.every)
 
 
+class RabbitSampler(threading.Thread):
+    """Every ``every`` s: messages and memory of the vhost's queues (``rabbitmqctl``, which
+    costs about a second of CPU outside the worker per call, hence the long interval)."""
+
+    def __init__(self, broker_url: str, every: float = 20.0) -> None:
+        super().__init__(daemon=True)
+        from urllib.parse import unquote, urlsplit
+
+        self.vhost = unquote(urlsplit(broker_url).path.lstrip("/")) or "/"
+        self.every = every
+        self.samples: list[dict[str, Any]] = []
+        self.stop_evt = threading.Event()
+
+    def take(self) -> None:
+        import subprocess
+
+        out = subprocess.run(
+            ["rabbitmqctl", "list_queues", "-q", "-p", self.vhost, "name", "messages", "memory"]
+            + ["--formatter", "json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        try:
+            queues = json.loads(out.stdout or "[]")
+        except ValueError:
+            return
+        self.samples.append(
+            {
+                "t": time.time(),
+                "messages": sum(int(q.get("messages") or 0) for q in queues),
+                "delayed": sum(
+                    int(q.get("messages") or 0) for q in queues if "delayed" in q["name"]
+                ),
+                "memory": sum(int(q.get("memory") or 0) for q in queues),
+            }
+        )
+
+    def run(self) -> None:
+        while not self.stop_evt.is_set():
+            self.take()
+            self.stop_evt.wait(self.every)
+
+    def figures(self) -> dict[str, Any]:
+        if not self.samples:
+            return {}
+        return {
+            "vhost_queue_memory_peak_mb": round(max(s["memory"] for s in self.samples) / 2**20, 2),
+            "messages_peak": max(s["messages"] for s in self.samples),
+            "delayed_messages_peak": max(s["delayed"] for s in self.samples),
+            "sampled_every_s": self.every,
+        }
+
+
 # -- PostgreSQL: a database per run ----------------------------------------------------------
 def make_database(name: str) -> str:
     import psycopg
@@ -211,6 +266,7 @@ def run(args: argparse.Namespace, jobs: int, probe: bool, logs: Path) -> dict[st
     db_name = f"t2v_scale_{os.getpid()}_{jobs}"
     procs: list[processes.ManagedProcess] = []
     sampler: Sampler | None = None
+    rabbit: RabbitSampler | None = None
     try:
         if args.broker_url:
             broker_url = args.broker_url
@@ -261,6 +317,9 @@ def run(args: argparse.Namespace, jobs: int, probe: bool, logs: Path) -> dict[st
         idle_rate = (sampler.meter.sample()[0] - idle0) / (time.time() - idle_t0)
         sampler.samples.append(sampler.take())
         sampler.start()
+        if broker_name(args.broker_url) == "rabbitmq":
+            rabbit = RabbitSampler(broker_url)
+            rabbit.start()
         requests_ = [
             producer.Text2VideoRequest(
                 prompt="scale: a paper boat on a slow river",  # one cached render for all
@@ -296,6 +355,8 @@ def run(args: argparse.Namespace, jobs: int, probe: bool, logs: Path) -> dict[st
     finally:
         if sampler is not None:
             sampler.stop_evt.set()
+        if rabbit is not None:
+            rabbit.stop_evt.set()
         for proc in reversed(procs):
             proc.stop()
         if not args.database_url:
@@ -303,7 +364,7 @@ def run(args: argparse.Namespace, jobs: int, probe: bool, logs: Path) -> dict[st
                 drop_database(db_name)
             except Exception as exc:  # noqa: BLE001
                 print(f"could not drop {db_name}: {exc}", file=sys.stderr)
-    return analyse(
+    result = analyse(
         args,
         jobs,
         slots,
@@ -321,6 +382,10 @@ def run(args: argparse.Namespace, jobs: int, probe: bool, logs: Path) -> dict[st
         logs,
         idle_rate,
     )
+    if rabbit is not None:
+        rabbit.take()
+        result["rabbitmq"] = rabbit.figures()
+    return result
 
 
 def wait_admitted(
@@ -567,8 +632,8 @@ def plot_all() -> list[str]:
             a2.plot([p[0] for p in pts], [p[2] for p in pts], marker=marker, label=label)
     base = [r for res in results for r in res.get("baseline", []) if r["worker_rss_peak_mb"]]
     if base:
-        pts = sorted((b["jobs"], b["worker_rss_peak_mb"]) for b in base)
-        a2.plot([p[0] for p in pts], [p[1] for p in pts], marker="x", ls=":", label="bare Celery")
+        bare = sorted((b["jobs"], b["worker_rss_peak_mb"]) for b in base)
+        a2.plot([p[0] for p in bare], [p[1] for p in bare], marker="x", ls=":", label="bare Celery")
     a1.set_xlabel("N jobs")
     a1.set_ylabel("worker CPU per job, net of idle (ms)")
     a2.set_xlabel("N jobs")
