@@ -38,6 +38,13 @@ if TYPE_CHECKING:
 __all__ = ["PollPolicy", "next_poll_delay", "retry_delay"]
 
 
+# While jobs wait, the first step after the eta poll is at most this fraction of the eta
+# (0.5 s for a 10 s render, where 1 s left the slots 94 % busy instead of 96 %), and never
+# below the floor.
+WAITING_STEP_OF_ETA = 0.05
+WAITING_STEP_FLOOR = 0.25
+
+
 @dataclass(frozen=True)
 class PollPolicy:
     min_delay: float = 5.0
@@ -81,15 +88,20 @@ class PollPolicy:
             eta_margin=float(getattr(settings, "poll_eta_margin", cls.eta_margin)),
         )
 
-    def when_waiting(self, settings: WorkerSettings) -> PollPolicy:
+    def when_waiting(self, settings: WorkerSettings, eta: float | None = None) -> PollPolicy:
         """The policy while jobs wait for an account slot: the ``poll_waiting_*`` settings
         (look ``poll_waiting_eta_margin`` around the eta, then from
         ``poll_waiting_min_delay`` by ``poll_waiting_backoff``), never looser than this
-        policy; every other bound stays."""
+        policy; every other bound stays. A short render's first step is shorter still
+        (``WAITING_STEP_OF_ETA`` of its eta, at least ``WAITING_STEP_FLOOR``): the eta's
+        error, and so the wait worth cutting, shrinks with it."""
+        min_delay = min(settings.poll_waiting_min_delay, self.min_delay)
+        if eta is not None and eta > 0:
+            min_delay = min(min_delay, max(WAITING_STEP_FLOOR, WAITING_STEP_OF_ETA * eta))
         return replace(
             self,
             eta_margin=min(settings.poll_waiting_eta_margin, self.eta_margin),
-            min_delay=min(settings.poll_waiting_min_delay, self.min_delay),
+            min_delay=min_delay,
             backoff=min(settings.poll_waiting_backoff, self.backoff),
         )
 

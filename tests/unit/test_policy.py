@@ -230,6 +230,10 @@ def test_when_waiting_looks_before_the_eta_then_every_second_or_so() -> None:
     f_tight, late_tight = _fetches_and_lateness(tight)
     assert late_tight < late_base / 2
     assert f_base < f_tight < f_base + 2
+    # A short render's steps shrink with its eta, down to a floor.
+    assert base.when_waiting(settings, 10.0).min_delay == pytest.approx(0.5)
+    assert base.when_waiting(settings, 1.0).min_delay == pytest.approx(0.25)
+    assert base.when_waiting(settings, 300.0).min_delay == settings.poll_waiting_min_delay
     # Never looser than the policy it tightens (fast test clocks stay fast).
     fast = PollPolicy(min_delay=0.3, backoff=1.1, eta_margin=-0.2).when_waiting(settings)
     assert (fast.min_delay, fast.backoff, fast.eta_margin) == (0.3, 1.1, -0.2)

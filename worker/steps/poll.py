@@ -76,7 +76,7 @@ def poll_step(rt: Runtime, job_id: str) -> None:
     except (TransientError, PermanentError) as exc:
         outcome = exc
     if isinstance(outcome, ProviderResult) and not outcome.is_final:
-        policy = rt.polling(policy)  # still rendering: look again sooner if jobs wait
+        policy = rt.polling(policy, rec.eta_seconds)  # look again sooner if jobs wait
     decision = decide_poll(
         rec,
         outcome,

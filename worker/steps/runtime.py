@@ -41,10 +41,12 @@ class Runtime:
     def policy(self) -> PollPolicy:
         return PollPolicy.from_settings(self.settings)
 
-    def polling(self, policy: PollPolicy) -> PollPolicy:
-        """``policy`` for the next look at a render: tighter while jobs wait for an account
-        slot (``PollPolicy.when_waiting``; one ZCARD on Redis tells)."""
-        return policy.when_waiting(self.settings) if self.limiter.waiting_count() else policy
+    def polling(self, policy: PollPolicy, eta: float | None) -> PollPolicy:
+        """``policy`` for the next look at a render of this ``eta``: tighter while jobs wait
+        for an account slot (``PollPolicy.when_waiting``; one ZCARD on Redis tells)."""
+        if not self.limiter.waiting_count():
+            return policy
+        return policy.when_waiting(self.settings, eta)
 
     @property
     def transfer_limits(self) -> TransferLimits:

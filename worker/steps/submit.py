@@ -233,7 +233,7 @@ def after_submit(rt: Runtime, rec: JobRecord, result: ProviderResult) -> None:
         record_provider_id(rt, rec, result.provider_id)
         return
     assert result.provider_id is not None
-    policy = rt.polling(rt.policy)
+    policy = rt.polling(rt.policy, result.eta)
     delay = next_poll_delay(elapsed=0.0, eta=result.eta, attempt=0, policy=policy, rng=rt.rng)
     delay = policy.min_delay if delay is None else delay
     # Hold the slot for the render before recording it (a crash in between must not leave
