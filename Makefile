@@ -58,6 +58,7 @@ bench: $(STAMP)  ## benchmarks; figures land in benchmarks/results/
 	@# scale at a modest size (full sizes: see README "Scale"); plots redrawn from every result
 	$(BIN)/python benchmarks/bench_scale.py backlog --jobs 2000 --render-mean 4 --duration 60 --out scale-backlog-make.json
 	$(BIN)/python benchmarks/bench_scale.py inflight --jobs 500 --render-mean 20 --out scale-inflight-make.json
+	$(BIN)/python benchmarks/bench_delays.py --jobs 1000
 
 # pip-tools and pip-audit live in their own venv: they are not part of the locked set.
 $(TOOLS)/.ok:

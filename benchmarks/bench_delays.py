@@ -1,0 +1,133 @@
+"""Benchmark (issue 10): how late RabbitMQ's native delayed delivery hands over a countdown.
+
+With ``T2V_BROKER_URL=amqp://...`` a poll's countdown waits in the broker: Celery routes it
+through up to 28 TTL queues (``celery_delayed_27`` .. ``_0``, one per bit of the whole
+seconds) and dead-letters it to its queue when the last TTL runs out. This sends N
+countdowns of 3-40 s through the same exchanges and queues the worker uses (a vhost of
+its own, deleted after) and times when each reaches a consumer against the eta it
+carries (negative: early; Celery's worker then holds it until its eta). Once with the
+delay queues as quorum queues (what we run) and once as classic queues.
+
+    .venv/bin/python benchmarks/bench_delays.py --jobs 3000
+
+Writes ``benchmarks/results/delays.json``. Not a test: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shlex
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], capture_output=True, check=True, timeout=120)
+
+
+def measure(host_port: str, queue_type: str, jobs: int, seed: int) -> dict[str, Any]:
+    from celery import Celery
+    from kombu import Connection
+    from kombu.transport.native_delayed_delivery import (
+        bind_queue_to_native_delayed_delivery_exchange,
+        declare_native_delayed_delivery_exchanges_and_queues,
+    )
+
+    from t2v_core.brokers import AMQP_EXCHANGE, task_queues
+
+    vhost = f"t2v-delays-{uuid.uuid4().hex[:8]}"
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    url = f"amqp://guest:guest@{host_port}/{vhost}"
+    try:
+        queues = task_queues(url)
+        target = next(q for q in queues if q.name == "t2v.poll")
+        app = Celery("delays", broker=url, set_as_current=False)
+        app.conf.update(
+            task_queues=queues,
+            task_default_exchange=AMQP_EXCHANGE,
+            task_default_exchange_type="topic",
+            task_default_queue_type="quorum",
+            worker_detect_quorum_queues=True,
+            broker_native_delayed_delivery_queue_type=queue_type,
+        )
+        with Connection(url) as conn:
+            declare_native_delayed_delivery_exchanges_and_queues(conn, queue_type)
+            channel = conn.channel()
+            for queue in queues:
+                queue.bind(channel).declare()
+                bind_queue_to_native_delayed_delivery_exchange(conn, queue)
+        rng = random.Random(seed)
+        due: dict[str, float] = {}
+        started = time.time()
+        for i in range(jobs):
+            countdown = rng.uniform(3.0, 40.0)
+            sent = app.send_task("t2v.poll", args=[str(i)], countdown=countdown, queue=target)
+            due[sent.id] = time.time() + countdown
+        send_s = time.time() - started
+        late: list[float] = []
+        with Connection(url) as conn:
+
+            def on_message(_body: Any, message: Any) -> None:
+                eta = due.pop(message.headers.get("id"), None)
+                if eta is not None:
+                    late.append(time.time() - eta)
+                message.ack()
+
+            with conn.Consumer(target, callbacks=[on_message], accept=["json"]) as consumer:
+                consumer.qos(prefetch_count=500)
+                give_up = time.time() + 120
+                while due and time.time() < give_up:
+                    try:
+                        conn.drain_events(timeout=1)
+                    except TimeoutError:
+                        continue
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+    late.sort()
+
+    def pct(q: float) -> float:
+        return round(late[min(len(late) - 1, int(q * len(late)))], 3)
+
+    return {
+        "delay_queue_type": queue_type,
+        "countdowns": jobs,
+        "received": len(late),
+        "send_s": round(send_s, 2),
+        "late_s": {"min": pct(0.0), "p50": pct(0.5), "p95": pct(0.95), "max": pct(1.0)},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=3000)
+    parser.add_argument("--rabbitmq", default="127.0.0.1:5672", help="host:port (guest/guest)")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    runs = [measure(args.rabbitmq, kind, args.jobs, args.seed) for kind in ("quorum", "classic")]
+    for run in runs:
+        print(json.dumps(run))
+    result = {
+        "benchmark": "RabbitMQ native delayed delivery: countdown lateness (issue 10)",
+        "command": shlex.join(["python", "benchmarks/bench_delays.py", *sys.argv[1:]]),
+        "how": "countdowns 3-40 s sent by Celery's send_task into the t2v.poll quorum queue's"
+        " delay chain; late = arrival at a consumer minus the message's eta",
+        "runs": runs,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "delays.json").write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
