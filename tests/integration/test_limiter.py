@@ -165,3 +165,19 @@ def test_a_full_provider_lowers_the_limit_and_it_grows_back(redis_url: str) -> N
     grew = [lim.accepted() for _ in range(12)]  # accepted submits grow the base back too
     assert any(grew) and lim.effective_limit() == 5
     assert lim.redis.hget(lim.state_key, "effective") is None  # back to the configured one
+
+
+def test_contended_only_when_jobs_wait_and_every_slot_is_held(redis_url: str) -> None:
+    # What tightens polling (``Runtime.polling``): a render seen late idles a slot only
+    # when somebody waits for it.
+    lim = _limiter(redis_url, 2)
+    assert not lim.contended()  # nobody at all
+    assert lim.acquire("a", lease=60, created=1.0)
+    lim.rebuild([("a", 60.0)], [("queued-1", 5.0)])  # in line while a slot is free
+    assert lim.waiting_count() == 1 and not lim.contended()
+    assert lim.acquire("queued-1", lease=60, created=5.0)
+    assert not lim.contended()  # every slot held, nobody waits
+    assert not lim.acquire("b", lease=60, created=9.0)
+    assert lim.contended()  # every slot held and "b" waits
+    assert lim.release("a") == ["b"]
+    assert not lim.contended()  # a slot is free for "b"

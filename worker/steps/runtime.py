@@ -43,8 +43,9 @@ class Runtime:
 
     def polling(self, policy: PollPolicy, eta: float | None) -> PollPolicy:
         """``policy`` for the next look at a render of this ``eta``: tighter while jobs wait
-        for an account slot (``PollPolicy.when_waiting``; one ZCARD on Redis tells)."""
-        if not self.limiter.waiting_count():
+        for an account slot and every slot is held (``PollPolicy.when_waiting``; one round
+        trip to Redis tells)."""
+        if not self.limiter.contended():
             return policy
         return policy.when_waiting(self.settings, eta)
 
