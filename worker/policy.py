@@ -9,19 +9,20 @@ margin (``eta_margin``, a little before it by default: an eta off by 10 % either
 otherwise seen up to 15 % late, 25 s on a 150 s render). Later polls back off from
 ``min_delay`` by ``backoff`` per attempt, capped at ``max_delay``, jittered by ``±jitter``
 so a batch of jobs submitted together does not poll in lockstep. With etas off by up to
-10 %, renders of 120-180 s are seen 4 s (median) and 11 s (p95) after they end, for 2.2
+10 %, renders of 120-180 s are seen 5 s (median) and 11 s (p95) after they end, for 2.0
 fetches per job (``benchmarks/bench_scale.py inflight``); the old +5 % margin and 2 s x 1.6
-backoff gave 7.5 s and 22 s for 1.5 fetches. No delay
+backoff gave 7.5 s and 22 s for 1.5 fetches. ``min_delay`` is also the shortest first
+wait. No delay
 goes past the deadline, and no countdown exceeds ``max(max_first_delay, max_delay)``,
 which must stay below the broker's visibility timeout (a longer countdown would be
 redelivered by Redis before it is due; ``worker.celery_app`` checks this at start-up).
 
-While jobs wait for an account slot, a render seen late is a slot left idle that somebody
-waits for, and a fetch costs a few milliseconds of CPU: ``PollPolicy.when_waiting`` looks
-a little before the eta and then every second or so (growing slowly), instead of after it
-with a 2 s backoff. With etas off by up to 10 % that keeps the provider's slots busy about
-97 % of the time instead of 93 %, for about one more fetch per job
-(``benchmarks/bench_scale.py``).
+While jobs wait for an account slot and every slot is held, a render seen late is a slot
+left idle that somebody waits for, and a fetch costs a few milliseconds of CPU:
+``PollPolicy.when_waiting`` looks a little before the eta and then every second or so
+(growing slowly), instead of 5 s apart. With etas off by up to 10 % that keeps the
+provider's slots busy about 97 % of the time instead of 93 %, for about one more fetch per
+job (``benchmarks/bench_scale.py backlog``).
 
 Never: call ``time.sleep``, import Celery, or read ``os.environ``.
 """
