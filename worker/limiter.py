@@ -325,14 +325,15 @@ class AccountLimiter:
         return int(self.redis.zcard(self.waiting_key))
 
     def contended(self) -> bool:
-        """True while jobs wait and every slot is held (a freed one would be taken at once):
-        one round trip, two ZCARDs. Jobs just enqueued while slots are free are in line
-        too, for a moment; they do not count as contention."""
+        """True while more jobs want a slot than there are slots (a freed one would be
+        taken at once): one round trip, two ZCARDs. Jobs just enqueued while slots are free
+        are in line too, for a moment; they do not count, and neither does the moment
+        between a release and the next job's acquire."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.zcard(self.waiting_key)
         pipe.zcard(self.holders_key)
         waiting, held = pipe.execute()
-        return int(waiting) > 0 and int(held) >= self.limit
+        return int(waiting) > 0 and int(waiting) + int(held) > self.limit
 
     def snapshot(self, *extra: tuple[str, str]) -> tuple[AccountView, float, list[Any]]:
         """The view, the age of the oldest waiting job (0: none; the line is a ZSET ordered

@@ -180,4 +180,6 @@ def test_contended_only_when_jobs_wait_and_every_slot_is_held(redis_url: str) ->
     assert not lim.acquire("b", lease=60, created=9.0)
     assert lim.contended()  # every slot held and "b" waits
     assert lim.release("a") == ["b"]
-    assert not lim.contended()  # a slot is free for "b"
+    assert not lim.contended()  # a slot is free for "b", and nobody else waits
+    assert not lim.acquire("c", lease=60, created=12.0)
+    assert lim.contended()  # "b" is about to take the free slot and "c" still waits

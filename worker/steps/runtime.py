@@ -42,8 +42,8 @@ class Runtime:
         return PollPolicy.from_settings(self.settings)
 
     def polling(self, policy: PollPolicy, eta: float | None) -> PollPolicy:
-        """``policy`` for the next look at a render of this ``eta``: tighter while jobs wait
-        for an account slot and every slot is held (``PollPolicy.when_waiting``; one round
+        """``policy`` for the next look at a render of this ``eta``: tighter while more jobs
+        want an account slot than there are slots (``PollPolicy.when_waiting``; one round
         trip to Redis tells)."""
         if not self.limiter.contended():
             return policy
