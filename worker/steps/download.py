@@ -49,16 +49,16 @@ def download_step(rt: Runtime, job_id: str) -> None:
     # Not the task time limit (600 s): a worker killed mid-download must not hold the job
     # that long. A slow download outliving the lease may be sent again; both copies write
     # the same storage keys and only one moves the row (compare-and-set).
-    if not rt.store.claim(
+    claimed = rt.store.claim_record(
         job_id,
         JobStatus.DOWNLOADING,
         lease=rt.settings.download_claim_lease,
         slack=rt.settings.claim_slack,
         download_attempts=JobRow.download_attempts + 1,
-    ):
+    )
+    if claimed is None:
         return
-    rec = rt.store.get(job_id)
-    assert rec is not None
+    rec = claimed
     if rec.download_attempts > rt.settings.download_max_attempts:
         # The earlier tries never came back (their workers died mid-download): stop here.
         park(
