@@ -301,7 +301,7 @@ def run(args: argparse.Namespace, jobs: int, probe: bool, logs: Path) -> dict[st
             "T2V_ACCOUNT_SLOTS": str(slots),
             "T2V_PROBE_VIDEOS": "true" if probe else "false",
         }
-        env.update(dict(item.split("=", 1) for item in args.env))
+        env.update(variant_settings(args))
         producer = configure_producer(env)
         store = JobStore(make_engine(db_url, poolclass=NullPool))
         store.create_schema()
@@ -472,7 +472,7 @@ def analyse(
         "account_slots": slots if backlog else None,
         "probe_and_poster": probe,
         "broker": broker_name(args.broker_url),
-        "settings": dict(item.split("=", 1) for item in args.env),
+        "settings": variant_settings(args),
         "render_mean_s": args.render_mean,
         "render_spread": args.render_spread,
         "renders_measured_s": {
@@ -568,7 +568,14 @@ def slots_busy_series(
 
 def broker_name(url: str | None) -> str:
     """``rabbitmq`` for an AMQP broker URL, else ``redis``."""
-    return "rabbitmq" if url and url.startswith(("amqp", "pyamqp")) else "redis"
+    from t2v_core.brokers import is_amqp_url
+
+    return "rabbitmq" if url and is_amqp_url(url) else "redis"
+
+
+def variant_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--env T2V_NAME=VALUE`` settings of this run."""
+    return dict(item.split("=", 1) for item in args.env)
 
 
 # -- plots --------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ Never: change what is proxied or verified; only when the environment is read.
 from __future__ import annotations
 
 import os
-import threading
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,7 +29,6 @@ class EnvOnceSession(requests.Session):
 
     def __init__(self) -> None:
         super().__init__()
-        self._lock = threading.Lock()
         self._proxies_by_host: dict[tuple[str, str, int | None, str | None], dict[str, str]] = {}
         self._ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
 
@@ -40,9 +38,8 @@ class EnvOnceSession(requests.Session):
         key = (parts.scheme, (parts.hostname or "").lower(), parts.port, no_proxy)
         found = self._proxies_by_host.get(key)
         if found is None:
-            found = dict(get_environ_proxies(url, no_proxy=no_proxy))
-            with self._lock:
-                self._proxies_by_host[key] = found
+            # Two threads asking at once both compute the same answer; either may stay.
+            found = self._proxies_by_host[key] = dict(get_environ_proxies(url, no_proxy=no_proxy))
         return found
 
     def merge_environment_settings(
