@@ -15,16 +15,16 @@ from t2v_core.store import JobStore
 
 
 def producer_engine(settings: Settings) -> Engine:
-    """The producer's engine: on PostgreSQL one without ``pool_pre_ping``.
+    """The producer's engine: on PostgreSQL one that never pings (``ping_idle=None``).
 
-    The pre-ping is a round trip before every checkout: a third of a single ``enqueue``.
+    A ping is a round trip before a checkout: a third of a single ``enqueue``.
     A connection the server dropped is caught by ``Producer._insert`` instead (reads just
     fail once and work again). Both live in ``t2v_core.db``'s registry.
     """
     url = settings.database_url
     if make_url(url).get_backend_name() != "postgresql":
         return get_engine(url)
-    options = {**pool_options(settings), "pool_pre_ping": False, "pool_recycle": 1800}
+    options = {**pool_options(settings), "ping_idle": None, "pool_recycle": 1800}
     return get_tuned_engine("producer", url, **options)
 
 

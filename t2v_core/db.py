@@ -22,7 +22,16 @@ holds the lock. How the locks are taken:
   it (after ``busy_timeout`` is set) until it is on or the timeout has passed.
 
 On PostgreSQL ``write_transaction`` is ``engine.begin()``: the execution option it sets is
-read only by the SQLite ``begin`` listener.
+read only by the SQLite ``begin`` listener. A lone statement (a step's read, claim or
+compare-and-set move) goes through ``one_statement`` instead: on PostgreSQL it runs
+autocommitted, which saves the ``BEGIN`` and ``COMMIT`` round trips (two of a step's
+three).
+
+PostgreSQL connections are pinged at checkout only when they sat idle in the pool for
+``PING_IF_IDLE_SECONDS`` (``pool_pre_ping`` pinged before every statement: a round trip
+and about a tenth of a worker's CPU). A server restart between a connection's last use and
+a use less than that later fails that one statement; the disconnect invalidates the rest of
+the pool, and the step it broke is re-driven by its claim's lease (reconcile).
 """
 
 from __future__ import annotations
@@ -41,6 +50,9 @@ _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# A pooled PostgreSQL connection idle for this long is pinged before it is handed out.
+PING_IF_IDLE_SECONDS = 5.0
+_IDLE_SINCE = "t2v_idle_since"
 # Connection execution option: this connection's transactions write (SQLite: BEGIN IMMEDIATE).
 WRITE_OPTION = "t2v_write"
 
@@ -57,6 +69,47 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
         conn.execution_options(**{WRITE_OPTION: True})
         with conn.begin():
             yield conn
+
+
+@contextmanager
+def one_statement(engine: Engine, *, write: bool = True) -> Iterator[Connection]:
+    """A connection for one statement that is atomic on its own (a read, or a single
+    ``UPDATE``/``INSERT``): autocommitted on PostgreSQL, so no ``BEGIN``/``COMMIT`` round
+    trips; on SQLite a ``write_transaction`` (its write lock taken up front), or a plain
+    deferred one for a read (``write=False``)."""
+    if engine.dialect.name != "postgresql":
+        if write:
+            with write_transaction(engine) as conn:
+                yield conn
+        else:
+            with engine.connect() as conn:
+                yield conn
+        return
+    with engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def ping_when_idle(engine: Engine, idle_seconds: float = PING_IF_IDLE_SECONDS) -> None:
+    """Ping a pooled connection at checkout if it sat idle ``idle_seconds`` or longer; a
+    dead one is replaced (the pool's ``DisconnectionError`` protocol)."""
+    from sqlalchemy.exc import DisconnectionError
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since < idle_seconds:
+            return  # new, or used a moment ago
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # noqa: BLE001 - any failure means a dead connection
+            raise DisconnectionError(f"pooled connection failed its ping: {exc}") from exc
+        if not alive:
+            raise DisconnectionError("pooled connection failed its ping")
 
 
 def _enable_wal(dbapi_conn: Any) -> None:
@@ -106,11 +159,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    ping_idle = kwargs.pop("ping_idle", PING_IF_IDLE_SECONDS)
     if "poolclass" not in kwargs:
         kwargs.setdefault("pool_size", 5)
         kwargs.setdefault("max_overflow", 5)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if ping_idle is not None and not kwargs.get("pool_pre_ping"):
+        ping_when_idle(engine, ping_idle)
+    return engine
 
 
 def pool_options(settings: Any) -> dict[str, Any]:

@@ -8,7 +8,8 @@ late, or for a finished job finds the row already moved and does nothing.
 What a row holds (``JobRow``) and what a read returns (``JobRecord``) are defined in
 ``t2v_core.records``. This module must never decide what a job does next (the worker's
 steps do; here a write either finds the row where it expects it or changes nothing), never
-write outside ``write_transaction`` (SQLite needs its write lock taken up front), and never
+write outside ``write_transaction`` or ``one_statement`` (SQLite needs its write lock
+taken up front), and never
 hold or store the API key: the request payload saved here is the validated
 ``Text2VideoRequest`` (which has no ``key`` field).
 """
@@ -24,7 +25,7 @@ from typing import Any, cast
 from sqlalchemy import Engine, Table, bindparam, func, insert, or_, select, update
 
 from t2v_core.callbacks import NOTIFY_STATES
-from t2v_core.db import write_transaction
+from t2v_core.db import one_statement, write_transaction
 from t2v_core.records import JobRecord, JobRow, to_record
 from t2v_core.states import ALLOWED_FROM, JobStatus
 from t2v_core.store_callbacks import CallbackRows, due_values
@@ -74,7 +75,7 @@ class JobStore(CallbackRows, DueRows):
 
     # -- reads ------------------------------------------------------------------------
     def get(self, job_id: str) -> JobRecord | None:
-        with self.engine.connect() as conn:
+        with one_statement(self.engine, write=False) as conn:
             row = conn.execute(_GET, {"job_id": job_id}).first()
         return _row_to_record(row)
 
@@ -203,12 +204,7 @@ class JobStore(CallbackRows, DueRows):
         One INSERT is atomic on its own; skipping BEGIN/COMMIT saves two round trips per
         ``enqueue`` (SQLite writes in its ``write_transaction``).
         """
-        if self.engine.dialect.name != "postgresql":
-            with write_transaction(self.engine) as conn:
-                conn.execute(insert(JobRow), [row])
-            return
-        with self.engine.connect() as conn:
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        with one_statement(self.engine) as conn:
             conn.execute(insert(JobRow), [row])
 
     def transition(
@@ -241,7 +237,7 @@ class JobStore(CallbackRows, DueRows):
             .where(JobRow.status.in_([s.value for s in allowed]))
             .values(**values)
         )
-        with write_transaction(self.engine) as conn:
+        with one_statement(self.engine) as conn:
             if not notifies:
                 return conn.execute(stmt).rowcount == 1
             moved = conn.execute(stmt.returning(JobRow.callback_due_at)).all()
@@ -261,23 +257,45 @@ class JobStore(CallbackRows, DueRows):
         (a redelivery, a re-drive racing a late countdown) finds the step taken and drops.
         """
         stmt = self._claim_statement(job_id, status, lease=lease, slack=slack, **values)
-        with write_transaction(self.engine) as conn:
+        with one_statement(self.engine) as conn:
             return conn.execute(stmt).rowcount == 1
 
     def claim_record(
-        self, job_id: str, status: JobStatus, *, lease: float, slack: float = 5.0, **values: Any
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        lease: float,
+        slack: float = 5.0,
+        touch: bool = True,
+        **values: Any,
     ) -> JobRecord | None:
         """``claim``, returning the row as the claim left it (None if not taken): one
-        statement where a claim and a read were two (a poll's hot path)."""
-        stmt = self._claim_statement(job_id, status, lease=lease, slack=slack, **values)
-        with write_transaction(self.engine) as conn:
+        statement where a read and a claim were two (a poll's and a download's hot path).
+
+        ``touch=False`` leaves ``updated_at`` as it was (the claim only leases the step),
+        so the record returned still says when the row was last written: a poll's last
+        look at its render."""
+        stmt = self._claim_statement(
+            job_id, status, lease=lease, slack=slack, touch=touch, **values
+        )
+        with one_statement(self.engine) as conn:
             row = conn.execute(stmt.returning(*_T.c)).first()
         return _row_to_record(row)
 
     def _claim_statement(
-        self, job_id: str, status: JobStatus, *, lease: float, slack: float, **values: Any
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        lease: float,
+        slack: float,
+        touch: bool = True,
+        **values: Any,
     ) -> Any:
         now = self.now()
+        if touch:
+            values = {"updated_at": now, **values}
         return (
             update(_T)
             .where(JobRow.id == job_id)
@@ -288,7 +306,7 @@ class JobStore(CallbackRows, DueRows):
                     JobRow.next_check_at <= now + timedelta(seconds=slack),
                 )
             )
-            .values(next_check_at=now + timedelta(seconds=lease), updated_at=now, **values)
+            .values(next_check_at=now + timedelta(seconds=lease), **values)
         )
 
     def set_provider_id(self, job_id: str, provider_id: str) -> bool:
@@ -300,7 +318,7 @@ class JobStore(CallbackRows, DueRows):
             .where(JobRow.provider_id.is_(None))
             .values(provider_id=provider_id, updated_at=self.now())
         )
-        with write_transaction(self.engine) as conn:
+        with one_statement(self.engine) as conn:
             return conn.execute(stmt).rowcount == 1
 
     def update_if(self, job_id: str, expect: Iterable[JobStatus], **values: Any) -> bool:
@@ -311,7 +329,7 @@ class JobStore(CallbackRows, DueRows):
             .where(JobRow.status.in_([JobStatus(s).value for s in expect]))
             .values(updated_at=self.now(), **_with_detail(values))
         )
-        with write_transaction(self.engine) as conn:
+        with one_statement(self.engine) as conn:
             return conn.execute(stmt).rowcount == 1
 
 

@@ -1,7 +1,7 @@
 """The download step: copy each output of a finished render into our storage, then
 `succeeded`.
 
-    load the row → claim the download (a duplicate drops) → tries used up? park →
+    claim the download, reading the row (a duplicate drops) → tries used up? park →
     transfer each output (``worker.transfer``; probe it and cut a poster on the way) →
     ``decide_download_failure`` (pure) on an error → apply: retry later, or park
 
@@ -43,22 +43,19 @@ class RetryLater:
 
 
 def download_step(rt: Runtime, job_id: str) -> None:
-    rec = rt.store.get(job_id)
-    if rec is None or rec.status is not JobStatus.DOWNLOADING:
-        return
     # Not the task time limit (600 s): a worker killed mid-download must not hold the job
     # that long. A slow download outliving the lease may be sent again; both copies write
-    # the same storage keys and only one moves the row (compare-and-set).
-    claimed = rt.store.claim_record(
+    # the same storage keys and only one moves the row (compare-and-set). The claim is the
+    # read: a row in another state, or a duplicate, is not claimed and drops.
+    rec = rt.store.claim_record(
         job_id,
         JobStatus.DOWNLOADING,
         lease=rt.settings.download_claim_lease,
         slack=rt.settings.claim_slack,
         download_attempts=JobRow.download_attempts + 1,
     )
-    if claimed is None:
+    if rec is None:
         return
-    rec = claimed
     if rec.download_attempts > rt.settings.download_max_attempts:
         # The earlier tries never came back (their workers died mid-download): stop here.
         park(

@@ -1,7 +1,7 @@
 """The poll step: fetch the render's status, then move on, park, or look again later.
 
-    load the row → cancelled while rendering? a quiet poll → claim the poll (a duplicate
-    drops) → fetch → ``decide_poll`` (pure) → apply: finished / parked / again in N s
+    claim the poll, reading the row (a duplicate drops; cancelled while rendering? a quiet
+    poll) → fetch → ``decide_poll`` (pure) → apply: finished / parked / again in N s
 
 Money rules here: a fetch always comes first, even past the deadline (a render finished
 in the last interval was paid for); our own limits park a render, never fail it; the
@@ -49,25 +49,29 @@ PollDecision = Finished | Again | Problem
 
 
 def poll_step(rt: Runtime, job_id: str) -> None:
-    rec = rt.store.get(job_id)
-    if rec is None:
-        return
-    if rec.status is JobStatus.CANCELLED and rec.provider_id and may_be_rendering(rec):
-        quiet_poll(rt, rec)
-        return
-    if rec.status is not JobStatus.PROCESSING:
-        return
-    looked_before = rec.updated_at  # the last time anyone looked at this render
-    claimed = rt.store.claim_record(
+    # The claim is the read: one statement on the hot path. It leaves ``updated_at`` alone,
+    # so the record still says when the render was last looked at.
+    rec = rt.store.claim_record(
         job_id,
         JobStatus.PROCESSING,
         lease=rt.settings.claim_lease,
         slack=rt.settings.claim_slack,
+        touch=False,
         poll_count=JobRow.poll_count + 1,
     )
-    if claimed is None:
-        return  # a duplicate of a poll already taken, or one that came early
-    rec = claimed
+    if rec is None:
+        # Not processing, or a duplicate of a poll already taken, or one that came early;
+        # a job cancelled while rendering still gets its quiet polls.
+        other = rt.store.get(job_id)
+        if (
+            other is not None
+            and other.status is JobStatus.CANCELLED
+            and other.provider_id
+            and may_be_rendering(other)
+        ):
+            quiet_poll(rt, other)
+        return
+    looked_before = rec.updated_at  # the last time anyone looked at this render
     assert rec.provider_id is not None
     elapsed, policy = elapsed_and_policy(rt, rec)
     outcome: ProviderResult | TransientError | PermanentError
