@@ -221,6 +221,36 @@ class JobStore(CallbackRows, DueRows):
         the same statement (they may be SQL expressions such as ``JobRow.poll_count + 1``).
         Returns True if this call made the move, False if the row was elsewhere.
         """
+        stmt, notifies = self._move_statement(job_id, to, expect, values)
+        with one_statement(self.engine) as conn:
+            if not notifies:
+                return conn.execute(stmt).rowcount == 1
+            moved = conn.execute(stmt.returning(JobRow.callback_due_at)).all()
+        if moved and moved[0][0] is not None:
+            self._notify(job_id)
+        return bool(moved)
+
+    def move_record(
+        self,
+        job_id: str,
+        to: JobStatus,
+        *,
+        expect: Iterable[JobStatus] | None = None,
+        **values: Any,
+    ) -> JobRecord | None:
+        """``transition``, returning the row as the move left it (None if not moved): one
+        statement where a move and the next step's claim were two."""
+        stmt, notifies = self._move_statement(job_id, to, expect, values)
+        with one_statement(self.engine) as conn:
+            row = conn.execute(stmt.returning(*_T.c)).first()
+        rec = _row_to_record(row)
+        if rec is not None and notifies and rec.callback_due_at is not None:
+            self._notify(job_id)
+        return rec
+
+    def _move_statement(
+        self, job_id: str, to: JobStatus, expect: Iterable[JobStatus] | None, values: dict[str, Any]
+    ) -> tuple[Any, bool]:
         allowed = set(ALLOWED_FROM[to])
         if expect is not None:
             allowed &= {JobStatus(s) for s in expect}
@@ -237,16 +267,15 @@ class JobStore(CallbackRows, DueRows):
             .where(JobRow.status.in_([s.value for s in allowed]))
             .values(**values)
         )
-        with one_statement(self.engine) as conn:
-            if not notifies:
-                return conn.execute(stmt).rowcount == 1
-            moved = conn.execute(stmt.returning(JobRow.callback_due_at)).all()
-        if moved and moved[0][0] is not None and self.notify is not None:
-            try:
-                self.notify(job_id)
-            except Exception as exc:  # the row says it is due: reconcile sends it later
-                log.warning("job %s: callback not sent now (%s); reconcile will", job_id, exc)
-        return bool(moved)
+        return stmt, notifies
+
+    def _notify(self, job_id: str) -> None:
+        if self.notify is None:
+            return
+        try:
+            self.notify(job_id)
+        except Exception as exc:  # the row says it is due: reconcile sends it later
+            log.warning("job %s: callback not sent now (%s); reconcile will", job_id, exc)
 
     def claim(
         self, job_id: str, status: JobStatus, *, lease: float, slack: float = 5.0, **values: Any

@@ -71,10 +71,8 @@ we hold fewer than N (someone else uses the key) lowers ``effective`` to what th
 accepted; each accepted submit grows it back by ``1/effective``, and once ``retry_after``
 has passed one more slot is probed per ``retry_after`` even if nothing is accepted (so a
 slot held by a render that never ends cannot stall the line): additive increase after a
-decrease to what the provider took, as Netflix's concurrency-limits does.
-
-Everything that decides is a single Lua script per call, so two workers never both take
-the last slot. Time comes from Redis (TIME) unless a clock is passed in (model tests).
+decrease to what the provider took, as Netflix's concurrency-limits does. Time comes
+from Redis (TIME) unless a clock is passed in (model tests).
 """
 
 from __future__ import annotations
@@ -289,22 +287,23 @@ class AccountLimiter:
         )
         return int(float(_str(eff)))
 
-    def accepted(self) -> bool:
-        """An accepted submit: grow the effective limit back a step. True if a whole slot
-        came back (wake the line)."""
-        return bool(self._accepted(keys=[self.state_key], args=[self._now(), self.limit]))
+    def after_accept(self, model: str, eta: float | None, *, keep: int = 50) -> tuple[bool, bool]:
+        """A submit the provider took, in one round trip: grow the effective limit back a
+        step, note the eta it gave (if any) and read ``contended``. Returns (a whole slot
+        came back: wake the line, more jobs want a slot than there are slots)."""
+        pipe = self.redis.pipeline(transaction=False)
+        self._accepted(keys=[self.state_key], args=[self._now(), self.limit], client=pipe)
+        if eta:
+            pipe.lpush(eta_key(self.prefix, model), repr(float(eta)))
+            pipe.ltrim(eta_key(self.prefix, model), 0, keep - 1)
+        grew, *_, contended = self._execute_contended(pipe)
+        return bool(grew), contended
 
     def effective_limit(self) -> int:
         """The limit in use now (``limit_now`` in the scripts)."""
         return int(self._limit_now(keys=[self.state_key], args=[self._now(), self.limit]))
 
     # -- what a render takes --------------------------------------------------------------
-    def note_eta(self, model: str, eta: float, *, keep: int = 50) -> None:
-        key = eta_key(self.prefix, model)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.lpush(key, repr(float(eta)))
-        pipe.ltrim(key, 0, keep - 1)
-        pipe.execute()
 
     def recent_etas(self, model: str) -> list[float]:
         return [float(_str(v)) for v in self.redis.lrange(eta_key(self.prefix, model), 0, -1)]
@@ -329,11 +328,14 @@ class AccountLimiter:
         taken at once): one round trip, two ZCARDs. Jobs just enqueued while slots are free
         are in line too, for a moment; they do not count, and neither does the moment
         between a release and the next job's acquire."""
-        pipe = self.redis.pipeline(transaction=False)
+        return bool(self._execute_contended(self.redis.pipeline(transaction=False))[-1])
+
+    def _execute_contended(self, pipe: Any) -> list[Any]:
+        """Run ``pipe`` with ``contended``'s reads added: its answers, then that one."""
         pipe.zcard(self.waiting_key)
         pipe.zcard(self.holders_key)
-        waiting, held = pipe.execute()
-        return int(waiting) > 0 and int(waiting) + int(held) > self.limit
+        *answers, waiting, held = pipe.execute()
+        return [*answers, int(waiting) > 0 and int(waiting) + int(held) > self.limit]
 
     def snapshot(self, *extra: tuple[str, str]) -> tuple[AccountView, float, list[Any]]:
         """The view, the age of the oldest waiting job (0: none; the line is a ZSET ordered

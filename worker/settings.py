@@ -119,6 +119,12 @@ class WorkerSettings(Settings):
     )
     download_max_attempts: int = Field(10, ge=1)
     probe_videos: bool = Field(True, description="ffprobe each stored video and store a poster")
+    download_inline: bool = Field(
+        True,
+        description="a poll that finds its render finished downloads it in the same task when"
+        " this worker also consumes t2v.download (one task per job fewer); false: always"
+        " through the t2v.download queue",
+    )
 
     # The slot line's fair share: "acme=3,trial=1" (a tenant not named weighs 1).
     tenant_weights: Annotated[dict[str, float], NoDecode] = Field(

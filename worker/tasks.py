@@ -74,7 +74,17 @@ def runtime() -> Runtime:
         http=http,
         schedule=send_step,
         rng=random.Random(),
+        inline=inline_steps(settings.download_inline),
     )
+
+
+def inline_steps(download_inline: bool) -> frozenset[str]:
+    """The steps this process runs in place: ``t2v.download`` when asked and this worker
+    consumes its queue (``-Q``; all queues when not given), so hosts that only poll still
+    send downloads to the hosts that serve them."""
+    if download_inline and TASK_ROUTES[TASK_DOWNLOAD] in app.amqp.queues.consume_from:
+        return frozenset({TASK_DOWNLOAD})
+    return frozenset()
 
 
 @worker_init.connect

@@ -154,7 +154,7 @@ def test_a_full_provider_lowers_the_limit_and_it_grows_back(redis_url: str) -> N
     assert lim.effective_limit() == 2
     assert lim.view().provider_max == 5 and lim.view().queue_full_429s == 1
     assert not lim.acquire("j3", lease=600, created=3.0)
-    assert not lim.accepted()  # within retry_after nothing grows
+    assert not lim.after_accept("wan2.2", None)[0]  # within retry_after nothing grows
     clock[0] += 4.9
     assert lim.effective_limit() == 2
     clock[0] += 0.1  # retry_after is over: one more slot is probed, and it is free now
@@ -162,7 +162,9 @@ def test_a_full_provider_lowers_the_limit_and_it_grows_back(redis_url: str) -> N
     assert lim.release(None) == ["j3"]
     clock[0] += 5  # one more per retry_after, even when nothing is accepted
     assert lim.effective_limit() == 4
-    grew = [lim.accepted() for _ in range(12)]  # accepted submits grow the base back too
+    grew = [
+        lim.after_accept("wan2.2", None)[0] for _ in range(12)
+    ]  # accepted submits grow the base back too
     assert any(grew) and lim.effective_limit() == 5
     assert lim.redis.hget(lim.state_key, "effective") is None  # back to the configured one
 
@@ -183,3 +185,6 @@ def test_contended_only_when_jobs_wait_and_every_slot_is_held(redis_url: str) ->
     assert not lim.contended()  # a slot is free for "b", and nobody else waits
     assert not lim.acquire("c", lease=60, created=12.0)
     assert lim.contended()  # "b" is about to take the free slot and "c" still waits
+    # A submit the provider took reads it in the same round trip, and notes the eta.
+    assert lim.after_accept("wan2.2", 42.0) == (False, True)
+    assert lim.recent_etas("wan2.2") == [42.0]

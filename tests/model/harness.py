@@ -72,7 +72,7 @@ from t2v_core.errors import (
 )
 from t2v_core.fairness import PRIORITIES
 from t2v_core.names import TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT
-from t2v_core.records import JobRow
+from t2v_core.records import JobRecord, JobRow
 from t2v_core.retry import OUTPUT_TTL, RetryRefused, plan_retry
 from t2v_core.settings import Settings
 from t2v_core.states import JobStatus
@@ -284,6 +284,31 @@ class ModelStore(JobStore):
             status,
             lease=lease,
             slack=slack,
+            **values,
+        )
+
+    def claim_record(
+        self, job_id: str, status: JobStatus, *, lease: float, slack: float = 5.0, **values: Any
+    ) -> JobRecord | None:
+        return self._world.write(
+            f"db claim {self._world.name(job_id)} {status.value}",
+            super().claim_record,
+            job_id,
+            status,
+            lease=lease,
+            slack=slack,
+            **values,
+        )
+
+    def move_record(
+        self, job_id: str, to: JobStatus, *, expect: Any = None, **values: Any
+    ) -> JobRecord | None:
+        return self._world.write(
+            f"db {self._world.name(job_id)} -> {to.value} (claimed)",
+            super().move_record,
+            job_id,
+            to,
+            expect=expect,
             **values,
         )
 
@@ -1007,9 +1032,8 @@ _LIMITER_METHODS = (
     "is_ready",
     "rebuild",
     "queue_full",
-    "accepted",
+    "after_accept",
     "effective_limit",
-    "note_eta",
     "recent_etas",
     "holders",
     "waiting",
@@ -1117,6 +1141,9 @@ class World:
             ),
             rng=random.Random(f"{name}:{self.seed}"),
             now=self.clock.view(skew),
+            # One host downloads in the poll that saw the render finished, the other sends
+            # t2v.download (T2V_DOWNLOAD_INLINE, and a host that does not serve downloads).
+            inline=frozenset({TASK_DOWNLOAD}) if name == "w0" else frozenset(),
         )
         return Host(name, rt)
 

@@ -105,3 +105,20 @@ def test_pool_options_size_postgres_pools_and_turn_prepares_off_for_pgbouncer() 
     }
     assert "connect_args" not in pool_options(WorkerSettings(database_url=pg))
     assert pool_options(WorkerSettings(database_url="sqlite:///:memory:")) == {}
+
+
+def test_downloads_run_in_place_only_on_a_worker_that_consumes_their_queue() -> None:
+    from t2v_core.names import TASK_DOWNLOAD
+    from worker.tasks import app, inline_steps
+
+    queues = app.amqp.queues
+    before = queues._consume_from
+    try:
+        assert inline_steps(True) == {TASK_DOWNLOAD}  # no -Q: every queue
+        assert inline_steps(False) == frozenset()
+        queues.select([QUEUE_POLL])  # a host started with -Q t2v.poll
+        assert inline_steps(True) == frozenset()
+        queues.select([QUEUE_POLL, QUEUE_DOWNLOAD])
+        assert inline_steps(True) == {TASK_DOWNLOAD}
+    finally:
+        queues._consume_from = before

@@ -293,6 +293,28 @@ def test_happy_path_from_queued_to_a_stored_video(world: World) -> None:
     assert world.scheduled == []
 
 
+def test_a_worker_that_serves_downloads_downloads_in_the_finishing_poll(world: World) -> None:
+    """``T2V_DOWNLOAD_INLINE``: no t2v.download task is sent, the same poll stores the video;
+    a failed try still goes back through the queue (its retry is a countdown)."""
+    world.rt.inline = frozenset({TASK_DOWNLOAD})
+    job = world.submitted("p-1")
+    world.cdn.files[f"https://{CDN}/p-1/0.mp4"] = MP4
+    world.provider.fetch_answers.append(success("p-1"))
+    assert world.deliver() == (TASK_POLL, job)
+    rec = world.job(job)
+    assert rec.status is JobStatus.SUCCEEDED and rec.download_attempts == 1
+    assert world.take() == []
+    assert world.limiter.holders() == []
+
+    other = world.submitted("p-2")
+    world.provider.fetch_answers.append(success("p-2"))  # its link 404s for now
+    assert world.deliver() == (TASK_POLL, other)
+    rec = world.job(other)
+    assert rec.status is JobStatus.DOWNLOADING and rec.download_attempts == 1
+    [(task, job_id, countdown)] = world.take()
+    assert (task, job_id) == (TASK_DOWNLOAD, other) and countdown > 0
+
+
 def test_a_lost_submit_answer_is_not_sent_again(world: World) -> None:
     job = world.enqueue()
     world.provider.submit_answers.append(SubmitOutcomeUnknown("read timed out"))

@@ -54,8 +54,13 @@ def download_step(rt: Runtime, job_id: str) -> None:
         slack=rt.settings.claim_slack,
         download_attempts=JobRow.download_attempts + 1,
     )
-    if rec is None:
-        return
+    if rec is not None:
+        download_claimed(rt, rec)
+
+
+def download_claimed(rt: Runtime, rec: JobRecord) -> None:
+    """The download of a job this process has claimed (``download_attempts`` counts this
+    try): by ``download_step``, or by the poll that moved it to `downloading`."""
     if rec.download_attempts > rt.settings.download_max_attempts:
         # The earlier tries never came back (their workers died mid-download): stop here.
         park(

@@ -1,7 +1,8 @@
 """The poll step: fetch the render's status, then move on, park, or look again later.
 
     claim the poll, reading the row (a duplicate drops; cancelled while rendering? a quiet
-    poll) → fetch → ``decide_poll`` (pure) → apply: finished / parked / again in N s
+    poll) → fetch → ``decide_poll`` (pure) → apply: finished (then the download, here if
+    this worker serves downloads) / parked / again in N s
 
 Money rules here: a fetch always comes first, even past the deadline (a render finished
 in the last interval was paid for); our own limits park a render, never fail it; the
@@ -15,13 +16,14 @@ import random
 from dataclasses import dataclass, replace
 
 from t2v_core.errors import PermanentError, TransientError
-from t2v_core.names import TASK_POLL
+from t2v_core.names import TASK_DOWNLOAD, TASK_POLL
 from t2v_core.problems import ErrorKind, Problem
 from t2v_core.records import JobRecord, JobRow
 from t2v_core.states import JobStatus
 from worker import instruments
 from worker.modelslab import ProviderResult, ProviderStatus
 from worker.policy import PollPolicy, next_poll_delay, retry_delay
+from worker.steps.download import download_claimed
 from worker.steps.runtime import Runtime
 from worker.steps.slots import may_be_rendering, release_slot, render_hold, stretched_deadline
 from worker.steps.transitions import park, provider_finished, reschedule
@@ -93,7 +95,10 @@ def poll_step(rt: Runtime, job_id: str) -> None:
     instruments.fetched(fetch_outcome(outcome))
     if isinstance(decision, Finished):
         seen_late = (rt.now() - looked_before).total_seconds()
-        provider_finished(rt, rec, decision.result, seen_late=seen_late)
+        # Downloaded in this task when this worker serves downloads too: a task per job
+        # fewer (a sent t2v.download costs about as much CPU as the download itself).
+        inline = download_claimed if TASK_DOWNLOAD in rt.inline else None
+        provider_finished(rt, rec, decision.result, seen_late=seen_late, download=inline)
     elif isinstance(decision, Problem):
         park(rt, rec, decision)
     else:

@@ -19,6 +19,8 @@ from worker.settings import WorkerSettings
 from worker.storage import Storage
 from worker.transfer import TransferLimits
 
+# How long a ``Runtime`` trusts its last "do jobs wait for a slot?" answer (seconds).
+CONTENDED_TTL = 2.0
 # schedule(task name, job id, countdown seconds): send that task for that job.
 Schedule = Callable[[str, str, float], None]
 
@@ -36,18 +38,38 @@ class Runtime:
     schedule: Schedule
     rng: random.Random = field(default_factory=random.Random)
     now: Callable[[], datetime] = utcnow
+    # Steps this process runs in place instead of sending their task (``t2v.download``
+    # when ``T2V_DOWNLOAD_INLINE`` and this worker consumes its queue).
+    inline: frozenset[str] = frozenset()
+    # ``contended()``'s last answer and when (``now``, a timestamp) it was read.
+    _contended: tuple[bool, float] = field(default=(False, float("-inf")), init=False, repr=False)
 
     @property
     def policy(self) -> PollPolicy:
         return PollPolicy.from_settings(self.settings)
 
-    def polling(self, policy: PollPolicy, eta: float | None) -> PollPolicy:
+    def polling(
+        self, policy: PollPolicy, eta: float | None, *, contended: bool | None = None
+    ) -> PollPolicy:
         """``policy`` for the next look at a render of this ``eta``: tighter while more jobs
-        want an account slot than there are slots (``PollPolicy.when_waiting``; one round
-        trip to Redis tells)."""
-        if not self.limiter.contended():
+        want an account slot than there are slots (``PollPolicy.when_waiting``). One round
+        trip to Redis tells, kept for ``CONTENDED_TTL`` s (a busy worker asks it for every
+        poll, and it changes on the scale of renders); ``contended``: just read."""
+        if contended is None:
+            contended = self.contended()
+        else:
+            self._contended = (contended, self.now().timestamp())
+        if not contended:
             return policy
         return policy.when_waiting(self.settings, eta)
+
+    def contended(self) -> bool:
+        seen, at = self._contended
+        now = self.now().timestamp()
+        if not 0 <= now - at < CONTENDED_TTL:
+            seen = self.limiter.contended()
+            self._contended = (seen, now)
+        return seen
 
     @property
     def transfer_limits(self) -> TransferLimits:

@@ -223,17 +223,16 @@ def after_submit(rt: Runtime, rec: JobRecord, result: ProviderResult) -> None:
         outcome_unknown(rt, rec, f"provider answered {result.raw_status!r} without an id")
         return
     instruments.paid_submission(rec.model_effective)
-    if rt.limiter.accepted():
+    slot_back, contended = rt.limiter.after_accept(rec.model_effective, result.eta)
+    if slot_back:
         wake_line(rt)  # the provider takes one more at once again
-    if result.eta:
-        rt.limiter.note_eta(rec.model_effective, result.eta)
     if provider_finished(
         rt, rec, result, provider_id=result.provider_id, future_links=result.future_links or None
     ):
         record_provider_id(rt, rec, result.provider_id)
         return
     assert result.provider_id is not None
-    policy = rt.polling(rt.policy, result.eta)
+    policy = rt.polling(rt.policy, result.eta, contended=contended)
     delay = next_poll_delay(elapsed=0.0, eta=result.eta, attempt=0, policy=policy, rng=rt.rng)
     delay = policy.min_delay if delay is None else delay
     # Hold the slot for the render before recording it (a crash in between must not leave

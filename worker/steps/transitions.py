@@ -13,6 +13,7 @@ account's slots and the broker. Reconcile and the webhook receiver use them too.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from t2v_core.errors import RetryRefused
@@ -139,6 +140,7 @@ def provider_finished(
     result: ProviderResult,
     *,
     seen_late: float | None = None,
+    download: Callable[[Runtime, JobRecord], None] | None = None,
     **values: Any,
 ) -> bool:
     """If the provider is done with the job (success or failed), move it on; True if so.
@@ -146,25 +148,38 @@ def provider_finished(
     Success moves it to `downloading` (``values`` are written in the same statement) and
     frees its account slot at once: the provider no longer counts it as queued.
     ``seen_late``: at most how long ago the render may have finished (for the metrics).
+    ``download``: the download of a claimed job (``download_claimed``), to run it here and
+    now instead of sending its task: the move to `downloading` is its claim.
     """
     since = rec.submitting_at or rec.created_at
     rendered = (rt.now() - since).total_seconds()
     if result.status is ProviderStatus.SUCCESS and result.outputs:
-        moved = rt.store.transition(
-            rec.id,
-            JobStatus.DOWNLOADING,
-            expect=[rec.status],
-            source_urls=result.outputs,
-            next_check_at=rt.now(),
-            expires_at=rt.now() + OUTPUT_TTL,
-            **values,
-        )
+        move = {"source_urls": result.outputs, "expires_at": rt.now() + OUTPUT_TTL, **values}
+        claimed: JobRecord | None = None
+        if download is None:
+            moved = rt.store.transition(
+                rec.id, JobStatus.DOWNLOADING, expect=[rec.status], next_check_at=rt.now(), **move
+            )
+        else:
+            # The move is the download's claim too: its lease, this try counted.
+            claimed = rt.store.move_record(
+                rec.id,
+                JobStatus.DOWNLOADING,
+                expect=[rec.status],
+                next_check_at=rt.at(rt.settings.download_claim_lease),
+                download_attempts=JobRow.download_attempts + 1,
+                **move,
+            )
+            moved = claimed is not None
         # The render is over whatever became of the row (cancelled meanwhile?): the
         # provider no longer counts it, so neither do we.
         release_slot(rt, rec.id)
         if moved:
             instruments.render_finished(rec.model_effective, rendered, seen_late)
-            rt.schedule(TASK_DOWNLOAD, rec.id, 0)
+            if download is None or claimed is None:
+                rt.schedule(TASK_DOWNLOAD, rec.id, 0)
+            else:
+                download(rt, claimed)
         return True
     if result.status is ProviderStatus.FAILED:
         if rec.status is JobStatus.PROCESSING:
