@@ -129,7 +129,11 @@ def _enable_wal(dbapi_conn: Any) -> None:
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """A new engine for ``url`` with the pragmas/pool settings this system relies on."""
+    """A new engine for ``url`` with the pragmas/pool settings this system relies on.
+
+    ``ping_idle``: on PostgreSQL, ping connections idle this long at checkout (None: never).
+    """
+    ping_idle = kwargs.pop("ping_idle", PING_IF_IDLE_SECONDS)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(
@@ -159,7 +163,6 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine
-    ping_idle = kwargs.pop("ping_idle", PING_IF_IDLE_SECONDS)
     if "poolclass" not in kwargs:
         kwargs.setdefault("pool_size", 5)
         kwargs.setdefault("max_overflow", 5)

@@ -96,7 +96,7 @@ def poll_step(rt: Runtime, job_id: str) -> None:
     if isinstance(decision, Finished):
         seen_late = (rt.now() - looked_before).total_seconds()
         # Downloaded in this task when this worker serves downloads too: a task per job
-        # fewer (a sent t2v.download costs about as much CPU as the download itself).
+        # fewer (its message, its dispatch, its claim).
         inline = download_claimed if TASK_DOWNLOAD in rt.inline else None
         provider_finished(rt, rec, decision.result, seen_late=seen_late, download=inline)
     elif isinstance(decision, Problem):
