@@ -162,9 +162,8 @@ def test_a_full_provider_lowers_the_limit_and_it_grows_back(redis_url: str) -> N
     assert lim.release(None) == ["j3"]
     clock[0] += 5  # one more per retry_after, even when nothing is accepted
     assert lim.effective_limit() == 4
-    grew = [
-        lim.after_accept("wan2.2", None)[0] for _ in range(12)
-    ]  # accepted submits grow the base back too
+    # Accepted submits grow the base back too.
+    grew = [lim.after_accept("wan2.2", None)[0] for _ in range(12)]
     assert any(grew) and lim.effective_limit() == 5
     assert lim.redis.hget(lim.state_key, "effective") is None  # back to the configured one
 

@@ -265,52 +265,46 @@ class ModelStore(JobStore):
         self._world = world
 
     def transition(self, job_id: str, to: JobStatus, *, expect: Any = None, **values: Any) -> bool:
-        return self._world.write(
-            f"db {self._world.name(job_id)} -> {to.value}",
-            super().transition,
-            job_id,
-            to,
-            expect=expect,
-            **values,
-        )
-
-    def claim(
-        self, job_id: str, status: JobStatus, *, lease: float, slack: float = 5.0, **values: Any
-    ) -> bool:
-        return self._world.write(
-            f"db claim {self._world.name(job_id)} {status.value}",
-            super().claim,
-            job_id,
-            status,
-            lease=lease,
-            slack=slack,
-            **values,
-        )
-
-    def claim_record(
-        self, job_id: str, status: JobStatus, *, lease: float, slack: float = 5.0, **values: Any
-    ) -> JobRecord | None:
-        return self._world.write(
-            f"db claim {self._world.name(job_id)} {status.value}",
-            super().claim_record,
-            job_id,
-            status,
-            lease=lease,
-            slack=slack,
-            **values,
-        )
+        return self._move(super().transition, "", job_id, to, expect, values)
 
     def move_record(
         self, job_id: str, to: JobStatus, *, expect: Any = None, **values: Any
     ) -> JobRecord | None:
-        return self._world.write(
-            f"db {self._world.name(job_id)} -> {to.value} (claimed)",
-            super().move_record,
-            job_id,
-            to,
-            expect=expect,
-            **values,
-        )
+        return self._move(super().move_record, " (claimed)", job_id, to, expect, values)
+
+    def _move(
+        self,
+        method: Callable[..., Any],
+        note: str,
+        job_id: str,
+        to: JobStatus,
+        expect: Any,
+        values: dict[str, Any],
+    ) -> Any:
+        label = f"db {self._world.name(job_id)} -> {to.value}{note}"
+        return self._world.write(label, method, job_id, to, expect=expect, **values)
+
+    def claim(
+        self, job_id: str, status: JobStatus, *, lease: float, slack: float = 5.0, **values: Any
+    ) -> bool:
+        return self._claim(super().claim, job_id, status, lease, slack, values)
+
+    def claim_record(
+        self, job_id: str, status: JobStatus, *, lease: float, slack: float = 5.0, **values: Any
+    ) -> JobRecord | None:
+        return self._claim(super().claim_record, job_id, status, lease, slack, values)
+
+    def _claim(
+        self,
+        method: Callable[..., Any],
+        job_id: str,
+        status: JobStatus,
+        lease: float,
+        slack: float,
+        values: dict[str, Any],
+    ) -> Any:
+        label = f"db claim {self._world.name(job_id)} {status.value}"
+        return self._world.write(label, method, job_id, status, lease=lease, slack=slack, **values)
 
     def update_if(self, job_id: str, expect: Any, **values: Any) -> bool:
         return self._world.write(
