@@ -305,7 +305,9 @@ def run(args: argparse.Namespace, jobs: int, probe: bool, logs: Path) -> dict[st
         producer = configure_producer(env)
         store = JobStore(make_engine(db_url, poolclass=NullPool))
         store.create_schema()
-        worker = processes.start_worker(logs, env=env, concurrency=args.concurrency, beat=True)
+        worker = processes.start_worker(
+            logs, env=env, concurrency=args.concurrency, beat=True, pool=args.pool
+        )
         procs.append(worker)
         sampler = Sampler(TreeMeter(worker.popen.pid), redis_url, store)
         sampler.slots = slots
@@ -683,6 +685,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=180.0, help="backlog window (s)")
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--pool", default="prefork", choices=("prefork", "threads"))
     parser.add_argument("--idle-seconds", type=float, default=20.0, help="idle CPU sample")
     parser.add_argument("--seed", type=int, default=10)
     parser.add_argument("--probe", choices=("off", "on", "both"), default="off")
@@ -742,7 +745,7 @@ def main() -> int:
         "code": code_version(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "setup": {
-            "worker": f"one `celery -A worker worker -B` (prefork, -c {args.concurrency})",
+            "worker": f"one `celery -A worker worker -B` ({args.pool}, -c {args.concurrency})",
             "database": "PostgreSQL 127.0.0.1:5432, a fresh database per run",
             "broker": re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", args.broker_url)
             if args.broker_url

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
+
+from t2v_core.once import once
 
 # Seconds: a job may wait hours for a slot, a render takes minutes, a fetch seconds.
 LONG_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 21600, 86400)
@@ -42,7 +43,7 @@ class Instruments:
     download_seconds: Any
 
 
-@lru_cache(maxsize=1)
+@once
 def instruments() -> Instruments:
     """The metrics of this process, registered in the default registry on first use."""
     from prometheus_client import Counter, Histogram, values

@@ -8,7 +8,6 @@ session, Redis, storage) is built after the worker forks, never shared across pr
 from __future__ import annotations
 
 import random
-from functools import lru_cache
 
 from celery.signals import worker_init, worker_process_init
 
@@ -24,6 +23,7 @@ from t2v_core.names import (
     TASK_ROUTES,
     TASK_SUBMIT,
 )
+from t2v_core.once import once
 from t2v_core.store import JobStore
 from worker.callbacks import callback_step
 from worker.celery_app import app
@@ -47,7 +47,7 @@ def send_step(task: str, job_id: str, countdown: float) -> None:
     )
 
 
-@lru_cache(maxsize=1)
+@once
 def runtime() -> Runtime:
     settings = get_worker_settings()
     if settings.modelslab_api_key is None:
