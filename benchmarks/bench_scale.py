@@ -96,6 +96,22 @@ class TreeMeter:
         return sum(self.cpu_by_pid.values()), rss
 
 
+def service_meters(broker_url: str, redis_pid: int | None, sim_pid: int) -> dict[str, TreeMeter]:
+    """Meters of what shares the host with the worker: the broker (the private Redis, or
+    this machine's RabbitMQ, ``beam.smp``), the simulator and PostgreSQL (the postmaster's
+    tree: every backend)."""
+    meters = {"simulator": TreeMeter(sim_pid)}
+    if redis_pid is not None:
+        meters["broker"] = TreeMeter(redis_pid)
+    for proc in psutil.process_iter(["name", "ppid"]):
+        name = proc.info["name"]
+        if name == "beam.smp" and broker_url.startswith("amqp"):
+            meters["broker"] = TreeMeter(proc.pid)
+        elif name == "postgres" and psutil.Process(proc.info["ppid"]).name() != "postgres":
+            meters["postgres"] = TreeMeter(proc.pid)
+    return meters
+
+
 class Sampler(threading.Thread):
     """Once a second: worker CPU and RSS, Redis memory and queue lengths, the table's counts."""
 
@@ -113,10 +129,12 @@ class Sampler(threading.Thread):
         self.samples: list[dict[str, Any]] = []
         self.stop_evt = threading.Event()
         self.hooks: list[Callable[[dict[str, Any]], None]] = []
+        self.services: dict[str, TreeMeter] = {}
 
     def take(self) -> dict[str, Any]:
         cpu, rss = self.meter.sample()
         s: dict[str, Any] = {"t": time.time(), "cpu_s": cpu, "rss": rss}
+        s["services_cpu_s"] = {k: m.sample()[0] for k, m in self.services.items()}
         try:
             pipe = self.redis.pipeline(transaction=False)
             for q in self.queues:
@@ -311,6 +329,9 @@ def run(args: argparse.Namespace, jobs: int, probe: bool, logs: Path) -> dict[st
         procs.append(worker)
         sampler = Sampler(TreeMeter(worker.popen.pid), redis_url, store)
         sampler.slots = slots
+        sampler.services = service_meters(
+            broker_url, procs[0].popen.pid if not args.broker_url else None, sim.popen.pid
+        )
         # What the worker + beat cost with nothing to do (beat's reconcile ticks, the
         # consumer's broker polling): measured first, subtracted in ``per_job_net_ms``.
         time.sleep(5)
@@ -411,6 +432,16 @@ def wait_admitted(
 
 
 # -- judging one run ---------------------------------------------------------------------------
+def services_cpu(samples: list[dict[str, Any]], a: float, b: float) -> dict[str, float]:
+    """CPU seconds each service on the host (broker, simulator, PostgreSQL) used from ``a``
+    to ``b``: what the worker competed with."""
+    inside = [s for s in samples if a <= s["t"] <= b and s.get("services_cpu_s")]
+    if len(inside) < 2:
+        return {}
+    first, last = inside[0]["services_cpu_s"], inside[-1]["services_cpu_s"]
+    return {k: round(last[k] - first.get(k, 0.0), 2) for k in last}
+
+
 def analyse(
     args: argparse.Namespace,
     jobs: int,
@@ -525,6 +556,7 @@ def analyse(
             else None,
             "admit_wall_s": round(admitted_at - t0, 2) if admitted_at else None,
         },
+        "services_cpu_s": services_cpu(samples, t0, end),
         "worker_rss_peak_mb": round(peak["rss"] / 2**20, 1),
         "redis_used_memory_peak_mb": round(peak_mem / 2**20, 2),
         "database": dbf,

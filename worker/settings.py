@@ -125,6 +125,12 @@ class WorkerSettings(Settings):
         " this worker also consumes t2v.download (one task per job fewer); false: always"
         " through the t2v.download queue",
     )
+    submit_inline: bool = Field(
+        True,
+        description="a step that frees an account slot submits the job it lets in itself when"
+        " this worker also consumes t2v.submit (one task per job fewer); false: always"
+        " through the t2v.submit queue",
+    )
 
     # The slot line's fair share: "acme=3,trial=1" (a tenant not named weighs 1).
     tenant_weights: Annotated[dict[str, float], NoDecode] = Field(

@@ -74,17 +74,17 @@ def runtime() -> Runtime:
         http=http,
         schedule=send_step,
         rng=random.Random(),
-        inline=inline_steps(settings.download_inline),
+        inline=inline_steps(settings.download_inline, settings.submit_inline),
     )
 
 
-def inline_steps(download_inline: bool) -> frozenset[str]:
-    """The steps this process runs in place: ``t2v.download`` when asked and this worker
-    consumes its queue (``-Q``; all queues when not given), so hosts that only poll still
-    send downloads to the hosts that serve them."""
-    if download_inline and TASK_ROUTES[TASK_DOWNLOAD] in app.amqp.queues.consume_from:
-        return frozenset({TASK_DOWNLOAD})
-    return frozenset()
+def inline_steps(download_inline: bool, submit_inline: bool = False) -> frozenset[str]:
+    """The steps this process runs in place: ``t2v.download`` and ``t2v.submit`` when asked
+    and this worker consumes their queue (``-Q``; all queues when not given), so hosts that
+    only poll still send downloads and submits to the hosts that serve them."""
+    consumed = app.amqp.queues.consume_from
+    asked = {TASK_DOWNLOAD: download_inline, TASK_SUBMIT: submit_inline}
+    return frozenset(task for task, on in asked.items() if on and TASK_ROUTES[task] in consumed)
 
 
 @worker_init.connect

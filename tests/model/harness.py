@@ -1135,9 +1135,10 @@ class World:
             ),
             rng=random.Random(f"{name}:{self.seed}"),
             now=self.clock.view(skew),
-            # One host downloads in the poll that saw the render finished, the other sends
-            # t2v.download (T2V_DOWNLOAD_INLINE, and a host that does not serve downloads).
-            inline=frozenset({TASK_DOWNLOAD}) if name == "w0" else frozenset(),
+            # One host downloads in the poll that saw the render finished and submits the
+            # job a freed slot lets in, the other sends t2v.download and t2v.submit
+            # (T2V_DOWNLOAD_INLINE, T2V_SUBMIT_INLINE, and a host serving neither queue).
+            inline=frozenset({TASK_DOWNLOAD, TASK_SUBMIT}) if name == "w0" else frozenset(),
         )
         return Host(name, rt)
 

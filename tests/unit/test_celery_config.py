@@ -107,18 +107,21 @@ def test_pool_options_size_postgres_pools_and_turn_prepares_off_for_pgbouncer() 
     assert pool_options(WorkerSettings(database_url="sqlite:///:memory:")) == {}
 
 
-def test_downloads_run_in_place_only_on_a_worker_that_consumes_their_queue() -> None:
-    from t2v_core.names import TASK_DOWNLOAD
+def test_downloads_and_submits_run_in_place_only_on_a_worker_that_consumes_their_queue() -> None:
+    from t2v_core.names import TASK_DOWNLOAD, TASK_SUBMIT
     from worker.tasks import app, inline_steps
 
     queues = app.amqp.queues
     before = queues._consume_from
     try:
-        assert inline_steps(True) == {TASK_DOWNLOAD}  # no -Q: every queue
-        assert inline_steps(False) == frozenset()
+        assert inline_steps(True, True) == {TASK_DOWNLOAD, TASK_SUBMIT}  # no -Q: every queue
+        assert inline_steps(False, False) == frozenset()
+        assert inline_steps(False, True) == {TASK_SUBMIT}
         queues.select([QUEUE_POLL])  # a host started with -Q t2v.poll
-        assert inline_steps(True) == frozenset()
+        assert inline_steps(True, True) == frozenset()
         queues.select([QUEUE_POLL, QUEUE_DOWNLOAD])
-        assert inline_steps(True) == {TASK_DOWNLOAD}
+        assert inline_steps(True, True) == {TASK_DOWNLOAD}
+        queues.select([QUEUE_POLL, QUEUE_SUBMIT])
+        assert inline_steps(True, True) == {TASK_SUBMIT}
     finally:
         queues._consume_from = before

@@ -37,6 +37,7 @@ from worker.limiter import AccountLimiter
 from worker.modelslab import ProviderResult, ProviderStatus, SubmitOutcomeUnknown
 from worker.settings import WorkerSettings
 from worker.steps import Runtime, download_step, poll_step, submit_step
+from worker.steps.slots import wake_line
 from worker.storage import LocalStorage
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -313,6 +314,88 @@ def test_a_worker_that_serves_downloads_downloads_in_the_finishing_poll(world: W
     assert rec.status is JobStatus.DOWNLOADING and rec.download_attempts == 1
     [(task, job_id, countdown)] = world.take()
     assert (task, job_id) == (TASK_DOWNLOAD, other) and countdown > 0
+
+
+def test_a_worker_that_serves_submits_submits_the_next_job_in_the_task_that_freed_it(
+    world: World,
+) -> None:
+    """``T2V_SUBMIT_INLINE``: the poll that sees a render over hands the freed slot to the
+    next job in line by submitting it there (no t2v.submit task); one hand-off per task."""
+    world.rt.inline = frozenset({TASK_DOWNLOAD, TASK_SUBMIT})
+    first = world.submitted("p-1")
+    second = world.enqueue()
+    world.clock.advance(1)  # the line is oldest first
+    third = world.enqueue()
+    submit_step(world.rt, second)  # one slot, held by the first job: both wait in line
+    submit_step(world.rt, third)
+    assert world.limiter.waiting() == [second, third]
+    assert world.tasks() == [(TASK_POLL, first)]
+
+    world.cdn.files[f"https://{CDN}/p-1/0.mp4"] = MP4
+    world.provider.fetch_answers.append(success("p-1"))
+    world.provider.submit_answers.append(processing("p-2", eta=30.0))
+    world.clock.advance(40)
+    poll_step(world.rt, first)
+    assert world.job(first).status is JobStatus.SUCCEEDED
+    rec = world.job(second)
+    assert (rec.status, rec.provider_id, rec.submit_count) == (JobStatus.PROCESSING, "p-2", 1)
+    assert world.limiter.holders() == [second] and world.limiter.waiting() == [third]
+    assert world.tasks() == [(TASK_POLL, second)]  # its first poll; no t2v.submit sent
+    assert world.provider.calls[-2:] == [("fetch", "p-1"), ("submit", second)]
+
+
+def test_a_submit_run_in_place_that_frees_a_slot_sends_the_next_hand_off(world: World) -> None:
+    """An in-place submit whose job turns out to need no slot (cancelled while it waited)
+    gives its turn on through the queue: hand-offs never chain inside one task."""
+    world.rt.inline = frozenset({TASK_SUBMIT})
+    first = world.submitted("p-1")
+    second = world.enqueue()
+    world.clock.advance(1)  # the line is oldest first
+    third = world.enqueue()
+    submit_step(world.rt, second)
+    submit_step(world.rt, third)
+    world.take()
+    world.store.transition(second, JobStatus.CANCELLED, expect=[JobStatus.QUEUED])
+
+    world.provider.fetch_answers.append(failed("p-1"))
+    world.clock.advance(40)
+    poll_step(world.rt, first)
+    assert world.job(first).status is JobStatus.FAILED
+    # The first job's slot went to the second, which gave it on: the third is sent.
+    assert world.tasks() == [(TASK_SUBMIT, third)]
+    assert world.job(third).status is JobStatus.QUEUED
+    assert [c for c, _ in world.provider.calls].count("submit") == 1
+
+
+def test_a_submit_run_in_place_that_fails_leaves_the_task_that_ran_it_settled(
+    world: World,
+) -> None:
+    """The in-place submit raising (the database, say) fails as its own task would: the
+    job that freed the slot is settled anyway, and ``wake_line`` (reconcile) hands the
+    slot to the next job again."""
+    world.rt.inline = frozenset({TASK_SUBMIT})
+    first = world.submitted("p-1")
+    second = world.enqueue()
+    submit_step(world.rt, second)
+    world.take()
+    real_get = world.store.get
+
+    def get(job_id: str) -> JobRecord | None:
+        if job_id == second:
+            raise RuntimeError("the database went away")
+        return real_get(job_id)
+
+    world.store.get = get  # type: ignore[method-assign]
+    world.provider.fetch_answers.append(failed("p-1"))
+    world.clock.advance(40)
+    poll_step(world.rt, first)  # does not raise
+    world.store.get = real_get  # type: ignore[method-assign]
+    assert world.job(first).status is JobStatus.FAILED
+    assert world.job(second).status is JobStatus.QUEUED
+    assert world.take() == []
+    world.rt.inline = frozenset()
+    wake_line(world.rt)
+    assert world.tasks() == [(TASK_SUBMIT, second)]
 
 
 def test_a_lost_submit_answer_is_not_sent_again(world: World) -> None:

@@ -13,6 +13,7 @@ The line itself (Lua, one script per decision) is ``worker.limiter.AccountLimite
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 
 from t2v_core.fairness import flow_cost, flow_name
 from t2v_core.names import TASK_SUBMIT, rebuild_lock_key
@@ -30,6 +31,10 @@ WAITING_RECHECK_SECONDS = 600.0
 LOST_HOLD_UNKNOWN = 600.0
 # How long a rendering job's slot outlives its next expected look at it.
 RENDER_HOLD_MARGIN = 300.0
+
+# True inside a submit run in place by ``wake``: a wake from there sends its task (one
+# hand-off per task, never a chain of submits inside one task).
+_submitting_in_place: ContextVar[bool] = ContextVar("t2v_submitting_in_place", default=False)
 
 
 def may_be_rendering(rec: JobRecord) -> bool:
@@ -73,9 +78,36 @@ def wake_line(rt: Runtime) -> None:
 
 
 def wake(rt: Runtime, job_ids: list[str]) -> None:
+    """Submit the jobs a freed slot lets in: the first in this task when this worker runs
+    submits in place (``T2V_SUBMIT_INLINE``), the others (and every one otherwise) through
+    the t2v.submit queue, sent first so other workers start on them at once."""
+    in_place = (
+        job_ids[0]
+        if job_ids and TASK_SUBMIT in rt.inline and not _submitting_in_place.get()
+        else None
+    )
     for waiting_id in job_ids:
         log.info("job %s takes a freed account slot", waiting_id)
-        rt.schedule(TASK_SUBMIT, waiting_id, 0)
+        if waiting_id != in_place:
+            rt.schedule(TASK_SUBMIT, waiting_id, 0)
+    if in_place is not None:
+        submit_in_place(rt, in_place)
+
+
+def submit_in_place(rt: Runtime, job_id: str) -> None:
+    """The submit step for ``job_id``, run inside the task that freed its slot. It fails
+    the way a t2v.submit task fails: logged, the job left as the step left it for
+    reconcile (a slot it never took is handed on again by ``wake_line``); the task that
+    called it carries on, its own job already settled."""
+    from worker.steps.submit import submit_step  # submit imports this module
+
+    token = _submitting_in_place.set(True)
+    try:
+        submit_step(rt, job_id)
+    except Exception:
+        log.exception("job %s: the submit run in place failed", job_id)
+    finally:
+        _submitting_in_place.reset(token)
 
 
 def acquire(rt: Runtime, rec: JobRecord) -> bool | None:
