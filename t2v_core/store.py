@@ -22,14 +22,15 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, bindparam, func, insert, or_, select, update
+from sqlalchemy import Engine, Table, bindparam, func, insert, select, update
 
 from t2v_core.callbacks import NOTIFY_STATES
 from t2v_core.db import one_statement, write_transaction
 from t2v_core.records import JobRecord, JobRow, to_record
 from t2v_core.states import ALLOWED_FROM, JobStatus
-from t2v_core.store_callbacks import CallbackRows, due_values
+from t2v_core.store_callbacks import CallbackRows
 from t2v_core.store_due import DueRows
+from t2v_core.store_templates import claim_sql, move_sql, update_if_sql
 
 QUEUED_GRACE_SECONDS = 60
 log = logging.getLogger(__name__)
@@ -221,11 +222,13 @@ class JobStore(CallbackRows, DueRows):
         the same statement (they may be SQL expressions such as ``JobRow.poll_count + 1``).
         Returns True if this call made the move, False if the row was elsewhere.
         """
-        stmt, notifies = self._move_statement(job_id, to, expect, values)
+        stmt, params, notifies = self._move_statement(
+            job_id, to, expect, values, "callback_due_at" if to in NOTIFY_STATES else None
+        )
         with one_statement(self.engine) as conn:
             if not notifies:
-                return conn.execute(stmt).rowcount == 1
-            moved = conn.execute(stmt.returning(JobRow.callback_due_at)).all()
+                return conn.execute(stmt, params).rowcount == 1
+            moved = conn.execute(stmt, params).all()
         if moved and moved[0][0] is not None:
             self._notify(job_id)
         return bool(moved)
@@ -240,34 +243,42 @@ class JobStore(CallbackRows, DueRows):
     ) -> JobRecord | None:
         """``transition``, returning the row as the move left it (None if not moved): one
         statement where a move and the next step's claim were two."""
-        stmt, notifies = self._move_statement(job_id, to, expect, values)
+        stmt, params, notifies = self._move_statement(job_id, to, expect, values, "row")
         with one_statement(self.engine) as conn:
-            row = conn.execute(stmt.returning(*_T.c)).first()
+            row = conn.execute(stmt, params).first()
         rec = _row_to_record(row)
         if rec is not None and notifies and rec.callback_due_at is not None:
             self._notify(job_id)
         return rec
 
     def _move_statement(
-        self, job_id: str, to: JobStatus, expect: Iterable[JobStatus] | None, values: dict[str, Any]
-    ) -> tuple[Any, bool]:
+        self,
+        job_id: str,
+        to: JobStatus,
+        expect: Iterable[JobStatus] | None,
+        values: dict[str, Any],
+        returning: str | None,
+    ) -> tuple[Any, dict[str, Any], bool]:
+        """The move's statement and parameters (``store_templates``: prebuilt when its
+        values allow), and whether it makes a callback due. ``returning``: None,
+        ``"callback_due_at"`` or ``"row"``."""
         allowed = set(ALLOWED_FROM[to])
         if expect is not None:
             allowed &= {JobStatus(s) for s in expect}
         now = self.now()
         values = {"status": to.value, _STAMP[to]: now, "updated_at": now, **_with_detail(values)}
         notifies = to in NOTIFY_STATES
-        if notifies:
-            # The callback is due in the same statement as the move: never one without
-            # the other, whatever crashes next.
-            values.update(due_values(to, now))
-        stmt = (
-            update(_T)
-            .where(JobRow.id == job_id)
-            .where(JobRow.status.in_([s.value for s in allowed]))
-            .values(**values)
+        # A move to a final state or `parked` makes its callback due in the same statement:
+        # never one without the other, whatever crashes next.
+        stmt, params = move_sql(
+            job_id,
+            to,
+            tuple(sorted(s.value for s in allowed)),
+            values,
+            now if notifies else None,
+            returning,
         )
-        return stmt, notifies
+        return stmt, params, notifies
 
     def _notify(self, job_id: str) -> None:
         if self.notify is None:
@@ -285,9 +296,11 @@ class JobStore(CallbackRows, DueRows):
         Pushes ``next_check_at`` ``lease`` seconds ahead so a second copy of the same message
         (a redelivery, a re-drive racing a late countdown) finds the step taken and drops.
         """
-        stmt = self._claim_statement(job_id, status, lease=lease, slack=slack, **values)
+        stmt, params = self._claim_statement(
+            job_id, status, lease=lease, slack=slack, returning=False, **values
+        )
         with one_statement(self.engine) as conn:
-            return conn.execute(stmt).rowcount == 1
+            return conn.execute(stmt, params).rowcount == 1
 
     def claim_record(
         self,
@@ -305,11 +318,11 @@ class JobStore(CallbackRows, DueRows):
         ``touch=False`` leaves ``updated_at`` as it was (the claim only leases the step),
         so the record returned still says when the row was last written: a poll's last
         look at its render."""
-        stmt = self._claim_statement(
-            job_id, status, lease=lease, slack=slack, touch=touch, **values
+        stmt, params = self._claim_statement(
+            job_id, status, lease=lease, slack=slack, touch=touch, returning=True, **values
         )
         with one_statement(self.engine) as conn:
-            row = conn.execute(stmt.returning(*_T.c)).first()
+            row = conn.execute(stmt, params).first()
         return _row_to_record(row)
 
     def _claim_statement(
@@ -319,24 +332,16 @@ class JobStore(CallbackRows, DueRows):
         *,
         lease: float,
         slack: float,
+        returning: bool,
         touch: bool = True,
         **values: Any,
-    ) -> Any:
+    ) -> tuple[Any, dict[str, Any]]:
         now = self.now()
+        values = {"next_check_at": now + timedelta(seconds=lease), **values}
         if touch:
             values = {"updated_at": now, **values}
-        return (
-            update(_T)
-            .where(JobRow.id == job_id)
-            .where(JobRow.status == JobStatus(status).value)
-            .where(
-                or_(
-                    JobRow.next_check_at.is_(None),
-                    JobRow.next_check_at <= now + timedelta(seconds=slack),
-                )
-            )
-            .values(next_check_at=now + timedelta(seconds=lease), **values)
-        )
+        due_by = now + timedelta(seconds=slack)
+        return claim_sql(job_id, JobStatus(status).value, values, due_by, returning)
 
     def set_provider_id(self, job_id: str, provider_id: str) -> bool:
         """Record the provider's id on a row that has none yet (in any state); False if the
@@ -352,14 +357,11 @@ class JobStore(CallbackRows, DueRows):
 
     def update_if(self, job_id: str, expect: Iterable[JobStatus], **values: Any) -> bool:
         """Write ``values`` only while the row is still in one of ``expect`` (no move)."""
-        stmt = (
-            update(_T)
-            .where(JobRow.id == job_id)
-            .where(JobRow.status.in_([JobStatus(s).value for s in expect]))
-            .values(updated_at=self.now(), **_with_detail(values))
-        )
+        statuses = [JobStatus(s).value for s in expect]
+        values = {"updated_at": self.now(), **_with_detail(values)}
+        stmt, params = update_if_sql(job_id, tuple(sorted(statuses)), values)
         with one_statement(self.engine) as conn:
-            return conn.execute(stmt).rowcount == 1
+            return conn.execute(stmt, params).rowcount == 1
 
 
 def _with_detail(values: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, case, literal, null, or_, select, update
+from sqlalchemy import ColumnElement, DateTime, Engine, case, literal, null, or_, select, update
 
 from t2v_core.db import write_transaction
 from t2v_core.records import JobRecord, JobRow, to_record
@@ -26,16 +26,17 @@ from t2v_core.states import JobStatus
 _T = JobRow.__table__
 
 
-def due_values(to: JobStatus, now: datetime) -> dict[str, Any]:
+def due_values(to: JobStatus, now: datetime | ColumnElement[Any]) -> dict[str, Any]:
     """Columns a move to ``to`` (a final state or `parked`) writes: a new notification,
-    due now when the job has any callback, with its own sequence number."""
+    due now when the job has any callback, with its own sequence number. ``now``: a time,
+    or the parameter a prebuilt statement takes it in (``t2v_core.store_templates``)."""
     has_callback = or_(JobRow.on_done.is_not(None), JobRow.callback_url.is_not(None))
+    if isinstance(now, datetime):
+        now = literal(now, type_=DateTime(timezone=True))
     return {
         "callback_status": to.value,
         "callback_seq": JobRow.callback_seq + 1,
-        "callback_due_at": case(
-            (has_callback, literal(now, type_=DateTime(timezone=True))), else_=null()
-        ),
+        "callback_due_at": case((has_callback, now), else_=null()),
         "callback_delivered_at": None,
         "on_done_sent_at": None,
         "callback_attempts": 0,
