@@ -6,7 +6,9 @@ seconds) and dead-letters it to its queue when the last TTL runs out. This sends
 countdowns of 3-40 s through the same exchanges and queues the worker uses (a vhost of
 its own, deleted after) and times when each reaches a consumer against the eta it
 carries (negative: early; Celery's worker then holds it until its eta). Once with the
-delay queues as quorum queues (what we run) and once as classic queues.
+delay queues as quorum queues (what we run), once as classic queues, and once with each
+countdown sent ``AMQP_DELAY_LEAD`` early as the worker sends them (``worker.tasks``):
+``starts_late_s`` is when a worker would start each against the time it was meant for.
 
     .venv/bin/python benchmarks/bench_delays.py --jobs 3000
 
@@ -35,7 +37,9 @@ def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", *args], capture_output=True, check=True, timeout=120)
 
 
-def measure(host_port: str, queue_type: str, jobs: int, seed: int) -> dict[str, Any]:
+def measure(
+    host_port: str, queue_type: str, jobs: int, seed: int, lead: float = 0.0
+) -> dict[str, Any]:
     from celery import Celery
     from kombu import Connection
     from kombu.transport.native_delayed_delivery import (
@@ -68,20 +72,26 @@ def measure(host_port: str, queue_type: str, jobs: int, seed: int) -> dict[str, 
                 queue.bind(channel).declare()
                 bind_queue_to_native_delayed_delivery_exchange(conn, queue)
         rng = random.Random(seed)
-        due: dict[str, float] = {}
+        due: dict[str, tuple[float, float]] = {}  # id: (its eta, the time it was meant for)
         started = time.time()
         for i in range(jobs):
             countdown = rng.uniform(3.0, 40.0)
-            sent = app.send_task("t2v.poll", args=[str(i)], countdown=countdown, queue=target)
-            due[sent.id] = time.time() + countdown
+            sent = app.send_task(
+                "t2v.poll", args=[str(i)], countdown=countdown - lead, queue=target
+            )
+            now = time.time()
+            due[sent.id] = (now + countdown - lead, now + countdown)
         send_s = time.time() - started
         late: list[float] = []
+        starts_late: list[float] = []
         with Connection(url) as conn:
 
             def on_message(_body: Any, message: Any) -> None:
-                eta = due.pop(message.headers.get("id"), None)
-                if eta is not None:
-                    late.append(time.time() - eta)
+                times = due.pop(message.headers.get("id"), None)
+                if times is not None:
+                    now, (eta, meant) = time.time(), times
+                    late.append(now - eta)
+                    starts_late.append(max(now, eta) - meant)  # a worker holds it to its eta
                 message.ack()
 
             with conn.Consumer(target, callbacks=[on_message], accept=["json"]) as consumer:
@@ -94,17 +104,20 @@ def measure(host_port: str, queue_type: str, jobs: int, seed: int) -> dict[str, 
                         continue
     finally:
         rabbitmqctl("delete_vhost", vhost)
-    late.sort()
 
-    def pct(q: float) -> float:
-        return round(late[min(len(late) - 1, int(q * len(late)))], 3)
+    def pcts(xs: list[float]) -> dict[str, float]:
+        xs = sorted(xs)
+        at = {"min": 0.0, "p50": 0.5, "p95": 0.95, "max": 1.0}
+        return {k: round(xs[min(len(xs) - 1, int(q * len(xs)))], 3) for k, q in at.items()}
 
     return {
         "delay_queue_type": queue_type,
+        "sent_early_s": lead,
         "countdowns": jobs,
         "received": len(late),
         "send_s": round(send_s, 2),
-        "late_s": {"min": pct(0.0), "p50": pct(0.5), "p95": pct(0.95), "max": pct(1.0)},
+        "late_s": pcts(late),
+        "starts_late_s": pcts(starts_late),
     }
 
 
@@ -114,14 +127,19 @@ def main() -> int:
     parser.add_argument("--rabbitmq", default="127.0.0.1:5672", help="host:port (guest/guest)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
+    from worker.tasks import AMQP_DELAY_LEAD
+
     runs = [measure(args.rabbitmq, kind, args.jobs, args.seed) for kind in ("quorum", "classic")]
+    runs.append(measure(args.rabbitmq, "quorum", args.jobs, args.seed, lead=AMQP_DELAY_LEAD))
     for run in runs:
         print(json.dumps(run))
     result = {
         "benchmark": "RabbitMQ native delayed delivery: countdown lateness (issue 10)",
         "command": shlex.join(["python", "benchmarks/bench_delays.py", *sys.argv[1:]]),
         "how": "countdowns 3-40 s sent by Celery's send_task into the t2v.poll quorum queue's"
-        " delay chain; late = arrival at a consumer minus the message's eta",
+        " delay chain; late = arrival at a consumer minus the message's eta; starts late ="
+        " when a worker would start it (it holds an early one to its eta) minus the time it"
+        " was meant for (sent_early_s: the countdown was shortened by that)",
         "runs": runs,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ import random
 from celery.signals import worker_init, worker_process_init
 
 import worker.worker_metrics  # noqa: F401 - connects its Celery signals
-from t2v_core.brokers import shared_redis
+from t2v_core.brokers import is_amqp_url, shared_redis
 from t2v_core.db import dispose_engines, forget_engines, settings_engine
 from t2v_core.names import (
     TASK_ADMIT,
@@ -35,6 +35,12 @@ from worker.settings import get_worker_settings
 from worker.steps import Runtime, admit_step, download_step, poll_step, submit_step
 from worker.storage import storage_from_url
 
+# RabbitMQ's delay chain hands a countdown over late: Celery sends whole seconds (the
+# fraction dropped) and each TTL hop adds some; 1.3 s late at the median, 3 s at p95
+# (``benchmarks/bench_delays.py``). A countdown through it leaves this much early: a
+# worker holds a message that comes before its eta, so a step starts at most this early.
+AMQP_DELAY_LEAD = 1.0
+
 
 def send_step(task: str, job_id: str, countdown: float) -> None:
     """Send ``task`` for ``job_id`` to its queue, after ``countdown`` seconds (a
@@ -43,8 +49,25 @@ def send_step(task: str, job_id: str, countdown: float) -> None:
         task,
         args=[job_id],
         queue=TASK_ROUTES[task],
-        countdown=max(0.0, round(countdown, 3)) or None,
+        countdown=broker_countdown(countdown, countdown_lead()) or None,
     )
+
+
+def broker_countdown(countdown: float, lead: float) -> float:
+    """The countdown to send for one of ``countdown`` s: ``lead`` s shorter (never below
+    0), to the millisecond."""
+    return max(0.0, round(countdown - lead, 3)) if countdown > 0 else 0.0
+
+
+@once
+def countdown_lead() -> float:
+    """How much earlier this process sends countdowns: ``AMQP_DELAY_LEAD`` through
+    RabbitMQ's delay chain, nothing on Redis (the worker holds the message itself)."""
+    return lead_for(get_worker_settings().broker_url)
+
+
+def lead_for(broker_url: str) -> float:
+    return AMQP_DELAY_LEAD if is_amqp_url(broker_url) else 0.0
 
 
 @once

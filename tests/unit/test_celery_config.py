@@ -125,3 +125,15 @@ def test_downloads_and_submits_run_in_place_only_on_a_worker_that_consumes_their
         assert inline_steps(True, True) == {TASK_SUBMIT}
     finally:
         queues._consume_from = before
+
+
+def test_countdowns_through_rabbitmqs_delay_chain_leave_early_and_never_below_zero() -> None:
+    from worker.tasks import AMQP_DELAY_LEAD, broker_countdown, lead_for
+
+    assert lead_for("amqp://guest:guest@127.0.0.1:5672/t2v") == AMQP_DELAY_LEAD == 1.0
+    assert lead_for("redis://127.0.0.1:6379/0") == 0.0  # the worker holds the message itself
+    assert broker_countdown(10.0, 1.0) == 9.0
+    assert broker_countdown(0.4, 1.0) == 0.0  # due at once
+    assert broker_countdown(0.0, 1.0) == 0.0
+    assert broker_countdown(-3.0, 0.0) == 0.0
+    assert broker_countdown(12.34567, 0.0) == 12.346
