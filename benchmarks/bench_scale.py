@@ -324,7 +324,12 @@ def run(args: argparse.Namespace, jobs: int, probe: bool, logs: Path) -> dict[st
         store = JobStore(make_engine(db_url, poolclass=NullPool))
         store.create_schema()
         worker = processes.start_worker(
-            logs, env=env, concurrency=args.concurrency, beat=True, pool=args.pool
+            logs,
+            env=env,
+            concurrency=args.concurrency,
+            beat=True,
+            pool=args.pool,
+            extra_args=args.worker_arg,
         )
         procs.append(worker)
         sampler = Sampler(TreeMeter(worker.popen.pid), redis_url, store)
@@ -718,6 +723,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--pool", default="prefork", choices=("prefork", "threads"))
+    parser.add_argument(
+        "--worker-arg", action="append", default=[], help="passed to celery worker; repeatable"
+    )
     parser.add_argument("--idle-seconds", type=float, default=20.0, help="idle CPU sample")
     parser.add_argument("--seed", type=int, default=10)
     parser.add_argument("--probe", choices=("off", "on", "both"), default="off")
@@ -777,7 +785,9 @@ def main() -> int:
         "code": code_version(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "setup": {
-            "worker": f"one `celery -A worker worker -B` ({args.pool}, -c {args.concurrency})",
+            "worker": f"one `celery -A worker worker -B` ({args.pool}, -c {args.concurrency}"
+            + "".join(f" {a}" for a in args.worker_arg)
+            + ")",
             "database": "PostgreSQL 127.0.0.1:5432, a fresh database per run",
             "broker": re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", args.broker_url)
             if args.broker_url

@@ -210,6 +210,7 @@ def start_worker(
     pool: str = "prefork",
     loglevel: str = "INFO",
     ready_timeout: float = 60.0,
+    extra_args: Sequence[str] = (),
 ) -> ManagedProcess:
     """A real `celery -A worker worker` process; returns once it says it is ready.
 
@@ -238,6 +239,7 @@ def start_worker(
         hostname,
         "--without-mingle",
         "--without-gossip",
+        *extra_args,
     ]
     if beat:
         argv += ["-B", "--schedule", str(log_dir / f"{name}-beat-schedule")]
