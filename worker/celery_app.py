@@ -38,6 +38,15 @@ def longest_countdown(settings: WorkerSettings) -> float:
     return max(policy.max_first_delay, policy.max_delay, settings.callback_retry_max, 120.0)
 
 
+# RabbitMQ's delay chain hands a countdown over late: Celery sends whole seconds (the
+# fraction dropped) and each TTL hop adds some; 1.3-3.6 s late at the median
+# (``benchmarks/bench_delays.py``). A poll's countdown through it leaves this much early:
+# a worker holds a message that comes before its eta, so a poll starts at most this early
+# (a look at a render, harmless); other steps' countdowns (a submit honouring a
+# Retry-After) are sent as they are. ``claim_slack`` must cover it.
+AMQP_DELAY_LEAD = 1.0
+
+
 def broker_options(settings: WorkerSettings) -> dict[str, Any]:
     """What differs between the brokers (see README "Choosing a broker").
 
@@ -49,6 +58,12 @@ def broker_options(settings: WorkerSettings) -> dict[str, Any]:
     to its queue as soon as the consumer's channel closes (no visibility timeout).
     """
     if is_amqp_url(settings.broker_url):
+        if settings.claim_slack < AMQP_DELAY_LEAD:
+            raise ConfigError(
+                f"T2V_CLAIM_SLACK={settings.claim_slack:g}s must be at least"
+                f" {AMQP_DELAY_LEAD:g}s with RabbitMQ: polls are sent that much early, and a"
+                " poll that comes before its claim's slack is dropped"
+            )
         return {
             "broker_transport_options": {"confirm_publish": True},
             "worker_detect_quorum_queues": True,

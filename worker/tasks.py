@@ -26,7 +26,7 @@ from t2v_core.names import (
 from t2v_core.once import once
 from t2v_core.store import JobStore
 from worker.callbacks import callback_step
-from worker.celery_app import app
+from worker.celery_app import AMQP_DELAY_LEAD, app
 from worker.limiter import AccountLimiter
 from worker.modelslab import ModelsLabClient
 from worker.pinning import pinned_session
@@ -34,12 +34,6 @@ from worker.reconcile import reconcile
 from worker.settings import get_worker_settings
 from worker.steps import Runtime, admit_step, download_step, poll_step, submit_step
 from worker.storage import storage_from_url
-
-# RabbitMQ's delay chain hands a countdown over late: Celery sends whole seconds (the
-# fraction dropped) and each TTL hop adds some; 1.3 s late at the median, 3 s at p95
-# (``benchmarks/bench_delays.py``). A countdown through it leaves this much early: a
-# worker holds a message that comes before its eta, so a step starts at most this early.
-AMQP_DELAY_LEAD = 1.0
 
 
 def send_step(task: str, job_id: str, countdown: float) -> None:
@@ -49,7 +43,8 @@ def send_step(task: str, job_id: str, countdown: float) -> None:
         task,
         args=[job_id],
         queue=TASK_ROUTES[task],
-        countdown=broker_countdown(countdown, countdown_lead()) or None,
+        countdown=broker_countdown(countdown, countdown_lead() if task == TASK_POLL else 0.0)
+        or None,
     )
 
 

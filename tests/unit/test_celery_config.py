@@ -137,3 +137,10 @@ def test_countdowns_through_rabbitmqs_delay_chain_leave_early_and_never_below_ze
     assert broker_countdown(0.0, 1.0) == 0.0
     assert broker_countdown(-3.0, 0.0) == 0.0
     assert broker_countdown(12.34567, 0.0) == 12.346
+
+
+def test_rabbitmq_needs_a_claim_slack_that_covers_the_early_polls() -> None:
+    amqp = {"broker_url": "amqp://guest:guest@127.0.0.1:5672/t2v", "redis_url": "redis://x"}
+    with pytest.raises(ConfigError, match="T2V_CLAIM_SLACK"):
+        celery_config(WorkerSettings(**amqp, claim_slack=0.5))
+    assert celery_config(WorkerSettings(**amqp, claim_slack=1.0))["task_acks_late"]
