@@ -43,7 +43,9 @@ def send_step(task: str, job_id: str, countdown: float) -> None:
         task,
         args=[job_id],
         queue=TASK_ROUTES[task],
-        countdown=broker_countdown(countdown, countdown_lead() if task == TASK_POLL else 0.0)
+        countdown=broker_countdown(
+            countdown, countdown_lead() if task == TASK_POLL and countdown > 0 else 0.0
+        )
         or None,
     )
 
