@@ -56,6 +56,7 @@ bench: $(STAMP)  ## benchmarks; figures land in benchmarks/results/
 	$(BIN)/python benchmarks/bench_callbacks.py
 	$(BIN)/python benchmarks/bench_async.py
 	$(BIN)/python benchmarks/bench_wakeup.py
+	$(BIN)/python benchmarks/bench_policy.py
 	@# scale at a modest size (full sizes: see README "Scale"); plots redrawn from every result
 	$(BIN)/python benchmarks/bench_scale.py backlog --jobs 2000 --render-mean 4 --duration 60 --out scale-backlog-make.json
 	$(BIN)/python benchmarks/bench_scale.py inflight --jobs 500 --render-mean 20 --out scale-inflight-make.json

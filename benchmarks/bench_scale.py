@@ -624,8 +624,17 @@ def plot_all() -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # Variants (another pool, -c, a setting) live in results/variants/, not plotted here.
     results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("scale-*.json"))]
-    runs = [r for res in results for r in res.get("runs", [])]
+    results.sort(key=lambda res: str(res.get("finished_at", "")))
+    # The newest run of each mode, broker, N and probe setting (older ones stay in their
+    # files, quoted in the README as "before").
+    newest = {
+        (r["mode"], r.get("broker", "redis"), r["jobs"], r["probe_and_poster"]): r
+        for res in results
+        for r in res.get("runs", [])
+    }
+    runs = list(newest.values())
     written = []
     for r in runs:
         if r["mode"] != "backlog" or r["probe_and_poster"]:
