@@ -40,6 +40,7 @@ from worker.settings import WorkerSettings
 from worker.steps.runtime import Runtime
 from worker.steps.slots import (
     WAITING_RECHECK_SECONDS,
+    hand_offs_through_the_queue,
     may_be_rendering,
     rebuild_line,
     release_slot,
@@ -131,15 +132,16 @@ def reconcile(rt: Runtime, *, lock_seconds: float | None = None) -> ReconcileRep
         log.debug("reconcile: another run holds the lock")
         return report
     try:
-        if not rt.limiter.is_ready():
-            report.rebuilt = rebuild_line(rt)
-            lease.renew()
-        _redrive_overdue(rt, report, lease)
-        _free_stale_slots(rt, report)
-        _resend_callbacks(rt, report)
-        woken = rt.limiter.release(None)
-        wake(rt, woken)
-        report.woken += len(woken)
+        with hand_offs_through_the_queue():
+            if not rt.limiter.is_ready():
+                report.rebuilt = rebuild_line(rt)
+                lease.renew()
+            _redrive_overdue(rt, report, lease)
+            _free_stale_slots(rt, report)
+            _resend_callbacks(rt, report)
+            woken = rt.limiter.release(None)
+            wake(rt, woken)
+            report.woken += len(woken)
     finally:
         lease.drop()
     if (

@@ -35,6 +35,7 @@ from t2v_core.states import JobStatus
 from t2v_core.store import JobStore
 from worker.limiter import AccountLimiter
 from worker.modelslab import ProviderResult, ProviderStatus, SubmitOutcomeUnknown
+from worker.reconcile import reconcile
 from worker.settings import WorkerSettings
 from worker.steps import Runtime, download_step, poll_step, submit_step
 from worker.steps.slots import wake_line
@@ -396,6 +397,22 @@ def test_a_submit_run_in_place_that_fails_leaves_the_task_that_ran_it_settled(
     world.rt.inline = frozenset()
     wake_line(world.rt)
     assert world.tasks() == [(TASK_SUBMIT, second)]
+
+
+def test_reconcile_hands_a_slot_it_frees_on_through_the_queue(world: World) -> None:
+    """Reconcile never submits in place: a run must not wait on the provider."""
+    world.rt.inline = frozenset({TASK_SUBMIT})
+    first = world.submitted("p-1")
+    second = world.enqueue()
+    submit_step(world.rt, second)
+    world.take()
+    # The first job ended behind the steps' back: its slot is stale.
+    assert world.store.transition(first, JobStatus.FAILED, error="failed elsewhere")
+    report = reconcile(world.rt)
+    assert report.freed == 1
+    assert (TASK_SUBMIT, second) in world.tasks()
+    assert world.job(second).status is JobStatus.QUEUED
+    assert ("submit", second) not in world.provider.calls
 
 
 def test_a_lost_submit_answer_is_not_sent_again(world: World) -> None:

@@ -13,6 +13,8 @@ The line itself (Lua, one script per decision) is ``worker.limiter.AccountLimite
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 from t2v_core.fairness import flow_cost, flow_name
@@ -94,6 +96,17 @@ def wake(rt: Runtime, job_ids: list[str]) -> None:
         submit_in_place(rt, in_place)
 
 
+@contextmanager
+def hand_offs_through_the_queue() -> Iterator[None]:
+    """Within: every job a freed slot lets in is sent to the t2v.submit queue, none is
+    submitted in place (reconcile: a run stays short, whatever the provider's latency)."""
+    token = _submitting_in_place.set(True)
+    try:
+        yield
+    finally:
+        _submitting_in_place.reset(token)
+
+
 def submit_in_place(rt: Runtime, job_id: str) -> None:
     """The submit step for ``job_id``, run inside the task that freed its slot. It fails
     the way a t2v.submit task fails: logged, the job left as the step left it for
@@ -101,13 +114,11 @@ def submit_in_place(rt: Runtime, job_id: str) -> None:
     called it carries on, its own job already settled."""
     from worker.steps.submit import submit_step  # submit imports this module
 
-    token = _submitting_in_place.set(True)
-    try:
-        submit_step(rt, job_id)
-    except Exception:
-        log.exception("job %s: the submit run in place failed", job_id)
-    finally:
-        _submitting_in_place.reset(token)
+    with hand_offs_through_the_queue():
+        try:
+            submit_step(rt, job_id)
+        except Exception:
+            log.exception("job %s: the submit run in place failed", job_id)
 
 
 def acquire(rt: Runtime, rec: JobRecord) -> bool | None:
