@@ -105,10 +105,13 @@ def service_meters(broker_url: str, redis_pid: int | None, sim_pid: int) -> dict
         meters["broker"] = TreeMeter(redis_pid)
     for proc in psutil.process_iter(["name", "ppid"]):
         name = proc.info["name"]
-        if name == "beam.smp" and broker_url.startswith("amqp"):
-            meters["broker"] = TreeMeter(proc.pid)
-        elif name == "postgres" and psutil.Process(proc.info["ppid"]).name() != "postgres":
-            meters["postgres"] = TreeMeter(proc.pid)
+        try:
+            if name == "beam.smp" and broker_url.startswith("amqp"):
+                meters["broker"] = TreeMeter(proc.pid)
+            elif name == "postgres" and psutil.Process(proc.info["ppid"]).name() != "postgres":
+                meters["postgres"] = TreeMeter(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
     return meters
 
 
