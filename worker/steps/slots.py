@@ -34,9 +34,9 @@ LOST_HOLD_UNKNOWN = 600.0
 # How long a rendering job's slot outlives its next expected look at it.
 RENDER_HOLD_MARGIN = 300.0
 
-# True inside a submit run in place by ``wake``: a wake from there sends its task (one
-# hand-off per task, never a chain of submits inside one task).
-_submitting_in_place: ContextVar[bool] = ContextVar("t2v_submitting_in_place", default=False)
+# True inside a submit run in place by ``wake`` (one hand-off per task, never a chain of
+# submits inside one task) and inside reconcile: every hand-off there is sent as a task.
+_queue_hand_offs: ContextVar[bool] = ContextVar("t2v_queue_hand_offs", default=False)
 
 
 def may_be_rendering(rec: JobRecord) -> bool:
@@ -84,9 +84,7 @@ def wake(rt: Runtime, job_ids: list[str]) -> None:
     submits in place (``T2V_SUBMIT_INLINE``), the others (and every one otherwise) through
     the t2v.submit queue, sent first so other workers start on them at once."""
     in_place = (
-        job_ids[0]
-        if job_ids and TASK_SUBMIT in rt.inline and not _submitting_in_place.get()
-        else None
+        job_ids[0] if job_ids and TASK_SUBMIT in rt.inline and not _queue_hand_offs.get() else None
     )
     for waiting_id in job_ids:
         log.info("job %s takes a freed account slot", waiting_id)
@@ -100,11 +98,11 @@ def wake(rt: Runtime, job_ids: list[str]) -> None:
 def hand_offs_through_the_queue() -> Iterator[None]:
     """Within: every job a freed slot lets in is sent to the t2v.submit queue, none is
     submitted in place (reconcile: a run stays short, whatever the provider's latency)."""
-    token = _submitting_in_place.set(True)
+    token = _queue_hand_offs.set(True)
     try:
         yield
     finally:
-        _submitting_in_place.reset(token)
+        _queue_hand_offs.reset(token)
 
 
 def submit_in_place(rt: Runtime, job_id: str) -> None:
