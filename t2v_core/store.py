@@ -222,9 +222,7 @@ class JobStore(CallbackRows, DueRows):
         the same statement (they may be SQL expressions such as ``JobRow.poll_count + 1``).
         Returns True if this call made the move, False if the row was elsewhere.
         """
-        stmt, params, notifies = self._move_statement(
-            job_id, to, expect, values, "callback_due_at" if to in NOTIFY_STATES else None
-        )
+        stmt, params, notifies = self._move_statement(job_id, to, expect, values, row=False)
         with one_statement(self.engine) as conn:
             if not notifies:
                 return conn.execute(stmt, params).rowcount == 1
@@ -243,7 +241,7 @@ class JobStore(CallbackRows, DueRows):
     ) -> JobRecord | None:
         """``transition``, returning the row as the move left it (None if not moved): one
         statement where a move and the next step's claim were two."""
-        stmt, params, notifies = self._move_statement(job_id, to, expect, values, "row")
+        stmt, params, notifies = self._move_statement(job_id, to, expect, values, row=True)
         with one_statement(self.engine) as conn:
             row = conn.execute(stmt, params).first()
         rec = _row_to_record(row)
@@ -257,11 +255,12 @@ class JobStore(CallbackRows, DueRows):
         to: JobStatus,
         expect: Iterable[JobStatus] | None,
         values: dict[str, Any],
-        returning: str | None,
+        *,
+        row: bool,
     ) -> tuple[Any, dict[str, Any], bool]:
         """The move's statement and parameters (``store_templates``: prebuilt when its
-        values allow), and whether it makes a callback due. ``returning``: None,
-        ``"callback_due_at"`` or ``"row"``."""
+        values allow), and whether it makes a callback due. It returns the row (``row``)
+        or, when it makes a callback due, ``callback_due_at``."""
         allowed = set(ALLOWED_FROM[to])
         if expect is not None:
             allowed &= {JobStatus(s) for s in expect}
@@ -276,7 +275,7 @@ class JobStore(CallbackRows, DueRows):
             tuple(sorted(s.value for s in allowed)),
             values,
             now if notifies else None,
-            returning,
+            "row" if row else "callback_due_at" if notifies else None,
         )
         return stmt, params, notifies
 

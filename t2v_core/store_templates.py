@@ -9,8 +9,9 @@ states it expects, what it returns. The values go in as parameters (``p_<column>
 ``p_job_id``, ``p_due_by``, ``p_due_now``).
 
 A value no template can hold (any SQL expression other than ``column + n`` or
-``column - n`` on its own column) makes ``split_values`` return None, and the store builds
-the statement as before: templates change how a write is sent, never what it writes.
+``column - n`` on its own column) makes ``split_values`` return None, and the same builder
+runs with the values themselves: templates change how a write is sent, never what it
+writes.
 """
 
 from __future__ import annotations
@@ -77,28 +78,17 @@ def _set_clause(shape: Shape) -> dict[str, Any]:
     return out
 
 
-def _for_job() -> Any:
-    return update(_T).where(_T.c.id == bindparam("p_job_id"))
-
-
 def claim_sql(
     job_id: str, status: str, values: dict[str, Any], due_by: Any, returning: bool
 ) -> tuple[Any, dict[str, Any]]:
     """A claim's statement and parameters: the row in ``status`` whose step is due by
     ``due_by`` gets ``values`` (``returning``: and is returned)."""
     split = split_values(values)
-    if split is not None:
-        shape, params = split
-        stmt = claim_statement(status, shape, returning)
-        return stmt, {**params, "p_job_id": job_id, "p_due_by": due_by}
-    stmt = (
-        update(_T)
-        .where(_T.c.id == job_id)
-        .where(_T.c.status == status)
-        .where(or_(_T.c.next_check_at.is_(None), _T.c.next_check_at <= due_by))
-        .values(**values)
-    )
-    return (stmt.returning(*_T.c) if returning else stmt), {}
+    if split is None:
+        return _claim(status, values, job_id, due_by, returning), {}
+    shape, params = split
+    stmt = claim_statement(status, shape, returning)
+    return stmt, {**params, "p_job_id": job_id, "p_due_by": due_by}
 
 
 def move_sql(
@@ -112,18 +102,14 @@ def move_sql(
     """A move's statement and parameters: the row in one of ``allowed`` moves to ``to``
     with ``values``; ``due_now`` (a time, or None): its callback becomes due then, in the
     same statement. ``returning``: None, ``"callback_due_at"`` or ``"row"``."""
-    due = due_now is not None
-    if due:
+    if due_now is not None:
         values = {k: v for k, v in values.items() if k not in DUE_COLUMNS}
     split = split_values(values)
-    if split is not None:
-        shape, params = split
-        stmt = move_statement(to, allowed, shape, due, returning)
-        return stmt, {**params, "p_job_id": job_id, "p_due_now": due_now}
-    if due:
-        values.update(due_values(to, due_now))
-    stmt = update(_T).where(_T.c.id == job_id).where(_T.c.status.in_(list(allowed)))
-    return _returning(stmt.values(**values), returning), {}
+    if split is None:
+        return _move(to, allowed, values, job_id, due_now, returning), {}
+    shape, params = split
+    stmt = move_statement(to, allowed, shape, due_now is not None, returning)
+    return stmt, {**params, "p_job_id": job_id, "p_due_now": due_now}
 
 
 def update_if_sql(
@@ -131,11 +117,40 @@ def update_if_sql(
 ) -> tuple[Any, dict[str, Any]]:
     """``values`` written while the row is in one of ``expect``."""
     split = split_values(values)
-    if split is not None:
-        shape, params = split
-        return update_if_statement(expect, shape), {**params, "p_job_id": job_id}
-    stmt = update(_T).where(_T.c.id == job_id).where(_T.c.status.in_(list(expect)))
-    return stmt.values(**values), {}
+    if split is None:
+        return _update_if(expect, values, job_id), {}
+    shape, params = split
+    return update_if_statement(expect, shape), {**params, "p_job_id": job_id}
+
+
+# -- one builder per kind of write: with parameters (a template) or with the values --------
+def _claim(status: str, values: dict[str, Any], job_id: Any, due_by: Any, returning: bool) -> Any:
+    stmt = (
+        update(_T)
+        .where(_T.c.id == job_id)
+        .where(_T.c.status == status)
+        .where(or_(_T.c.next_check_at.is_(None), _T.c.next_check_at <= due_by))
+        .values(**values)
+    )
+    return _returning(stmt, "row" if returning else None)
+
+
+def _move(
+    to: JobStatus,
+    allowed: tuple[str, ...],
+    values: dict[str, Any],
+    job_id: Any,
+    due_now: Any,
+    returning: str | None,
+) -> Any:
+    if due_now is not None:
+        values = {**values, **due_values(to, due_now)}
+    stmt = update(_T).where(_T.c.id == job_id).where(_T.c.status.in_(list(allowed)))
+    return _returning(stmt.values(**values), returning)
+
+
+def _update_if(expect: tuple[str, ...], values: dict[str, Any], job_id: Any) -> Any:
+    return update(_T).where(_T.c.id == job_id).where(_T.c.status.in_(list(expect))).values(**values)
 
 
 def _returning(stmt: Any, returning: str | None) -> Any:
@@ -150,13 +165,7 @@ def _returning(stmt: Any, returning: str | None) -> Any:
 def claim_statement(status: str, shape: Shape, returning: bool) -> Any:
     """``JobStore.claim``: the row in ``status`` whose step is due by ``p_due_by``."""
     due_by = bindparam("p_due_by", type_=_T.c.next_check_at.type)
-    stmt = (
-        _for_job()
-        .where(_T.c.status == status)
-        .where(or_(_T.c.next_check_at.is_(None), _T.c.next_check_at <= due_by))
-        .values(**_set_clause(shape))
-    )
-    return stmt.returning(*_T.c) if returning else stmt
+    return _claim(status, _set_clause(shape), bindparam("p_job_id"), due_by, returning)
 
 
 @lru_cache(maxsize=512)
@@ -166,14 +175,11 @@ def move_statement(
     """``JobStore.transition``: the row in one of ``allowed`` moves to ``to``; ``due``: the
     move also makes its callback due (at ``p_due_now``). ``returning``: None,
     ``"callback_due_at"`` or ``"row"``."""
-    values = _set_clause(shape)
-    if due:
-        values.update(due_values(to, bindparam("p_due_now", type_=DateTime(timezone=True))))
-    stmt = _for_job().where(_T.c.status.in_(list(allowed))).values(**values)
-    return _returning(stmt, returning)
+    due_now = bindparam("p_due_now", type_=DateTime(timezone=True)) if due else None
+    return _move(to, allowed, _set_clause(shape), bindparam("p_job_id"), due_now, returning)
 
 
 @lru_cache(maxsize=512)
 def update_if_statement(expect: tuple[str, ...], shape: Shape) -> Any:
     """``JobStore.update_if``: write while the row is in one of ``expect``."""
-    return _for_job().where(_T.c.status.in_(list(expect))).values(**_set_clause(shape))
+    return _update_if(expect, _set_clause(shape), bindparam("p_job_id"))
