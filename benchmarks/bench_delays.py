@@ -105,20 +105,36 @@ def measure(
     finally:
         rabbitmqctl("delete_vhost", vhost)
 
-    def pcts(xs: list[float]) -> dict[str, float]:
-        xs = sorted(xs)
-        at = {"min": 0.0, "p50": 0.5, "p95": 0.95, "max": 1.0}
-        return {k: round(xs[min(len(xs) - 1, int(q * len(xs)))], 3) for k, q in at.items()}
-
     return {
         "delay_queue_type": queue_type,
         "sent_early_s": lead,
         "countdowns": jobs,
         "received": len(late),
         "send_s": round(send_s, 2),
-        "late_s": pcts(late),
-        "starts_late_s": pcts(starts_late),
+        "late_s": percentiles(late),
+        "starts_late_s": percentiles(starts_late),
     }
+
+
+def percentiles(xs: list[float]) -> dict[str, float]:
+    xs = sorted(xs)
+    at = {"min": 0.0, "p50": 0.5, "p95": 0.95, "max": 1.0}
+    return {k: round(xs[min(len(xs) - 1, int(q * len(xs)))], 3) for k, q in at.items()}
+
+
+def save_runs(file: str, benchmark: str, how: str, runs: list[dict[str, Any]]) -> None:
+    """Print each run and write them to ``benchmarks/results/<file>`` with the command."""
+    for run in runs:
+        print(json.dumps(run))
+    script = Path(sys.argv[0]).name
+    result = {
+        "benchmark": benchmark,
+        "command": shlex.join(["python", f"benchmarks/{script}", *sys.argv[1:]]),
+        "how": how,
+        "runs": runs,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / file).write_text(json.dumps(result, indent=1) + "\n")
 
 
 def main() -> int:
@@ -131,19 +147,15 @@ def main() -> int:
 
     runs = [measure(args.rabbitmq, kind, args.jobs, args.seed) for kind in ("quorum", "classic")]
     runs.append(measure(args.rabbitmq, "quorum", args.jobs, args.seed, lead=AMQP_DELAY_LEAD))
-    for run in runs:
-        print(json.dumps(run))
-    result = {
-        "benchmark": "RabbitMQ native delayed delivery: countdown lateness (issue 10)",
-        "command": shlex.join(["python", "benchmarks/bench_delays.py", *sys.argv[1:]]),
-        "how": "countdowns 3-40 s sent by Celery's send_task into the t2v.poll quorum queue's"
+    save_runs(
+        "delays.json",
+        "RabbitMQ native delayed delivery: countdown lateness (issue 10)",
+        "countdowns 3-40 s sent by Celery's send_task into the t2v.poll quorum queue's"
         " delay chain; late = arrival at a consumer minus the message's eta; starts late ="
         " when a worker would start it (it holds an early one to its eta) minus the time it"
         " was meant for (sent_early_s: the countdown was shortened by that)",
-        "runs": runs,
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "delays.json").write_text(json.dumps(result, indent=1) + "\n")
+        runs,
+    )
     return 0
 
 

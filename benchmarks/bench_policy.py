@@ -15,9 +15,7 @@ Writes ``benchmarks/results/policy.json``. Not a test: nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import json
 import random
-import shlex
 import statistics
 import sys
 from dataclasses import replace
@@ -26,7 +24,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_delays import percentiles, save_runs  # noqa: E402
 
 
 def simulate(margin: float, delivery: float, renders: int, seed: int) -> dict[str, Any]:
@@ -47,16 +47,11 @@ def simulate(margin: float, delivery: float, renders: int, seed: int) -> dict[st
             attempt += 1
         late.append(t - ends)
         fetches.append(attempt)
-    late.sort()
     return {
         "eta_margin": margin,
         "delivery_late_s": delivery,
         "renders": renders,
-        "late_s": {
-            "p50": round(late[len(late) // 2], 2),
-            "p95": round(late[int(0.95 * len(late))], 2),
-            "max": round(late[-1], 2),
-        },
+        "late_s": percentiles(late),
         "fetches_per_job": round(statistics.mean(fetches), 2),
     }
 
@@ -72,17 +67,13 @@ def main() -> int:
         for margin in (-0.02, -0.04, -0.06)
         for delivery in (0.0, args.delivery)
     ]
-    for run in runs:
-        print(json.dumps(run))
-    result = {
-        "benchmark": "the poll policy's own detection lateness (issue 10)",
-        "command": shlex.join(["python", "benchmarks/bench_policy.py", *sys.argv[1:]]),
-        "how": "renders 150 s +-12 %, eta off by up to 10 %; polls when the policy asks"
+    save_runs(
+        "policy.json",
+        "the poll policy's own detection lateness (issue 10)",
+        "renders 150 s +-12 %, eta off by up to 10 %; polls when the policy asks"
         " (default eta_margin -0.02), plus delivery_late_s each",
-        "runs": runs,
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "policy.json").write_text(json.dumps(result, indent=1) + "\n")
+        runs,
+    )
     return 0
 
 
