@@ -98,7 +98,7 @@ def runtime() -> Runtime:
     )
 
 
-def inline_steps(download_inline: bool, submit_inline: bool = False) -> frozenset[str]:
+def inline_steps(download_inline: bool, submit_inline: bool) -> frozenset[str]:
     """The steps this process runs in place: ``t2v.download`` and ``t2v.submit`` when asked
     and this worker consumes their queue (``-Q``; all queues when not given), so hosts that
     only poll still send downloads and submits to the hosts that serve them."""
