@@ -26,6 +26,7 @@ TASK_MODULES = [
     "modelslab/__init__",
     "modelslab/client",
     "modelslab/answers",
+    "modelslab/transport",
     "transfer",
     "pinning",
     "storage/__init__",

@@ -22,16 +22,15 @@ from urllib.parse import quote
 
 import requests
 from pydantic import SecretStr
-from requests.adapters import HTTPAdapter
 
 from t2v_core.errors import ConfigError, PermanentError, RateLimited, TransientError
-from worker.envsession import EnvOnceSession
 from worker.modelslab.answers import (
     ProviderResult,
     SubmitOutcomeUnknown,
     parse_response,
     scrub,
 )
+from worker.modelslab.transport import session_for
 
 __all__ = ["ModelsLabClient"]
 
@@ -89,13 +88,8 @@ class ModelsLabClient:
         self._key = key
         self.timeout = (connect_timeout, read_timeout)
         self._own_session = session is None
-        if session is None:
-            session = EnvOnceSession()
-            # No retries in the adapter either: a retried POST could be a second payment.
-            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0)
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
-        self.session = session
+        # Straight through urllib3 unless a proxy applies (``transport``); never retried.
+        self.session: Any = session or session_for(self.base_url, pool_maxsize=pool_maxsize)
 
     def __repr__(self) -> str:
         return f"ModelsLabClient(base_url={self.base_url!r})"
