@@ -321,6 +321,7 @@ def run(args: argparse.Namespace, jobs: int, probe: bool, logs: Path) -> dict[st
             "T2V_DOWNLOAD_ALLOWED_HOSTS": "127.0.0.1",
             "T2V_ACCOUNT_SLOTS": str(slots),
             "T2V_PROBE_VIDEOS": "true" if probe else "false",
+            "T2V_WORKER_METRICS_PORT": str(metrics_port := processes.free_port()),
         }
         env.update(variant_settings(args))
         producer = configure_producer(env)
@@ -370,13 +371,18 @@ def run(args: argparse.Namespace, jobs: int, probe: bool, logs: Path) -> dict[st
         producer_cpu = time.process_time() - cpu0
         admitted_at = wait_admitted(sampler, jobs, t0, backlog, args.timeout)
         end_by = t0 + (args.duration if backlog else args.timeout)
+        tasks_from = (admitted_at or t0) + 10 if backlog else t0
+        tasks0: dict[str, tuple[float, float]] | None = None if backlog else {}
         while time.time() < end_by:
+            if tasks0 is None and time.time() >= tasks_from:
+                tasks0 = task_cpu(metrics_port)
             last = sampler.samples[-1]
             by = last.get("by_status", {})
             if not backlog and sum(by.get(s, 0) for s in ("succeeded", "failed", "parked")) >= jobs:
                 break
             time.sleep(1.0)
         end = time.time()
+        tasks1 = task_cpu(metrics_port)
         sampler.stop_evt.set()
         sampler.join(10)
         sampler.samples.append(sampler.take())
@@ -412,11 +418,42 @@ def run(args: argparse.Namespace, jobs: int, probe: bool, logs: Path) -> dict[st
         dbf,
         logs,
         idle_rate,
+        task_cpu_between(tasks0, tasks1),
     )
     if rabbit is not None:
         rabbit.take()
         result["rabbitmq"] = rabbit.figures()
     return result
+
+
+def task_cpu(port: int) -> dict[str, tuple[float, float]]:
+    """The worker's ``t2v_task_cpu_seconds`` now: per task, (tasks run, CPU seconds)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    got: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "t2v_task_cpu_seconds":
+            continue
+        for sample in family.samples:
+            task = sample.labels.get("task", "")
+            if sample.name.endswith("_count"):
+                got.setdefault(task, [0.0, 0.0])[0] += sample.value
+            elif sample.name.endswith("_sum"):
+                got.setdefault(task, [0.0, 0.0])[1] += sample.value
+    return {task: (n, cpu) for task, (n, cpu) in got.items()}
+
+
+def task_cpu_between(
+    before: dict[str, tuple[float, float]] | None, after: dict[str, tuple[float, float]]
+) -> dict[str, tuple[float, float]]:
+    """What each task ran and cost in CPU between two ``task_cpu`` readings."""
+    if before is None:  # the run ended before its steady window began
+        return {}
+    return {
+        task: (n - before.get(task, (0.0, 0.0))[0], cpu - before.get(task, (0.0, 0.0))[1])
+        for task, (n, cpu) in after.items()
+    }
 
 
 def wait_admitted(
@@ -467,6 +504,7 @@ def analyse(
     dbf: dict[str, Any],
     logs: Path,
     idle_rate: float,
+    tasks: dict[str, tuple[float, float]],
 ) -> dict[str, Any]:
     backlog = args.mode == "backlog"
     sim_jobs = list(stats["jobs"].values())
@@ -563,6 +601,22 @@ def analyse(
             if admitted_at
             else None,
             "admit_wall_s": round(admitted_at - t0, 2) if admitted_at else None,
+            # From the worker's own t2v_task_cpu_seconds over the same window: the CPU of
+            # the t2v tasks themselves (with what they ran in place), per job, and the
+            # rest of the worker's (Celery's broker traffic and dispatch, beat, idle).
+            "tasks": {
+                task: {"count": int(n), "cpu_s": round(cpu, 3), "ms_each": round(1000 * cpu / n, 2)}
+                for task, (n, cpu) in sorted(tasks.items())
+                if n
+            },
+            "tasks_per_job_ms": round(1000 * sum(c for _, c in tasks.values()) / len(done_in), 2)
+            if done_in and tasks
+            else None,
+            "outside_tasks_per_job_ms": round(
+                1000 * (steady_cpu - sum(c for _, c in tasks.values())) / len(done_in), 2
+            )
+            if done_in and tasks
+            else None,
         },
         "services_cpu_s": services_cpu(samples, t0, end),
         "worker_rss_peak_mb": round(peak["rss"] / 2**20, 1),
@@ -714,7 +768,9 @@ def summary(r: dict[str, Any]) -> str:
         f"slots busy {r['slots_busy_while_jobs_waited']}, vs ceiling "
         f"{r['throughput']['vs_ceiling']}, 429s {r['http_429']}; lateness "
         f"{r['detection_lateness_s']}; fetches/job {r['fetches_per_job']['mean']}; CPU/job "
-        f"{c['per_job_ms']} ms (net of idle {c['per_job_net_ms']} ms), admit "
+        f"{c['per_job_ms']} ms (net of idle {c['per_job_net_ms']} ms; in t2v tasks "
+        f"{c.get('tasks_per_job_ms')} ms, outside them {c.get('outside_tasks_per_job_ms')} ms), "
+        "admit "
         f"{c['to_admit_backlog_s']} s CPU in {c['admit_wall_s']} s; "
         f"RSS {r['worker_rss_peak_mb']} MB; redis {r['redis_used_memory_peak_mb']} MB; "
         f"db {r['database']}; load {r['load_average_1m']}"

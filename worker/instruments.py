@@ -22,6 +22,8 @@ from t2v_core.once import once
 # Seconds: a job may wait hours for a slot, a render takes minutes, a fetch seconds.
 LONG_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 21600, 86400)
 SHORT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
+# CPU seconds of one task: a poll takes a few milliseconds, a download with a probe more.
+CPU_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Instruments:
     render_seconds: Any
     lateness_seconds: Any
     download_seconds: Any
+    task_cpu_seconds: Any
 
 
 @once
@@ -97,6 +100,12 @@ def instruments() -> Instruments:
             "t2v_download_seconds",
             "Time to copy a job's outputs into storage.",
             buckets=SHORT_BUCKETS,
+        ),
+        task_cpu_seconds=Histogram(
+            "t2v_task_cpu_seconds",
+            "CPU time of each task this worker ran (its thread's, from start to end), by task.",
+            ["task"],
+            buckets=CPU_BUCKETS,
         ),
     )
 
@@ -165,3 +174,9 @@ def downloaded(seconds: float, stored_bytes: int) -> None:
     i = instruments()
     i.download_seconds.observe(_seconds(seconds))
     i.stored_bytes.inc(max(0, int(stored_bytes)))
+
+
+def task_ran(task: str, cpu_seconds: float) -> None:
+    """A ``t2v.*`` task ended after ``cpu_seconds`` of its thread's CPU (with whatever it
+    ran in place: a download, a hand-off's submit)."""
+    instruments().task_cpu_seconds.labels(task=task).observe(_seconds(cpu_seconds))

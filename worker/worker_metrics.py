@@ -8,6 +8,10 @@ start when it is (one directory per worker: two workers must never share one). A
 exits is marked dead (its counters stay counted). Served on ``T2V_WORKER_METRICS_PORT``
 (9841; 0: off) at ``T2V_WORKER_METRICS_HOST``. Prometheus's ``up{job="t2v-worker"}`` is
 the worker's liveness.
+
+It also times every ``t2v.*`` task's CPU (``t2v_task_cpu_seconds``, by task): the thread's
+CPU from ``task_prerun`` to ``task_postrun``, so what Celery itself spends around the
+tasks (the main process's broker traffic, beat) is the worker's total minus this sum.
 """
 
 from __future__ import annotations
@@ -16,16 +20,27 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-from celery.signals import worker_init, worker_process_shutdown, worker_shutdown
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 
+from t2v_core.names import TASK_RECONCILE, TASK_ROUTES
+from worker import instruments
 from worker.settings import get_worker_settings
 
 log = logging.getLogger("t2v.worker")
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 _created: list[Path] = []  # the directory this worker made (removed when it stops)
+TIMED_TASKS = frozenset({*TASK_ROUTES, TASK_RECONCILE})  # a closed set of labels
+_started: dict[str, float] = {}  # task id -> its thread's CPU clock at the start
 
 
 def prepare_multiproc_dir() -> Path:
@@ -83,3 +98,16 @@ def _cleanup(**_: object) -> None:
     # In the main process after the pool stopped: a directory we made goes with us.
     for path in _created:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@task_prerun.connect
+def _task_started(task_id: str | None = None, task: Any = None, **_: object) -> None:
+    if task_id is not None and getattr(task, "name", None) in TIMED_TASKS:
+        _started[task_id] = time.thread_time()
+
+
+@task_postrun.connect
+def _task_ended(task_id: str | None = None, task: Any = None, **_: object) -> None:
+    began = _started.pop(task_id, None) if task_id is not None else None
+    if began is not None:
+        instruments.task_ran(task.name, time.thread_time() - began)

@@ -110,6 +110,21 @@ def test_prefork_worker_counts_every_job_once_across_its_children(
     assert total(got, "t2v_download_seconds_count") == N_JOBS
     assert total(got, "t2v_slot_wait_seconds_count") == N_JOBS
     assert got[("t2v_fetches_total", (("outcome", "finished"),))] == N_JOBS
+    # Every poll was a task whose CPU was timed (a few ms each, never nothing), beside the
+    # submits; no other label than a t2v task.
+    polls = sum(v for k, v in got.items() if k[0] == "t2v_fetches_total")
+    timed = {dict(k[1])["task"]: v for k, v in got.items() if k[0] == "t2v_task_cpu_seconds_count"}
+    assert timed["t2v.poll"] == polls and timed["t2v.submit"] >= N_JOBS, timed
+    assert set(timed) <= {
+        "t2v.submit",
+        "t2v.admit",
+        "t2v.poll",
+        "t2v.download",
+        "t2v.reconcile",
+        "t2v.callback",
+    }
+    poll_cpu = got[("t2v_task_cpu_seconds_sum", (("task", "t2v.poll"),))]
+    assert 0 < poll_cpu < timed["t2v.poll"], poll_cpu  # measured, and under 1 s a poll
     stored = sum(o.bytes for r in records for o in r.outputs or [])
     assert total(got, "t2v_stored_bytes_total") == stored > 0
     # Written by the prefork children (one file per process), not the main process.

@@ -12,7 +12,7 @@ from worker.modelslab import ProviderResult, ProviderStatus
 from worker.steps.poll import fetch_outcome
 from worker.webhook import delivery_outcome
 
-ALLOWED_LABELS = {"model", "error_kind", "outcome", "le"}
+ALLOWED_LABELS = {"model", "error_kind", "outcome", "task", "le"}  # task: a t2v.* task name
 
 
 def value(name: str, **labels: str) -> float:
@@ -59,6 +59,11 @@ def test_each_event_moves_its_counter_by_one() -> None:
             {},
         ),
         (lambda: instruments.downloaded(0.5, 10), "t2v_download_seconds_count", {}),
+        (
+            lambda: instruments.task_ran("t2v.poll", 0.004),
+            "t2v_task_cpu_seconds_count",
+            {"task": "t2v.poll"},
+        ),
     ]
     for event, name, labels in cases:
         before = value(name, **labels)

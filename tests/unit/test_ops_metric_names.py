@@ -46,6 +46,7 @@ CATALOGUE: dict[str, set[str]] = {
         "t2v_render_seconds",
         "t2v_detection_lateness_seconds",
         "t2v_download_seconds",
+        "t2v_task_cpu_seconds",
     },
     "gauge": {
         "t2v_queue_length",
