@@ -220,7 +220,8 @@ def main() -> None:  # noqa: PLR0915 (one run, read top to bottom)
         sim.stop()
     worker_logs = "".join(p.read_text(errors="replace") for p in logs.glob("t2v-*.log"))
     resent = sum(int(x) for x in re.findall(r"callbacks_resent=(\d+)", worker_logs))
-    replayed = sum(int(x) for x in re.findall(r"callbacks_replayed=(\d+)", worker_logs))
+    # Logged per batch as it is sent (a run killed before its report still counts).
+    replayed = sum(int(x) for x in re.findall(r"on_done replayed for (\d+) jobs", worker_logs))
     redis_proc.stop()
 
     def final_ts(job_id: str) -> float | None:

@@ -97,9 +97,14 @@ from worker.limiter_scripts import (
     _RELEASE,
 )
 
-#: The flow of a job enqueued with no priority and no tenant, and what one slot costs it.
-DEFAULT_FLOW = "normal/"
-DEFAULT_COST = 0.1
+# The flow of a job enqueued with no priority and no tenant, and what one slot costs it.
+DEFAULT_FLOW, DEFAULT_COST = "normal/", 0.1
+
+
+def _waiter_fields(item: tuple[str, float] | tuple[str, float, str, float]) -> list[str]:
+    # A waiter's job, creation time, flow and cost, as ``_JOIN_MANY`` takes them.
+    flow, cost = (item[2], item[3]) if len(item) == 4 else (DEFAULT_FLOW, DEFAULT_COST)
+    return [item[0], repr(float(item[1])), str(flow), repr(float(cost))]
 
 
 class LineLost(Exception):
@@ -253,20 +258,15 @@ class AccountLimiter:
         waiters: Iterable[tuple[str, float] | tuple[str, float, str, float]],
         *,
         chunk: int = 1000,
+        on_chunk: Callable[[], object] = lambda: None,
     ) -> None:
         """Write the line from the job table: ``holders`` (job, lease seconds from now) and
-        ``waiters`` (job, creation time[, flow, cost]), oldest first. Acquires refuse until
-        the last write (``ready``), so nobody takes a slot from a half-written line."""
-        batch: list[Any] = []
-        for item in waiters:
-            job, created = item[0], item[1]
-            flow, cost = (item[2], item[3]) if len(item) == 4 else (DEFAULT_FLOW, DEFAULT_COST)
-            batch += [job, repr(float(created)), flow, repr(float(cost))]
-            if len(batch) >= 4 * chunk:
-                self._join_many(keys=self._line, args=[self._now(), *batch])
-                batch = []
-        if batch:
-            self._join_many(keys=self._line, args=[self._now(), *batch])
+        ``waiters`` (job, creation time[, flow, cost]), oldest first, calling ``on_chunk``
+        after each ``chunk`` of them. Acquires refuse until the last write (``ready``)."""
+        flat, step = [value for item in waiters for value in _waiter_fields(item)], 4 * chunk
+        for start in range(0, len(flat), step):
+            self._join_many(keys=self._line, args=[self._now(), *flat[start : start + step]])
+            on_chunk()
         now = self._clock() if self._clock is not None else _redis_time(self.redis)
         held = [v for job, lease in holders for v in (job, repr(now + lease))]
         self._rebuilt(keys=self._line, args=[self._now(), *held])

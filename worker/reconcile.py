@@ -17,11 +17,8 @@ no longer at the provider, and stops a job re-driven ``max_redrives`` times with
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from t2v_core.names import (
     CALLBACK_EPOCH_KEY,
@@ -36,6 +33,7 @@ from t2v_core.names import (
 from t2v_core.problems import ErrorKind, Problem
 from t2v_core.records import JobRecord, JobRow
 from t2v_core.states import ACTIVE_STATES, JobStatus
+from worker.leases import Lease
 from worker.settings import WorkerSettings
 from worker.steps.runtime import Runtime
 from worker.steps.slots import (
@@ -53,6 +51,10 @@ log = logging.getLogger("t2v.reconcile")
 REDRIVES_TTL = 86400
 # Queued rows looked at per reconcile run (ids only; the waiting ones in one UPDATE).
 QUEUED_BATCH = 5000
+# Slot holders looked at per run for a stale slot (reading 5,000 rows took 230 ms a run).
+HOLDERS_BATCH = 1000
+# ``on_done`` tasks marked due again per statement when Redis lost its data.
+REPLAY_BATCH = 1000
 
 _STEP_FOR = {
     JobStatus.QUEUED: TASK_SUBMIT,
@@ -75,16 +77,6 @@ class ReconcileReport:
     skipped_locked: bool = False
 
 
-# Extend the run's lock only while it is still ours (a run that outlived its lock and lost
-# it to another must not take it back).
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-
 def reconcile_lock_seconds(settings: WorkerSettings) -> float:
     """How long a reconcile run's lock lives unless the run renews it: three intervals,
     and never under 5 s. A worker killed mid-run (a host dying) stops reconcile for no
@@ -93,38 +85,14 @@ def reconcile_lock_seconds(settings: WorkerSettings) -> float:
     return max(5.0, 3 * settings.reconcile_interval)
 
 
-class _Lease:
-    """The one-run-at-a-time lock, renewed between phases of a run that has used a third
-    of it (a short run, the usual case, costs no renewals)."""
-
-    def __init__(self, redis: Any, seconds: float) -> None:
-        self.redis = redis
-        self.token = uuid.uuid4().hex
-        self.ms = max(1000, int(seconds * 1000))
-        self.renewed = time.monotonic()
-
-    def take(self) -> bool:
-        self.renewed = time.monotonic()
-        return bool(self.redis.set(RECONCILE_LOCK_KEY, self.token, nx=True, px=self.ms))
-
-    def renew(self) -> None:
-        if (time.monotonic() - self.renewed) * 1000 < self.ms / 3:
-            return
-        self.renewed = time.monotonic()
-        self.redis.eval(_RENEW, 1, RECONCILE_LOCK_KEY, self.token, self.ms)
-
-    def drop(self) -> None:
-        if self.redis.get(RECONCILE_LOCK_KEY) in (self.token, self.token.encode()):
-            self.redis.delete(RECONCILE_LOCK_KEY)
-
-
 def reconcile(rt: Runtime, *, lock_seconds: float | None = None) -> ReconcileReport:
     report = ReconcileReport()
     redis = rt.limiter.redis
     # Beat is alive while this keeps moving (t2v_last_reconcile_timestamp_seconds).
     redis.set(RECONCILE_LAST_RUN_KEY, repr(rt.now().timestamp()))
-    lease = _Lease(
+    lease = Lease(
         redis,
+        RECONCILE_LOCK_KEY,
         reconcile_lock_seconds(rt.settings) if lock_seconds is None else lock_seconds,
     )
     if not lease.take():
@@ -164,21 +132,26 @@ def _resend_callbacks(rt: Runtime, report: ReconcileReport) -> None:
     lost, or its sender died); bounded by the index on ``callback_due_at``. When Redis has
     lost its data (the epoch key is gone), ``on_done`` tasks published within the replay
     window are sent again too: the wipe may have taken them before the application's
-    worker did (receivers deduplicate by the task id)."""
+    worker did (receivers deduplicate by the task id). The key is set again only once the
+    replay is over, so a run killed half-way leaves the rest to the next one; each batch is
+    logged as it goes."""
     now = rt.now()
-    if rt.limiter.redis.set(CALLBACK_EPOCH_KEY, now.isoformat(), nx=True):
+    redis = rt.limiter.redis
+    if not redis.exists(CALLBACK_EPOCH_KEY):
         since = now - timedelta(seconds=rt.settings.callback_replay_window)
-        while ids := rt.store.replay_on_done(since, now):
+        while ids := rt.store.replay_on_done(since, now, limit=REPLAY_BATCH):
             for job_id in ids:
                 rt.schedule(TASK_CALLBACK, job_id, 0)
             report.callbacks_replayed += len(ids)
+            log.warning("reconcile: Redis lost its data; on_done replayed for %d jobs", len(ids))
+        redis.set(CALLBACK_EPOCH_KEY, now.isoformat())
     cutoff = now - timedelta(seconds=rt.settings.reconcile_grace)
     for rec in rt.store.callbacks_due(cutoff):
         rt.schedule(TASK_CALLBACK, rec.id, 0)
         report.callbacks_resent += 1
 
 
-def _redrive_overdue(rt: Runtime, report: ReconcileReport, lease: _Lease) -> None:
+def _redrive_overdue(rt: Runtime, report: ReconcileReport, lease: Lease) -> None:
     cutoff = rt.now() - timedelta(seconds=rt.settings.reconcile_grace)
     # Jobs in flight first: a backlog of jobs waiting for a slot must never starve them.
     in_flight = [
@@ -330,7 +303,16 @@ def _redrive(rt: Runtime, rec: JobRecord, report: ReconcileReport) -> None:
 
 
 def _free_stale_slots(rt: Runtime, report: ReconcileReport) -> None:
-    holders = rt.limiter.holders()
+    """Free the slots of holders no longer at the provider (a release lost with its worker).
+    At most ``HOLDERS_BATCH`` rows a run: every holder behind a plan of that size or less,
+    a random sample of them above it, so a stale slot among N holders is found within about
+    N / ``HOLDERS_BATCH`` runs on average, and a run stays bounded at 10,000 in flight."""
+    limiter = rt.limiter
+    if int(limiter.redis.zcard(limiter.holders_key)) <= HOLDERS_BATCH:
+        holders = limiter.holders()
+    else:  # a random sample (a lapsed holder among them is harmless)
+        sample = limiter.redis.zrandmember(limiter.holders_key, HOLDERS_BATCH)
+        holders = [h.decode() if isinstance(h, bytes) else str(h) for h in sample]
     records = rt.store.get_many(holders)
     for job_id in holders:
         rec = records.get(job_id)

@@ -7,8 +7,9 @@ import fakeredis
 import pytest
 
 from t2v_core.names import RECONCILE_LOCK_KEY
-from worker import reconcile as reconcile_module
-from worker.reconcile import _Lease, reconcile_lock_seconds
+from worker import leases as leases_module
+from worker.leases import Lease
+from worker.reconcile import reconcile_lock_seconds
 from worker.settings import WorkerSettings
 
 
@@ -22,10 +23,10 @@ def test_a_long_run_renews_its_lock_and_a_short_one_does_not(
 ) -> None:
     redis = fakeredis.FakeRedis()
     clock = [100.0]
-    monkeypatch.setattr(reconcile_module.time, "monotonic", lambda: clock[0])
-    lease = _Lease(redis, 6.0)
+    monkeypatch.setattr(leases_module.time, "monotonic", lambda: clock[0])
+    lease = Lease(redis, RECONCILE_LOCK_KEY, 6.0)
     assert lease.take()
-    assert not _Lease(redis, 6.0).take()  # one run at a time
+    assert not Lease(redis, RECONCILE_LOCK_KEY, 6.0).take()  # one run at a time
     redis.pexpire(RECONCILE_LOCK_KEY, 4000)  # time passed in Redis too
     clock[0] += 1.0  # under a third of the lease: no renewal
     lease.renew()
@@ -40,11 +41,11 @@ def test_a_long_run_renews_its_lock_and_a_short_one_does_not(
 def test_a_run_that_lost_its_lock_never_takes_it_back(monkeypatch: pytest.MonkeyPatch) -> None:
     redis = fakeredis.FakeRedis()
     clock = [100.0]
-    monkeypatch.setattr(reconcile_module.time, "monotonic", lambda: clock[0])
-    slow = _Lease(redis, 6.0)
+    monkeypatch.setattr(leases_module.time, "monotonic", lambda: clock[0])
+    slow = Lease(redis, RECONCILE_LOCK_KEY, 6.0)
     assert slow.take()
     redis.delete(RECONCILE_LOCK_KEY)  # it expired while the slow run went on
-    other = _Lease(redis, 6.0)
+    other = Lease(redis, RECONCILE_LOCK_KEY, 6.0)
     assert other.take()
     clock[0] += 10.0
     slow.renew()

@@ -609,3 +609,133 @@ def test_stale_submit_messages_after_a_wipe_do_not_multiply(world: World) -> Non
     assert world.limiter.waiting() == [] and world.limiter.holders() == []
     # 12 jobs' wakes, the beat's 4 copies: nothing else.
     assert delivered == 12 + 4
+
+
+def test_a_rebuilder_killed_mid_way_holds_the_line_back_briefly(world: World) -> None:
+    """The rebuild of a lost line runs under a short lock its holder renews: a rebuilder
+    that died holding it keeps every acquire waiting for ``REBUILD_LOCK_SECONDS`` (it was a
+    fixed 60 s), and a live one never drops a lock another process took over."""
+    from t2v_core.names import rebuild_lock_key
+    from worker.steps.slots import REBUILD_LOCK_SECONDS, rebuild_line
+
+    redis = world.limiter.redis
+    lock = rebuild_lock_key(world.limiter.prefix)
+    waiting = [world.enqueue() for _ in range(3)]
+    redis.flushdb()  # Redis restarted empty: the line is lost
+    redis.set(lock, "a-dead-rebuilder", px=int(REBUILD_LOCK_SECONDS * 1000))
+    assert not rebuild_line(world.rt)  # somebody is (was) at it
+    assert not world.limiter.is_ready()
+    assert REBUILD_LOCK_SECONDS <= 10
+    redis.delete(lock)  # ...for no longer than its lock lives
+    assert rebuild_line(world.rt)
+    assert world.limiter.is_ready() and not redis.exists(lock)
+    assert set(world.limiter.waiting()) | set(world.limiter.holders()) == set(waiting)
+
+    # A rebuild holds its own lock that long, and once it lapsed and another took it, it
+    # leaves the other's lock alone.
+    redis.flushdb()
+    seen: list[int] = []
+    write = world.limiter.rebuild
+
+    def slow_write(*args: Any, **kwargs: Any) -> None:
+        seen.append(redis.pttl(lock))
+        redis.set(lock, "the-next-rebuilder")  # ours lapsed meanwhile; another took it
+        write(*args, **kwargs)
+
+    world.limiter.rebuild = slow_write  # type: ignore[method-assign]
+    assert rebuild_line(world.rt)
+    assert 0 < seen[0] <= REBUILD_LOCK_SECONDS * 1000
+    assert redis.get(lock) == b"the-next-rebuilder"
+
+
+def test_a_long_rebuild_renews_its_lock_as_it_writes(world: World) -> None:
+    """Each chunk of waiters written calls ``on_chunk`` (the rebuild renews its lock there)."""
+    calls: list[int] = []
+    waiters = [(f"job-{i}", float(i)) for i in range(5)]
+    world.limiter.rebuild([], waiters, chunk=2, on_chunk=lambda: calls.append(1))
+    assert len(calls) == 3  # after jobs 0-1, 2-3 and 4
+    assert world.limiter.waiting() == [job for job, _ in waiters]
+
+
+def test_a_replay_after_a_wipe_killed_half_way_is_finished_by_the_next_run(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis lost its data: every ``on_done`` task published within the replay window is
+    sent again. The replay goes in batches; a run killed between two batches must leave the
+    rest to the next run (the epoch key, which says "replayed", was set before the replay
+    and the rest were never sent again)."""
+    from t2v_core.names import TASK_CALLBACK
+    from worker import reconcile as reconcile_module
+
+    monkeypatch.setattr(reconcile_module, "REPLAY_BATCH", 1)
+    sent_at = world.clock() - timedelta(seconds=60)  # within the window
+    jobs = [
+        world.enqueue(
+            status=JobStatus.SUCCEEDED.value,
+            on_done="app.done",
+            on_done_sent_at=sent_at + timedelta(seconds=i),
+        )
+        for i in range(3)
+    ]
+    world.clock.advance(1)
+    keep = world.rt.schedule
+    sent: list[str] = []
+
+    def dies_on_the_second(task: str, job_id: str, countdown: float) -> None:
+        if task == TASK_CALLBACK and sent:
+            raise SystemExit("SIGKILL")  # the worker dies mid-run
+        sent.append(job_id)
+        keep(task, job_id, countdown)
+
+    world.rt.schedule = dies_on_the_second  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        reconcile(world.rt)
+    assert sent == [jobs[0]]
+    world.rt.schedule = keep  # type: ignore[method-assign]
+    world.take()
+    world.clock.advance(10)
+    report = reconcile(world.rt)
+    # The second job was marked due before the kill (sent again after the grace, as any
+    # lost callback); the third was not marked at all: this run replays it.
+    assert report.callbacks_replayed == 1
+    assert (TASK_CALLBACK, jobs[2]) in world.tasks()
+    assert world.job(jobs[1]).callback_due_at is not None
+    world.clock.advance(10)
+    assert reconcile(world.rt).callbacks_replayed == 0  # replayed once, not at every run
+
+
+def test_reconcile_looks_at_a_bounded_sample_of_many_slot_holders(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With more holders than ``HOLDERS_BATCH``, a run reads that many rows, not every
+    holder's (5,000 rows took 230 ms a run); a stale slot among them is still freed within
+    a few runs. With fewer, every holder is looked at in each run."""
+    from worker import reconcile as reconcile_module
+
+    monkeypatch.setattr(reconcile_module, "HOLDERS_BATCH", 4)
+    world.limiter.limit = 12
+    live = [world.submitted(f"p-{i}") for i in range(11)]
+    stale = world.submitted("p-stale")
+    # Its render ended behind the steps' back (the release was lost with its worker).
+    assert world.store.transition(stale, JobStatus.FAILED, error="failed elsewhere")
+    world.take()
+    read: list[int] = []
+    get_many = world.store.get_many
+
+    def counted(ids: Any) -> Any:
+        read.append(len(list(ids)))
+        return get_many(ids)
+
+    monkeypatch.setattr(world.store, "get_many", counted)
+    runs = 0
+    while stale in world.limiter.holders():
+        runs += 1
+        assert runs <= 40, "a stale slot among 12 holders was never sampled"
+        reconcile(world.rt)
+    assert max(read) <= 4
+    assert sorted(world.limiter.holders()) == sorted(live)  # no live slot taken
+
+    read.clear()
+    monkeypatch.setattr(reconcile_module, "HOLDERS_BATCH", 1000)
+    reconcile(world.rt)
+    assert 11 in read  # at most the batch: all of them

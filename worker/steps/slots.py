@@ -21,6 +21,7 @@ from t2v_core.fairness import flow_cost, flow_name
 from t2v_core.names import TASK_SUBMIT, rebuild_lock_key
 from t2v_core.records import JobRecord
 from t2v_core.states import JobStatus
+from worker.leases import Lease
 from worker.limiter import LineLost
 from worker.steps.runtime import Runtime
 
@@ -168,15 +169,20 @@ def render_hold(deadline_left: float, next_check: float) -> float:
 
 
 # -- a line Redis lost -----------------------------------------------------------------------
+# How long the rebuild lock lives unless its holder renews it (it does, after reading the
+# table and after each chunk it writes): a rebuilder killed mid-way keeps the line, and
+# every acquire, waiting for no longer than this.
+REBUILD_LOCK_SECONDS = 10.0
+
+
 def rebuild_line(rt: Runtime) -> bool:
     """Redis lost the slot line: write it again from the table. True if this call did it.
 
     Holders are the jobs that may be at the provider, waiters the queued ones (oldest
     first). One rebuilder at a time (a Redis lock); the others find the line ready.
     """
-    redis = rt.limiter.redis
-    lock = rebuild_lock_key(rt.limiter.prefix)
-    if not redis.set(lock, "1", nx=True, ex=60):
+    lease = Lease(rt.limiter.redis, rebuild_lock_key(rt.limiter.prefix), REBUILD_LOCK_SECONDS)
+    if not lease.take():
         return False
     try:
         if rt.limiter.is_ready():
@@ -186,6 +192,7 @@ def rebuild_line(rt: Runtime) -> bool:
         weights = rt.settings.tenant_weights
         now = rt.now()
         members = list(rt.store.line_members())
+        lease.renew()
         # The etas Redis remembered are gone with it: the table's recent ones stand in.
         lost_hold = hold_for(rt, [m.eta_seconds for m in members if m.eta_seconds][-50:])
         for member in members:
@@ -219,11 +226,11 @@ def rebuild_line(rt: Runtime) -> bool:
                     (member.next_check_at - now).total_seconds() if member.next_check_at else 0.0
                 )
                 holders.append((member.id, render_hold(deadline_left, next_left)))
-        rt.limiter.rebuild(holders, waiters)
+        rt.limiter.rebuild(holders, waiters, on_chunk=lease.renew)
         log.warning(
             "slot line rebuilt from the table: %d holding, %d waiting", len(holders), len(waiters)
         )
     finally:
-        redis.delete(lock)
+        lease.drop()
     wake_line(rt)
     return True
