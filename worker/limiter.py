@@ -95,10 +95,14 @@ from worker.limiter_scripts import (
     _QUEUE_FULL,
     _REBUILT,
     _RELEASE,
+    _redis_time,
+    _str,
+    _strs,
 )
 
-# The flow of a job enqueued with no priority and no tenant, and what one slot costs it.
-DEFAULT_FLOW, DEFAULT_COST = "normal/", 0.1
+#: The flow of a job enqueued with no priority and no tenant, and what one slot costs it.
+DEFAULT_FLOW = "normal/"
+DEFAULT_COST = 0.1
 
 
 def _waiter_fields(item: tuple[str, float] | tuple[str, float, str, float]) -> list[str]:
@@ -312,6 +316,12 @@ class AccountLimiter:
     def holders(self) -> list[str]:
         return _strs(self._holders(keys=[self.holders_key], args=[self._now()]))
 
+    def holders_sample(self, count: int) -> list[str]:
+        """``holders`` if at most ``count``, else ``count`` at random (lapsed ones too)."""
+        if int(self.redis.zcard(self.holders_key)) <= count:
+            return self.holders()
+        return _strs(self.redis.zrandmember(self.holders_key, count))
+
     def waiting(self) -> list[str]:
         """Every waiting job, oldest first (by creation; ``next_in_line`` is the fair order)."""
         return _strs(self.redis.zrange(self.waiting_key, 0, -1))
@@ -385,16 +395,3 @@ class AccountLimiter:
             last_429_at=float(last) if last else None,
             line_ready=self.is_ready(),
         )
-
-
-def _redis_time(redis: Any) -> float:
-    seconds, micros = redis.time()
-    return float(seconds) + float(micros) / 1_000_000
-
-
-def _str(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _strs(members: Sequence[Any]) -> list[str]:
-    return [_str(m) for m in members]

@@ -1,7 +1,13 @@
 """The slot line's Lua scripts: each decision the limiter makes is one script, so two
-workers never both take the last slot. Used by ``worker.limiter.AccountLimiter`` only;
-the key layout is described there (and named in ``t2v_core.names``).
+workers never both take the last slot; and how their answers are read. Used by
+``worker.limiter.AccountLimiter`` only; the key layout is described there (and named in
+``t2v_core.names``).
 """
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 # ARGV[1] is "now" when the caller passes a clock, else "" and Redis's TIME is used, so
 # hosts with skewed clocks agree on lease expiry.
@@ -319,3 +325,17 @@ _LIMIT_NOW = (
 return limit_now(KEYS[1], tonumber(ARGV[2]))
 """
 )
+
+
+# -- reading the answers --------------------------------------------------------------------
+def _redis_time(redis: Any) -> float:
+    seconds, micros = redis.time()
+    return float(seconds) + float(micros) / 1_000_000
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _strs(members: Sequence[Any]) -> list[str]:
+    return [_str(m) for m in members]

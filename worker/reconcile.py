@@ -307,12 +307,7 @@ def _free_stale_slots(rt: Runtime, report: ReconcileReport) -> None:
     At most ``HOLDERS_BATCH`` rows a run: every holder behind a plan of that size or less,
     a random sample of them above it, so a stale slot among N holders is found within about
     N / ``HOLDERS_BATCH`` runs on average, and a run stays bounded at 10,000 in flight."""
-    limiter = rt.limiter
-    if int(limiter.redis.zcard(limiter.holders_key)) <= HOLDERS_BATCH:
-        holders = limiter.holders()
-    else:  # a random sample (a lapsed holder among them is harmless)
-        sample = limiter.redis.zrandmember(limiter.holders_key, HOLDERS_BATCH)
-        holders = [h.decode() if isinstance(h, bytes) else str(h) for h in sample]
+    holders = rt.limiter.holders_sample(HOLDERS_BATCH)  # a lapsed one among them is harmless
     records = rt.store.get_many(holders)
     for job_id in holders:
         rec = records.get(job_id)
