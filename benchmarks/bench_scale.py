@@ -371,7 +371,7 @@ def run(args: argparse.Namespace, jobs: int, probe: bool, logs: Path) -> dict[st
         producer_cpu = time.process_time() - cpu0
         admitted_at = wait_admitted(sampler, jobs, t0, backlog, args.timeout)
         end_by = t0 + (args.duration if backlog else args.timeout)
-        tasks_from = (admitted_at or t0) + 10 if backlog else t0
+        tasks_from = steady_start(backlog, admitted_at, t0)
         tasks0: dict[str, tuple[float, float]] | None = None if backlog else {}
         while time.time() < end_by:
             if tasks0 is None and time.time() >= tasks_from:
@@ -426,21 +426,21 @@ def run(args: argparse.Namespace, jobs: int, probe: bool, logs: Path) -> dict[st
     return result
 
 
+def steady_start(backlog: bool, admitted_at: float | None, t0: float) -> float:
+    """Where the steady window begins: 10 s after the backlog was admitted (in flight: the
+    enqueue). CPU per job is taken from there to the end."""
+    return (admitted_at or t0) + 10 if backlog else t0
+
+
 def task_cpu(port: int) -> dict[str, tuple[float, float]]:
     """The worker's ``t2v_task_cpu_seconds`` now: per task, (tasks run, CPU seconds)."""
-    from prometheus_client.parser import text_string_to_metric_families
+    from tests.integration.metrics_helpers import scrape
 
-    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    column = {"t2v_task_cpu_seconds_count": 0, "t2v_task_cpu_seconds_sum": 1}
     got: dict[str, list[float]] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name != "t2v_task_cpu_seconds":
-            continue
-        for sample in family.samples:
-            task = sample.labels.get("task", "")
-            if sample.name.endswith("_count"):
-                got.setdefault(task, [0.0, 0.0])[0] += sample.value
-            elif sample.name.endswith("_sum"):
-                got.setdefault(task, [0.0, 0.0])[1] += sample.value
+    for (name, labels), value in scrape(f"http://127.0.0.1:{port}/metrics").items():
+        if name in column:
+            got.setdefault(dict(labels)["task"], [0.0, 0.0])[column[name]] += value
     return {task: (n, cpu) for task, (n, cpu) in got.items()}
 
 
@@ -507,6 +507,7 @@ def analyse(
     tasks: dict[str, tuple[float, float]],
 ) -> dict[str, Any]:
     backlog = args.mode == "backlog"
+    task_cpu_s = sum(cpu for _, cpu in tasks.values())
     sim_jobs = list(stats["jobs"].values())
     renders = [(j["submitted_at"], min(j["ready_at"], end)) for j in sim_jobs]
     ready = {str(j["track_id"]): j["ready_at"] for j in sim_jobs if j["status"] != "processing"}
@@ -520,7 +521,7 @@ def analyse(
     # end; CPU over that window per job that succeeded in it.
     first_submit = min((j["submitted_at"] for j in sim_jobs), default=t0)
     last_submit = max((j["submitted_at"] for j in sim_jobs), default=t0)
-    steady_from = (admitted_at or t0) + 10 if backlog else t0
+    steady_from = steady_start(backlog, admitted_at, t0)
     done_in = [
         r
         for r in finished
@@ -609,12 +610,10 @@ def analyse(
                 for task, (n, cpu) in sorted(tasks.items())
                 if n
             },
-            "tasks_per_job_ms": round(1000 * sum(c for _, c in tasks.values()) / len(done_in), 2)
+            "tasks_per_job_ms": round(1000 * task_cpu_s / len(done_in), 2)
             if done_in and tasks
             else None,
-            "outside_tasks_per_job_ms": round(
-                1000 * (steady_cpu - sum(c for _, c in tasks.values())) / len(done_in), 2
-            )
+            "outside_tasks_per_job_ms": round(1000 * (steady_cpu - task_cpu_s) / len(done_in), 2)
             if done_in and tasks
             else None,
         },
