@@ -3,9 +3,8 @@ followed by a blind resubmit, and resubmits after lost answers are bounded and r
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from t2v_core.states import JobStatus
 from tests.conftest import SimControl
 from tests.integration.pipeline import Pipeline
 from tests.integration.test_pipeline import make_env
+from tests.loopback_http import serving
 from worker.modelslab import ModelsLabClient, SubmitOutcomeUnknown
 
 
@@ -39,14 +39,8 @@ def gateway() -> Iterator[tuple[str, list[int]]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/api/v6", codes
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield f"{url}/api/v6", codes
 
 
 @pytest.mark.parametrize("code", [502, 504, 200])

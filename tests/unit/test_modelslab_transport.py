@@ -9,14 +9,14 @@ run through ``DirectSession`` too, since it is the default.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 import requests
 
+from tests.loopback_http import serving
 from worker.envsession import EnvOnceSession
 from worker.modelslab import ModelsLabClient
 from worker.modelslab.transport import DirectSession, session_for
@@ -103,14 +103,8 @@ class _Redirecting(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     _Redirecting.seen = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Redirecting)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(_Redirecting) as url:
+        yield url
 
 
 def test_a_post_is_json_and_its_answer_reads_as_requests_did(server: str) -> None:
