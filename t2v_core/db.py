@@ -23,9 +23,10 @@ holds the lock. How the locks are taken:
 
 On PostgreSQL ``write_transaction`` is ``engine.begin()``: the execution option it sets is
 read only by the SQLite ``begin`` listener. A lone statement (a step's read, claim or
-compare-and-set move) goes through ``one_statement`` instead: on PostgreSQL it runs
-autocommitted, which saves the ``BEGIN`` and ``COMMIT`` round trips (two of a step's
-three).
+compare-and-set move) goes through ``one_statement`` instead, and so does every read
+that needs no snapshot across its statements (reconcile's due rows, chunks of ids): on
+PostgreSQL it runs autocommitted, which saves the ``BEGIN`` and ``COMMIT``/``ROLLBACK``
+round trips (two of a step's three; sixteen of a reconcile run's twenty-four).
 
 PostgreSQL connections are pinged at checkout only when they sat idle in the pool for
 ``PING_IF_IDLE_SECONDS`` (``pool_pre_ping`` pinged before every statement: a round trip
@@ -74,9 +75,10 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 @contextmanager
 def one_statement(engine: Engine, *, write: bool = True) -> Iterator[Connection]:
     """A connection for one statement that is atomic on its own (a read, or a single
-    ``UPDATE``/``INSERT``): autocommitted on PostgreSQL, so no ``BEGIN``/``COMMIT`` round
-    trips; on SQLite a ``write_transaction`` (its write lock taken up front), or a plain
-    deferred one for a read (``write=False``)."""
+    ``UPDATE``/``INSERT``), or for reads that need no snapshot in common (chunks of ids):
+    autocommitted on PostgreSQL, so no ``BEGIN``/``COMMIT`` (or ``ROLLBACK``) round trips;
+    on SQLite a ``write_transaction`` (its write lock taken up front), or a plain deferred
+    one for a read (``write=False``)."""
     if engine.dialect.name != "postgresql":
         if write:
             with write_transaction(engine) as conn:

@@ -81,7 +81,7 @@ class JobStore(CallbackRows, DueRows):
         return _row_to_record(row)
 
     def get_by_idempotency_key(self, key: str) -> JobRecord | None:
-        with self.engine.connect() as conn:
+        with one_statement(self.engine, write=False) as conn:
             row = conn.execute(select(_T).where(JobRow.idempotency_key == key)).first()
         return _row_to_record(row)
 
@@ -110,7 +110,7 @@ class JobStore(CallbackRows, DueRows):
         stmt = stmt.order_by(order, JobRow.id)
         if limit is not None:
             stmt = stmt.limit(limit)
-        with self.engine.connect() as conn:
+        with one_statement(self.engine, write=False) as conn:
             rows = conn.execute(stmt).all()
         return [r for r in (_row_to_record(row) for row in rows) if r is not None]
 
@@ -118,7 +118,7 @@ class JobStore(CallbackRows, DueRows):
         """Records of ``job_ids`` that exist, by id (one query per 500 ids)."""
         found: dict[str, JobRecord] = {}
         ids = list(dict.fromkeys(job_ids))
-        with self.engine.connect() as conn:
+        with one_statement(self.engine, write=False) as conn:
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 for row in conn.execute(select(_T).where(JobRow.id.in_(chunk))).all():
@@ -145,7 +145,7 @@ class JobStore(CallbackRows, DueRows):
 
     def count_by_status(self) -> dict[str, int]:
         stmt = select(JobRow.status, func.count()).group_by(JobRow.status)
-        with self.engine.connect() as conn:
+        with one_statement(self.engine, write=False) as conn:
             return {status: n for status, n in conn.execute(stmt).all()}
 
     # -- writes -----------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, DateTime, Engine, case, literal, null, or_, select, update
 
-from t2v_core.db import write_transaction
+from t2v_core.db import one_statement, write_transaction
 from t2v_core.records import JobRecord, JobRow, to_record
 from t2v_core.states import JobStatus
 
@@ -59,7 +59,7 @@ class CallbackRows:
             .order_by(JobRow.callback_due_at)
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with one_statement(self.engine, write=False) as conn:
             return [to_record(row) for row in conn.execute(stmt).all()]
 
     def claim_callback(self, job_id: str, seq: int, *, lease: float, slack: float = 5.0) -> bool:

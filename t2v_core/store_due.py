@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, or_, select
 
+from t2v_core.db import one_statement
 from t2v_core.records import JobRecord, JobRow, LineMember, _as_aware, to_record
 from t2v_core.states import ALLOWED_FROM, JobStatus
 
@@ -50,7 +51,7 @@ class DueRows:
             .order_by(JobRow.next_check_at)
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with one_statement(self.engine, write=False) as conn:
             return [row.id for row in conn.execute(stmt)]
 
     def _due(self, now: datetime, limit: int, *where: Any) -> builtins.list[JobRecord]:
@@ -63,7 +64,7 @@ class DueRows:
             .order_by(JobRow.next_check_at)
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with one_statement(self.engine, write=False) as conn:
             rows = conn.execute(stmt).all()
         return [to_record(row) for row in rows]
 
@@ -131,7 +132,7 @@ class DueRows:
         """The state of each of ``job_ids`` that exists (narrow rows, 500 ids a query)."""
         found: dict[str, JobStatus] = {}
         ids = list(dict.fromkeys(job_ids))
-        with self.engine.connect() as conn:
+        with one_statement(self.engine, write=False) as conn:
             for start in range(0, len(ids), 500):
                 stmt = select(JobRow.id, JobRow.status).where(
                     JobRow.id.in_(ids[start : start + 500])
@@ -154,7 +155,7 @@ class DueRows:
         )
         found: builtins.list[Any] = []
         ids = list(dict.fromkeys(job_ids))
-        with self.engine.connect() as conn:
+        with one_statement(self.engine, write=False) as conn:
             for start in range(0, len(ids), 1000):
                 stmt = select(*cols).where(JobRow.id.in_(ids[start : start + 1000]))
                 found += [

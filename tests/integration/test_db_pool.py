@@ -108,3 +108,37 @@ def test_one_statement_is_autocommitted_and_a_transaction_is_not(pg_url: str) ->
         conn.exec_driver_sql("SELECT 1")
         assert str(dbapi.info.transaction_status.name) == "INTRANS"
     engine.dispose()
+
+
+def test_reconcile_and_metrics_reads_send_no_transaction(pg_url: str) -> None:
+    """Reconcile's reads of due rows and the other bounded reads run autocommitted: each
+    is one round trip, not three (a BEGIN before it, a ROLLBACK when the connection goes
+    back to the pool); a reconcile run makes eight of them every ten seconds."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import event
+
+    from t2v_core.states import JobStatus
+
+    store = JobStore(make_engine(pg_url, pool_size=1, max_overflow=0))
+    store.create_schema()
+    autocommit: list[bool] = []
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def _seen(conn: Any, *_: Any) -> None:
+        autocommit.append(bool(conn.connection.dbapi_connection.autocommit))
+
+    now = datetime.now(UTC)
+    store.overdue(now)
+    store.overdue(now, statuses=[JobStatus.SUBMITTING])
+    store.cancelled_rendering_due(now)
+    store.due_ids(JobStatus.QUEUED, now, 10)
+    store.callbacks_due(now)
+    store.get_many(["a", "b"])
+    store.statuses(["a"])
+    store.admission_rows(["a"])
+    store.count_by_status()
+    store.list(limit=5)
+    store.get_by_idempotency_key("k")
+    assert len(autocommit) >= 11 and all(autocommit), autocommit
+    store.engine.dispose()
