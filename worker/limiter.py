@@ -95,6 +95,7 @@ from worker.limiter_scripts import (
     _QUEUE_FULL,
     _REBUILT,
     _RELEASE,
+    ScriptPipeline,
     _redis_time,
     _str,
     _strs,
@@ -212,13 +213,13 @@ class AccountLimiter:
         Raises ``LineLost`` when Redis lost the line (the calls before it may have taken
         slots; the caller rebuilds the line and calls again, which renews them).
         """
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = ScriptPipeline(self.redis)
         now = self._now()
         for job_id, created, flow, cost in jobs:
-            self._acquire(
-                keys=self._line,
-                args=[now, job_id, lease, self.limit, repr(float(created)), flow, repr(cost)],
-                client=pipe,
+            pipe.script(
+                self._acquire,
+                self._line,
+                [now, job_id, lease, self.limit, repr(float(created)), flow, repr(cost)],
             )
         got = pipe.execute()
         if any(int(g) < 0 for g in got):
@@ -295,8 +296,8 @@ class AccountLimiter:
         """A submit the provider took, in one round trip: grow the effective limit back a
         step, note the eta it gave (if any) and read ``contended``. Returns (a whole slot
         came back: wake the line, more jobs want a slot than there are slots)."""
-        pipe = self.redis.pipeline(transaction=False)
-        self._accepted(keys=[self.state_key], args=[self._now(), self.limit], client=pipe)
+        pipe = ScriptPipeline(self.redis)
+        pipe.script(self._accepted, [self.state_key], [self._now(), self.limit])
         if eta:
             pipe.lpush(eta_key(self.prefix, model), repr(float(eta)))
             pipe.ltrim(eta_key(self.prefix, model), 0, keep - 1)
@@ -351,10 +352,10 @@ class AccountLimiter:
         """The view, the age of the oldest waiting job (0: none; the line is a ZSET ordered
         by creation time) and ``extra`` reads (``("llen", key)``, ``("get", key)``), all in
         one round trip to Redis: what a metrics scrape needs."""
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = ScriptPipeline(self.redis)
         pipe.hgetall(self.state_key)
-        self._limit_now(keys=[self.state_key], args=[self._now(), self.limit], client=pipe)
-        self._holders(keys=[self.holders_key], args=[self._now()], client=pipe)
+        pipe.script(self._limit_now, [self.state_key], [self._now(), self.limit])
+        pipe.script(self._holders, [self.holders_key], [self._now()])
         pipe.zcard(self.waiting_key)
         pipe.zrange(self.waiting_key, 0, 0, withscores=True)
         pipe.time()

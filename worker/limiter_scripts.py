@@ -339,3 +339,37 @@ def _str(value: Any) -> str:
 
 def _strs(members: Sequence[Any]) -> list[str]:
     return [_str(m) for m in members]
+
+
+class ScriptPipeline:
+    """A pipeline (no MULTI) that sends its scripts by sha alone.
+
+    redis-py's own way (``script(..., client=pipe)``) asks Redis whether the pipeline's
+    scripts are loaded (``SCRIPT EXISTS``) before every ``execute``: one round trip more
+    for each submit the provider takes. Here a script Redis does not know (a restart, a
+    ``SCRIPT FLUSH``) answers ``NOSCRIPT`` and is run again on its own, in order, which
+    loads it; such a command did not run, so running it again is its first run. Every
+    other command is the pipeline's own (``pipe.zcard(...)``)."""
+
+    def __init__(self, redis: Any) -> None:
+        self.pipe = redis.pipeline(transaction=False)
+        self._scripts: dict[int, tuple[Any, Sequence[Any], Sequence[Any]]] = {}
+
+    def script(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> None:
+        self._scripts[len(self.pipe.command_stack)] = (script, keys, args)
+        self.pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.pipe, name)
+
+    def execute(self) -> list[Any]:
+        from redis.exceptions import NoScriptError
+
+        answers = list(self.pipe.execute(raise_on_error=False))
+        for index, (script, keys, args) in self._scripts.items():
+            if isinstance(answers[index], NoScriptError):
+                answers[index] = script(keys=keys, args=args)
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        return answers

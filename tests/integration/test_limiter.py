@@ -187,3 +187,34 @@ def test_contended_only_when_jobs_wait_and_every_slot_is_held(redis_url: str) ->
     # A submit the provider took reads it in the same round trip, and notes the eta.
     assert lim.after_accept("wan2.2", 42.0) == (False, True)
     assert lim.recent_etas("wan2.2") == [42.0]
+
+
+def _script_exists_calls(r: redis_lib.Redis) -> int:
+    stats = r.info("commandstats")
+    return int(stats.get("cmdstat_script|exists", {}).get("calls", 0))
+
+
+def test_pipelined_scripts_cost_no_extra_round_trip_and_survive_a_script_flush(
+    redis_url: str,
+) -> None:
+    """A submit the provider took (``after_accept``), a batch admission (``acquire_many``)
+    and a metrics read (``snapshot``) pipeline their scripts by sha alone: no ``SCRIPT
+    EXISTS`` round trip before each, and a Redis that forgot its scripts (a restart)
+    still gets each run exactly once, in order."""
+    lim = _limiter(redis_url, 2)
+    r = lim.redis
+    before = _script_exists_calls(r)
+    assert lim.acquire_many([("a", 1.0, "normal/", 0.1), ("b", 2.0, "normal/", 0.1)], lease=60)
+    assert lim.after_accept("wan2.2", 30.0) == (False, False)
+    view, _, _ = lim.snapshot()
+    assert (view.in_use, view.effective) == (2, 2)
+    assert _script_exists_calls(r) == before
+    r.script_flush()
+    got = lim.acquire_many([("c", 3.0, "normal/", 0.1), ("d", 4.0, "normal/", 0.1)], lease=60)
+    assert got == [False, False] and lim.waiting() == ["c", "d"]
+    r.script_flush()
+    assert lim.after_accept("wan2.2", 31.0) == (False, True)
+    assert lim.recent_etas("wan2.2") == [31.0, 30.0]
+    r.script_flush()
+    view, _, _ = lim.snapshot()
+    assert (view.in_use, view.waiting, view.effective) == (2, 2, 2)

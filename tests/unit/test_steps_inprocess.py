@@ -739,3 +739,23 @@ def test_reconcile_looks_at_a_bounded_sample_of_many_slot_holders(
     monkeypatch.setattr(reconcile_module, "HOLDERS_BATCH", 1000)
     reconcile(world.rt)
     assert 11 in read  # at most the batch: all of them
+
+
+def test_a_lost_answers_hold_reads_the_recent_etas_once_per_ttl(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every submit sizes a lost answer's slot hold from the provider's recent etas: read
+    from Redis once per ``RECENT_ETAS_TTL``, not on every submit."""
+    from worker.steps.runtime import RECENT_ETAS_TTL
+
+    world.limiter.after_accept("wan2.2", 40.0)
+    reads: list[str] = []
+    real = world.limiter.recent_etas
+    monkeypatch.setattr(world.limiter, "recent_etas", lambda m: reads.append(m) or real(m))
+    assert world.rt.recent_etas("wan2.2") == [40.0]
+    world.limiter.after_accept("wan2.2", 50.0)
+    world.clock.advance(RECENT_ETAS_TTL / 2)
+    assert world.rt.recent_etas("wan2.2") == [40.0]
+    world.clock.advance(RECENT_ETAS_TTL / 2)
+    assert world.rt.recent_etas("wan2.2") == [50.0, 40.0]
+    assert reads == ["wan2.2", "wan2.2"]

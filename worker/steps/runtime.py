@@ -21,6 +21,9 @@ from worker.transfer import TransferLimits
 
 # How long a ``Runtime`` trusts its last "do jobs wait for a slot?" answer (seconds).
 CONTENDED_TTL = 2.0
+# How long it trusts the recent etas it read for a model (they size a lost answer's slot
+# hold, a bound of minutes: a few more renders' etas change nothing that matters).
+RECENT_ETAS_TTL = 30.0
 # schedule(task name, job id, countdown seconds): send that task for that job.
 Schedule = Callable[[str, str, float], None]
 
@@ -43,6 +46,10 @@ class Runtime:
     inline: frozenset[str] = frozenset()
     # ``contended()``'s last answer and when (``now``, a timestamp) it was read.
     _contended: tuple[bool, float] = field(default=(False, float("-inf")), init=False, repr=False)
+    # ``recent_etas``' last answers by model, with when they were read.
+    _etas: dict[str, tuple[list[float], float]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     @property
     def policy(self) -> PollPolicy:
@@ -70,6 +77,16 @@ class Runtime:
             seen = self.limiter.contended()
             self._contended = (seen, now)
         return seen
+
+    def recent_etas(self, model: str) -> list[float]:
+        """The etas the provider gave lately for ``model`` (``AccountLimiter.recent_etas``),
+        read from Redis at most once per ``RECENT_ETAS_TTL`` s: every submit asks."""
+        etas, at = self._etas.get(model, ([], float("-inf")))
+        now = self.now().timestamp()
+        if not 0 <= now - at < RECENT_ETAS_TTL:
+            etas = self.limiter.recent_etas(model)
+            self._etas[model] = (etas, now)
+        return etas
 
     @property
     def transfer_limits(self) -> TransferLimits:

@@ -144,7 +144,7 @@ def lost_answer_hold(rt: Runtime, model: str) -> float:
     still be running (``lost_submit_hold``, else 1.5 x the longest recent eta + 30 s), and
     never less than one whole request's timeouts."""
     learned = rt.settings.lost_submit_hold is None
-    return hold_for(rt, rt.limiter.recent_etas(model) if learned else [])
+    return hold_for(rt, rt.recent_etas(model) if learned else [])
 
 
 def hold_for(rt: Runtime, etas: list[float]) -> float:
