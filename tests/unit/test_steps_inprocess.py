@@ -759,3 +759,36 @@ def test_a_lost_answers_hold_reads_the_recent_etas_once_per_ttl(
     world.clock.advance(RECENT_ETAS_TTL / 2)
     assert world.rt.recent_etas("wan2.2") == [50.0, 40.0]
     assert reads == ["wan2.2", "wan2.2"]
+
+
+def test_a_rebuild_renews_its_lock_while_it_reads_a_big_table(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading the table the line is rebuilt from may outlast the lock (a 100,000 backlog
+    on a slow database): the rebuilder renews it as the rows come, so no second rebuild
+    starts beside it."""
+    import worker.leases
+    from t2v_core.names import rebuild_lock_key
+    from worker.steps.slots import REBUILD_LOCK_SECONDS, rebuild_line
+
+    redis = world.limiter.redis
+    lock = rebuild_lock_key(world.limiter.prefix)
+    waiting = [world.enqueue() for _ in range(4)]
+    redis.flushdb()
+    clock = [1000.0]
+    monkeypatch.setattr(worker.leases.time, "monotonic", lambda: clock[0])
+    seen: list[int] = []
+    read = world.store.line_members
+
+    def slow_read(*args: Any, **kwargs: Any) -> Any:
+        for member in read(*args, **kwargs):
+            clock[0] += REBUILD_LOCK_SECONDS / 2  # each row takes half the lock's life
+            redis.pexpire(lock, int(REBUILD_LOCK_SECONDS * 500))  # ...and Redis's clock too
+            yield member
+            seen.append(redis.pttl(lock))
+
+    monkeypatch.setattr(world.store, "line_members", slow_read)
+    assert rebuild_line(world.rt)
+    assert len(seen) == len(waiting)
+    assert all(ttl > REBUILD_LOCK_SECONDS * 500 for ttl in seen), seen
+    assert sorted(world.limiter.waiting()) == sorted(waiting)

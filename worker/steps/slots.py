@@ -169,7 +169,7 @@ def render_hold(deadline_left: float, next_check: float) -> float:
 
 
 # -- a line Redis lost -----------------------------------------------------------------------
-# How long the rebuild lock lives unless its holder renews it (it does, after reading the
+# How long the rebuild lock lives unless its holder renews it (it does as it reads the
 # table and after each chunk it writes): a rebuilder killed mid-way keeps the line, and
 # every acquire, waiting for no longer than this.
 REBUILD_LOCK_SECONDS = 10.0
@@ -191,8 +191,10 @@ def rebuild_line(rt: Runtime) -> bool:
         waiters: list[tuple[str, float, str, float]] = []
         weights = rt.settings.tenant_weights
         now = rt.now()
-        members = list(rt.store.line_members())
-        lease.renew()
+        members = []
+        for member in rt.store.line_members():  # streamed in chunks: a big table is slow
+            members.append(member)
+            lease.renew()  # a clock read; a round trip once a third of the lock has gone
         # The etas Redis remembered are gone with it: the table's recent ones stand in.
         lost_hold = hold_for(rt, [m.eta_seconds for m in members if m.eta_seconds][-50:])
         for member in members:
