@@ -71,7 +71,7 @@ from t2v_core.errors import (
     TransientError,
 )
 from t2v_core.fairness import PRIORITIES
-from t2v_core.names import TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT
+from t2v_core.names import TASK_ADMIT, TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT
 from t2v_core.records import JobRecord, JobRow
 from t2v_core.retry import OUTPUT_TTL, RetryRefused, plan_retry
 from t2v_core.settings import Settings
@@ -87,6 +87,7 @@ from worker.webhook import DEDUPE_TTL, accept_webhook
 T0 = 1_750_000_000.0  # fake epoch seconds at the start of every schedule
 CDN = "cdn.model.test"
 WEBHOOK_SECRET = "model-webhook-secret-0123456789"
+ADMIT_CHUNK = 2  # job ids per t2v.admit message (the producer's is 1,000)
 MP4_HEAD = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
 
 
@@ -669,7 +670,7 @@ class FakeStorage:
 class Message:
     seq: int
     task: str
-    job_id: str
+    job_id: str  # a t2v.admit message's ids joined by commas
     due: float
 
 
@@ -694,10 +695,16 @@ class AppBroker:
         self.world = world
 
     def send_submit(self, job_ids: Any, priorities: Any = None) -> None:
+        """As ``producer.broker.Broker``: one t2v.submit for a single job, one t2v.admit per
+        chunk of many (chunks of ``ADMIT_CHUNK`` here, so a batch of 3-4 makes two)."""
         ids = list(job_ids)
         if not ids:
             return
-        self.world.write(f"app send {len(ids)} submit(s)", self._send, TASK_SUBMIT, ids)
+        if len(ids) == 1:
+            self.world.write("app send 1 submit", self._send, TASK_SUBMIT, ids)
+            return
+        chunks = [",".join(ids[i : i + ADMIT_CHUNK]) for i in range(0, len(ids), ADMIT_CHUNK)]
+        self.world.write(f"app send {len(chunks)} admit(s)", self._send, TASK_ADMIT, chunks)
 
     def send(self, task: str, job_ids: Any) -> None:
         self.world.write(f"app send {task}", self._send, task, list(job_ids))
@@ -710,11 +717,12 @@ class AppBroker:
 
     def _send(self, task: str, ids: list[str]) -> None:
         if self.world.faults_on and self.world.fault_rng.random() < 0.04 * self.world.intensity:
-            err = EnqueueError(f"broker refused {len(ids)} message(s)", job_id=ids[0])
-            err.job_ids = tuple(ids)
+            jobs = [j for arg in ids for j in arg.split(",")]
+            err = EnqueueError(f"broker refused {len(ids)} message(s)", job_id=jobs[0])
+            err.job_ids = tuple(jobs)
             raise err
-        for job_id in ids:
-            self.world.broker.send(task, job_id, 0.0)
+        for arg in ids:
+            self.world.broker.send(task, arg, 0.0)
 
     def close(self) -> None:
         pass
@@ -1147,6 +1155,9 @@ class World:
         self.trace.append(f"{self.clock.t - T0:9.1f}  {text}")
 
     def name(self, job_id: str) -> str:
+        """A job's short name (J1...); a t2v.admit message's ids, each named."""
+        if "," in job_id:
+            return "+".join(self.name(j) for j in job_id.split(","))
         return self.names.get(job_id, job_id[:6])
 
     def new_job_id(self) -> str:
@@ -1589,14 +1600,18 @@ class World:
                 self.log(f"duplicate {msg.task} {self.name(msg.job_id)} (+{copy.due - T0:.0f})")
         self.broker.queue.remove(msg)
         host = self.hosts[rng.randrange(2)] if faults else self.hosts[0]
-        step = {TASK_SUBMIT: "submit_step", TASK_POLL: "poll_step", TASK_DOWNLOAD: "download_step"}[
-            msg.task
-        ]
+        step = {
+            TASK_SUBMIT: "submit_step",
+            TASK_POLL: "poll_step",
+            TASK_DOWNLOAD: "download_step",
+            TASK_ADMIT: "admit_step",
+        }[msg.task]
+        arg: str | list[str] = msg.job_id.split(",") if msg.task == TASK_ADMIT else msg.job_id
 
         def body(task: Task) -> None:
             self.log(f"{host.name} {msg.task} {self.name(msg.job_id)}")
             try:
-                getattr(steps, step)(host.rt, msg.job_id)
+                getattr(steps, step)(host.rt, arg)
             except Crash:
                 if task.killed:
                     return

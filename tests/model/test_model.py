@@ -189,6 +189,22 @@ def test_the_model_catches_a_freed_slot_that_wakes_nobody(bench: Bench) -> None:
     _caught(bench, "slot_idle", [(harness.AccountLimiter, "release", release)], range(800, 1000))
 
 
+def test_the_model_catches_an_admission_that_forgets_who_took_a_slot(bench: Bench) -> None:
+    from worker.steps import admit as admit_module
+
+    def forgetful(rt: steps.Runtime, job_ids: Any) -> None:
+        schedule = rt.schedule
+        # The bug: the jobs of a batch that took a slot are never sent on as t2v.submit.
+        rt.schedule = lambda task, job_id, countdown: None  # type: ignore[method-assign]
+        try:
+            original(rt, job_ids)
+        finally:
+            rt.schedule = schedule  # type: ignore[method-assign]
+
+    original = admit_module.admit_step
+    _caught(bench, "slot_idle", [(steps, "admit_step", forgetful)], range(900, 1100))
+
+
 def test_the_model_catches_a_job_that_reconcile_never_redrives(bench: Bench) -> None:
     original = reconcile_module._redrive
 
