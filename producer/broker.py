@@ -59,6 +59,9 @@ def make_celery_app(settings: Settings) -> Celery:
 class Broker:
     """Sends submit messages for job ids; one per process is plenty."""
 
+    #: Job ids per ``t2v.admit`` message (the model test sends smaller chunks).
+    admit_chunk = ADMIT_CHUNK
+
     def __init__(self, settings: Settings, app: Celery | None = None) -> None:
         self.settings = settings
         self.app = app or make_celery_app(settings)
@@ -66,7 +69,7 @@ class Broker:
 
     def send_submit(self, job_ids: Sequence[str], priorities: Sequence[str] | None = None) -> None:
         """Hand new jobs to the workers: one ``t2v.submit`` message for a single id, one
-        ``t2v.admit`` message per ``ADMIT_CHUNK`` ids of one priority class for many (the
+        ``t2v.admit`` message per ``admit_chunk`` ids of one priority class for many (the
         worker puts a whole chunk in the slot line in one pass and sends ``t2v.submit``
         only for the jobs that got a slot: a backlog costs one message per chunk, not one
         per job). ``priorities`` (the jobs' classes, one per id) put bulk jobs' messages
@@ -81,8 +84,8 @@ class Broker:
         chunks: list[list[str]] = []
         steps: list[int | None] = []
         for klass, ids in by_class.items():
-            for start in range(0, len(ids), ADMIT_CHUNK):
-                chunks.append(ids[start : start + ADMIT_CHUNK])
+            for start in range(0, len(ids), self.admit_chunk):
+                chunks.append(ids[start : start + self.admit_chunk])
                 steps.append(SUBMIT_MESSAGE_PRIORITY.get(klass))
         self._send_messages(TASK_ADMIT, chunks, steps, job_ids)
 

@@ -42,7 +42,7 @@ import threading
 import time as _time
 import types
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,6 +60,7 @@ import producer.api as api_module
 import t2v_core.store as store_module
 import worker.limiter as limiter_module
 from producer.api import Producer
+from producer.broker import Broker
 from t2v_core import names
 from t2v_core.db import make_engine
 from t2v_core.errors import (
@@ -87,7 +88,6 @@ from worker.webhook import DEDUPE_TTL, accept_webhook
 T0 = 1_750_000_000.0  # fake epoch seconds at the start of every schedule
 CDN = "cdn.model.test"
 WEBHOOK_SECRET = "model-webhook-secret-0123456789"
-ADMIT_CHUNK = 2  # job ids per t2v.admit message (the producer's is 1,000)
 MP4_HEAD = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
 
 
@@ -673,6 +673,11 @@ class Message:
     job_id: str  # a t2v.admit message's ids joined by commas
     due: float
 
+    @property
+    def step_arg(self) -> str | list[str]:
+        """What the step is called with: a job id, or a t2v.admit message's ids."""
+        return self.job_id.split(",") if self.task == TASK_ADMIT else self.job_id
+
 
 class FakeBroker:
     """Messages with due times on the fake clock; the world picks which runs next."""
@@ -688,41 +693,32 @@ class FakeBroker:
         self.queue.append(Message(self.seq, task, job_id, self.world.clock.t + max(0.0, countdown)))
 
 
-class AppBroker:
-    """What ``Producer`` sends through: ``producer.broker.Broker``'s methods."""
+class AppBroker(Broker):
+    """The producer's own ``Broker`` (which message for how many jobs: one t2v.submit for
+    one, t2v.admit chunks per priority class for many), with the sending replaced: the
+    messages go to the fake broker, which may refuse them all."""
 
-    def __init__(self, world: World) -> None:
+    admit_chunk = 2  # the producer's is 1,000: a batch of 3-4 makes two t2v.admit messages
+
+    def __init__(self, world: World) -> None:  # no Celery app: nothing is really sent
         self.world = world
 
-    def send_submit(self, job_ids: Any, priorities: Any = None) -> None:
-        """As ``producer.broker.Broker``: one t2v.submit for a single job, one t2v.admit per
-        chunk of many (chunks of ``ADMIT_CHUNK`` here, so a batch of 3-4 makes two)."""
-        ids = list(job_ids)
-        if not ids:
-            return
-        if len(ids) == 1:
-            self.world.write("app send 1 submit", self._send, TASK_SUBMIT, ids)
-            return
-        chunks = [",".join(ids[i : i + ADMIT_CHUNK]) for i in range(0, len(ids), ADMIT_CHUNK)]
-        self.world.write(f"app send {len(chunks)} admit(s)", self._send, TASK_ADMIT, chunks)
+    def _send_messages(
+        self,
+        task: str,
+        args: Sequence[Any],
+        steps: Sequence[int | None],
+        job_ids: Sequence[str],
+    ) -> None:
+        self.world.write(f"app send {len(args)} {task}", self._send, task, args, job_ids)
 
-    def send(self, task: str, job_ids: Any) -> None:
-        self.world.write(f"app send {task}", self._send, task, list(job_ids))
-
-    def send_poll(self, job_ids: Any) -> None:
-        self.send(TASK_POLL, job_ids)
-
-    def send_download(self, job_ids: Any) -> None:
-        self.send(TASK_DOWNLOAD, job_ids)
-
-    def _send(self, task: str, ids: list[str]) -> None:
+    def _send(self, task: str, args: Sequence[Any], job_ids: Sequence[str]) -> None:
         if self.world.faults_on and self.world.fault_rng.random() < 0.04 * self.world.intensity:
-            jobs = [j for arg in ids for j in arg.split(",")]
-            err = EnqueueError(f"broker refused {len(ids)} message(s)", job_id=jobs[0])
-            err.job_ids = tuple(jobs)
+            err = EnqueueError(f"broker refused {len(args)} message(s)", job_id=job_ids[0])
+            err.job_ids = tuple(job_ids)
             raise err
-        for arg in ids:
-            self.world.broker.send(task, arg, 0.0)
+        for arg in args:
+            self.world.broker.send(task, ",".join(arg) if isinstance(arg, list) else arg, 0.0)
 
     def close(self) -> None:
         pass
@@ -1606,12 +1602,11 @@ class World:
             TASK_DOWNLOAD: "download_step",
             TASK_ADMIT: "admit_step",
         }[msg.task]
-        arg: str | list[str] = msg.job_id.split(",") if msg.task == TASK_ADMIT else msg.job_id
 
         def body(task: Task) -> None:
             self.log(f"{host.name} {msg.task} {self.name(msg.job_id)}")
             try:
-                getattr(steps, step)(host.rt, arg)
+                getattr(steps, step)(host.rt, msg.step_arg)
             except Crash:
                 if task.killed:
                     return
