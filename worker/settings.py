@@ -66,14 +66,14 @@ class WorkerSettings(Settings):
     # While jobs wait for an account slot, a render seen late idles a paid slot: look
     # around the eta and then more often (``PollPolicy.when_waiting``).
     poll_waiting_eta_margin: float = Field(
-        -0.03,
+        -0.02,
         ge=-0.5,
         le=1.0,
         description="while jobs wait for a slot, the first poll comes this fraction after the"
         " eta (negative: before it)",
     )
     poll_waiting_min_delay: float = Field(
-        1.0, ge=0, description="while jobs wait for a slot, the first delay after the eta poll"
+        1.5, ge=0, description="while jobs wait for a slot, the first delay after the eta poll"
     )
     poll_waiting_backoff: float = Field(
         1.2, ge=1.0, description="while jobs wait for a slot, the growth of that delay"

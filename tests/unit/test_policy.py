@@ -212,7 +212,7 @@ def test_default_sees_long_renders_twice_as_soon_as_the_old_policy() -> None:
     assert f_new < f_old + 1
 
 
-def test_when_waiting_looks_before_the_eta_then_every_second_or_so() -> None:
+def test_when_waiting_looks_before_the_eta_then_every_second_and_a_half() -> None:
     from worker.settings import WorkerSettings
 
     settings = WorkerSettings(poll_jitter=0.0)
