@@ -22,9 +22,9 @@ left idle that somebody waits for, and a fetch costs a few milliseconds of CPU:
 ``PollPolicy.when_waiting`` looks a little before the eta and then every 1.5 s or so
 (growing slowly), instead of 5 s apart. With etas off by up to 10 % and 30 s renders that
 keeps the provider's slots busy about 96.5 % of the time instead of 93 %, for 1.9 fetches
-a job. Looking every second from 3 % before the eta (the defaults until stop 25) kept
-them 97 % busy for 2.25 fetches, and a fetch behind a small account is a task's cold
-wake-up, about 8 ms of worker CPU: 15 % of the polls for 0.7 % of the slots
+a job. Looking every second from 3 % before the eta (the earlier defaults) kept them 97 %
+busy for 2.25 fetches; behind a small account a fetch is a task's cold wake-up, about 8 ms
+of worker CPU, so that was 20 % more polls for 0.7 % of the slots
 (``benchmarks/bench_policy.py``'s waiting runs, ``benchmarks/bench_scale.py backlog``).
 
 Never: call ``time.sleep``, import Celery, or read ``os.environ``.
