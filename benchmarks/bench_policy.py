@@ -90,6 +90,7 @@ def simulate_waiting(
     settings = WorkerSettings.model_construct(
         poll_waiting_eta_margin=margin, poll_waiting_min_delay=step
     )
+    base = PollPolicy.from_settings(settings)  # as the worker builds it (``Runtime.policy``)
     rng = random.Random(seed)
     sigma = 0.2
     late: list[float] = []
@@ -97,7 +98,7 @@ def simulate_waiting(
     for _ in range(renders):
         ends = rng.lognormvariate(math.log(render_mean) - sigma * sigma / 2, sigma)
         eta = max(1, round(ends * (1 + 0.1 * rng.uniform(-1, 1))))
-        policy = PollPolicy().when_waiting(settings, eta)
+        policy = base.when_waiting(settings, eta)
         seen, attempts = poll_until(ends, eta, policy, rng, delivery)
         late.append(seen - ends)
         fetches.append(attempts)
